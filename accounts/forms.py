@@ -1,0 +1,41 @@
+from django import forms
+
+from accounts.roles import ROLE_CHOICES
+
+
+class SignupForm(forms.Form):
+    full_name = forms.CharField(max_length=150, required=False, label="Your name")
+    email = forms.EmailField(max_length=254)
+    password = forms.CharField(widget=forms.PasswordInput, min_length=1, max_length=256)
+    workspace_name = forms.CharField(max_length=120, label="Workspace name")
+    slug = forms.CharField(
+        max_length=40, required=False, label="Workspace address",
+        help_text="Lowercase letters, digits and dashes. Leave empty to derive it from the name.",
+    )
+
+
+class LoginForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    password = forms.CharField(widget=forms.PasswordInput, max_length=256)
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial="agent")
+
+
+class AcceptInvitationForm(forms.Form):
+    full_name = forms.CharField(max_length=150, required=False, label="Your name")
+    password = forms.CharField(widget=forms.PasswordInput, max_length=256)
+
+
+class RoleChangeForm(forms.Form):
+    role = forms.ChoiceField(choices=ROLE_CHOICES)
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(
+        choices=[("read", "read"), ("write", "write"), ("chat", "chat")],
+        widget=forms.CheckboxSelectMultiple, initial=["read", "write", "chat"],
+    )

@@ -1,0 +1,255 @@
+"""Login (public and workspace hosts), the cross-host handoff, invitations, team and API-key pages."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import authenticate, login, logout
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts import selectors, services
+from accounts.forms import AcceptInvitationForm, ApiKeyForm, InviteForm, LoginForm, RoleChangeForm
+from accounts.models import User
+from accounts.permissions import workspace_permission_required
+from accounts.roles import role_has_permission
+from config.errors import ApplicationError
+from config.throttle import throttle_check, throttle_hit, throttle_reset
+from tenants.selectors import workspace_get, workspace_url
+
+
+def client_ip(request: HttpRequest) -> str:
+    return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def _login_throttled(request: HttpRequest, email: str) -> int:
+    """Seconds to wait, or 0. Counted per email and per IP across every host."""
+    for scope, ident in (("login-email", email), ("login-ip", client_ip(request))):
+        state = throttle_check(scope, ident, settings.LOGIN_THROTTLE)
+        if not state.allowed:
+            return state.retry_after
+    return 0
+
+
+def _check_credentials(request: HttpRequest, form: LoginForm):
+    email = form.cleaned_data["email"].lower()
+    wait = _login_throttled(request, email)
+    if wait:
+        form.add_error(None, f"Too many failed attempts. Try again in {max(wait // 60, 1)} minute(s).")
+        return None, 429
+    user = authenticate(request, username=email, password=form.cleaned_data["password"])
+    if user is None:
+        throttle_hit("login-email", email, settings.LOGIN_THROTTLE)
+        throttle_hit("login-ip", client_ip(request), settings.LOGIN_THROTTLE)
+        form.add_error(None, "Email or password is wrong.")
+        return None, 400
+    throttle_reset("login-email", email)
+    return user, 200
+
+
+def _redirect_to_workspace(user, workspace) -> HttpResponseRedirect:
+    token = services.login_handoff_token(user=user, workspace=workspace)
+    return HttpResponseRedirect(workspace_url(workspace=workspace, path=f"/auth/handoff/?token={token}"))
+
+
+@require_http_methods(["GET", "POST"])
+def public_login(request: HttpRequest) -> HttpResponse:
+    """The public site's login: send the user to their workspace (or let them pick one)."""
+    form = LoginForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        user, status = _check_credentials(request, form)
+        if user is not None:
+            workspaces = list(selectors.user_workspaces(user=user))
+            if len(workspaces) == 1:
+                return _redirect_to_workspace(user, workspaces[0])
+            login(request, user)
+            return redirect("workspace-choose")
+    elif request.method == "POST":
+        status = 400
+    return render(request, "accounts/login.html", {"form": form, "public": True}, status=status)
+
+
+def workspace_choose(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect("login")
+    workspaces = list(selectors.user_workspaces(user=request.user))
+    return render(request, "accounts/choose_workspace.html", {"workspaces": workspaces})
+
+
+@require_POST
+def workspace_go(request: HttpRequest, slug: str) -> HttpResponse:
+    workspace = workspace_get(slug=slug)
+    if not request.user.is_authenticated or workspace is None:
+        return redirect("login")
+    if not selectors.membership_role(user_id=request.user.pk, workspace_id=workspace.pk):
+        return render(request, "errors/not_member.html", status=403)
+    return _redirect_to_workspace(request.user, workspace)
+
+
+@require_http_methods(["GET", "POST"])
+def workspace_login(request: HttpRequest) -> HttpResponse:
+    """A workspace host's own login: members of this workspace only."""
+    form = LoginForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        user, status = _check_credentials(request, form)
+        if user is not None:
+            if not selectors.membership_role(user_id=user.pk, workspace_id=request.tenant.pk):
+                form.add_error(None, "Email or password is wrong.")  # same words: don't reveal who is a member
+                status = 400
+            else:
+                login(request, user)
+                target = request.GET.get("next", "/")
+                if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+                    target = "/"
+                return redirect(target)
+    elif request.method == "POST":
+        status = 400
+    return render(request, "accounts/login.html", {"form": form, "public": False}, status=status)
+
+
+def login_handoff(request: HttpRequest) -> HttpResponse:
+    try:
+        user = services.login_handoff_redeem(token=request.GET.get("token", ""), workspace=request.tenant)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("login")
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return redirect("dashboard")
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return redirect("login")
+
+
+@workspace_permission_required("workspace.view")
+@require_POST
+def workspace_switch(request: HttpRequest, slug: str) -> HttpResponse:
+    workspace = workspace_get(slug=slug)
+    if workspace is None or not selectors.membership_role(user_id=request.user.pk, workspace_id=workspace.pk):
+        return render(request, "errors/not_member.html", status=403)
+    return _redirect_to_workspace(request.user, workspace)
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    workspace = request.tenant
+    try:
+        invitation = services.invitation_for_token(workspace=workspace, token=token)
+    except ApplicationError as error:
+        return render(request, "errors/error.html", {"error": error}, status=404)
+    form = AcceptInvitationForm(request.POST or None)
+    if request.method == "POST":
+        try:
+            if request.user.is_authenticated:
+                services.invitation_accept(workspace=workspace, token=token, user=request.user)
+            elif form.is_valid():
+                services.invitation_accept(
+                    workspace=workspace, token=token, password=form.cleaned_data["password"],
+                    full_name=form.cleaned_data["full_name"],
+                )
+                user = authenticate(request, username=invitation.email, password=form.cleaned_data["password"])
+                login(request, user)
+            else:
+                return render(request, "accounts/accept_invitation.html", {"form": form, "invitation": invitation}, status=400)
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+            return render(request, "accounts/accept_invitation.html", {"form": form, "invitation": invitation}, status=error.status_code)
+        messages.success(request, f"Welcome to {workspace.name}.")
+        return redirect("dashboard")
+    has_account = User.objects.filter(email=invitation.email).exists()
+    return render(
+        request, "accounts/accept_invitation.html", {"form": form, "invitation": invitation, "has_account": has_account}
+    )
+
+
+@workspace_permission_required("team.view")
+@require_http_methods(["GET", "POST"])
+def team(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if not role_has_permission(request.role, "team.manage"):
+            return render(request, "errors/forbidden.html", status=403)
+        if form.is_valid():
+            try:
+                services.invitation_create(
+                    workspace=request.tenant, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
+                    invited_by=request.user, actor_role=request.role,
+                )
+                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                return redirect("team")
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+        status = 400
+    context = {
+        "form": form,
+        "members": selectors.membership_list(workspace=request.tenant),
+        "invitations": selectors.invitation_list(workspace=request.tenant),
+        "role_form": RoleChangeForm(),
+    }
+    return render(request, "accounts/team.html", context, status=status)
+
+
+@workspace_permission_required("team.manage")
+@require_POST
+def member_update(request: HttpRequest, membership_id: int) -> HttpResponse:
+    membership = selectors.membership_get(workspace=request.tenant, membership_id=membership_id)
+    if membership is None:
+        return render(request, "errors/404.html", status=404)
+    try:
+        if request.POST.get("action") == "remove":
+            services.membership_remove(membership=membership, actor=request.user, actor_role=request.role)
+            messages.success(request, f"{membership.user.email} was removed.")
+        else:
+            form = RoleChangeForm(request.POST)
+            if not form.is_valid():
+                messages.error(request, "Choose a valid role.")
+                return redirect("team")
+            services.membership_role_change(
+                membership=membership, role=form.cleaned_data["role"], actor=request.user, actor_role=request.role
+            )
+            messages.success(request, f"{membership.user.email} is now {form.cleaned_data['role']}.")
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    return redirect("team")
+
+
+@workspace_permission_required("api_keys.manage")
+@require_http_methods(["GET", "POST"])
+def api_keys(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None)
+    new_key = None
+    status = 200
+    if request.method == "POST":
+        if request.POST.get("revoke"):
+            key = selectors.api_key_get(workspace=request.tenant, key_id=int(request.POST["revoke"]) if request.POST["revoke"].isdigit() else 0)
+            if key is not None:
+                services.api_key_revoke(key=key, actor=request.user)
+                messages.success(request, f"Key “{key.name}” revoked.")
+            return redirect("api-keys")
+        if form.is_valid():
+            try:
+                _key, new_key = services.api_key_create(
+                    workspace=request.tenant, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
+                    created_by=request.user,
+                )
+                form = ApiKeyForm()
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+                status = 400
+        else:
+            status = 400
+    return render(
+        request, "accounts/api_keys.html",
+        {"form": form, "keys": selectors.api_key_list(workspace=request.tenant), "new_key": new_key}, status=status,
+    )
+
+
+@workspace_permission_required("audit.view")
+def audit_log(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/audit.html", {"entries": selectors.audit_list(workspace=request.tenant)[:200]})

@@ -1,0 +1,22 @@
+"""ASGI entry point: HTTP through Django (django-tenants picks the schema), WebSocket through Channels with the
+workspace resolved from the Host header (config.ws)."""
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
+
+from config.ws import WorkspaceAuthMiddleware, WorkspaceHostMiddleware, websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": WorkspaceHostMiddleware(
+            SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
+    }
+)

@@ -1,0 +1,36 @@
+"""The Redis channel layer, configured for redis-py 8.
+
+Two traps (channels_redis#422 and the asyncio pool cap): redis-py's default 5 s socket timeout is the same as the
+layer's 5 s BZPOPMIN, so an idle consumer's receive loop dies with "Timeout reading from ..." and its socket closes;
+and redis-py's asyncio ConnectionPool raises MaxConnectionsError past 100 connections instead of waiting, which kills
+sockets under load and leaves stale group members. We give the socket a timeout well above the blocking pop and use a
+blocking pool that waits for a free connection.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from channels_redis.core import RedisChannelLayer
+from redis import asyncio as aioredis
+
+SOCKET_TIMEOUT_MARGIN = 10.0
+POOL_MAX_CONNECTIONS = 1000
+POOL_WAIT_SECONDS = 30.0
+
+
+class WorkspaceRedisChannelLayer(RedisChannelLayer):
+    def create_pool(self, index: int) -> aioredis.ConnectionPool:
+        host: dict[str, Any] = dict(self.hosts[index])
+        address = host.pop("address")
+        host.setdefault("socket_timeout", self.brpop_timeout + SOCKET_TIMEOUT_MARGIN)
+        host.setdefault("socket_connect_timeout", 5.0)
+        host.setdefault("socket_keepalive", True)
+        host.setdefault("health_check_interval", 30)
+        host.setdefault("max_connections", POOL_MAX_CONNECTIONS)
+        host.setdefault("timeout", POOL_WAIT_SECONDS)
+        return aioredis.BlockingConnectionPool.from_url(address, **host)
+
+
+def workspace_group(schema_name: str, *parts: str) -> str:
+    """Channel-layer group names always carry the workspace schema (names allow [a-zA-Z0-9-_.])."""
+    return ".".join(["ws", schema_name, *parts])[:99]

@@ -1,0 +1,191 @@
+"""The one error family of the project and its renderings (DRF handler, JSON for non-DRF paths).
+
+Every error a client can see is an ApplicationError (or converted to one) and is rendered as
+`{"error": {"code": ..., "message": ..., "details": {...}}}`. Codes are stable: clients and tests rely on them.
+"""
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorCode(StrEnum):
+    INVALID = "invalid"
+    MALFORMED_REQUEST = "malformed_request"
+    NOT_AUTHENTICATED = "not_authenticated"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    INVALID_API_KEY = "invalid_api_key"
+    API_KEY_REVOKED = "api_key_revoked"
+    PERMISSION_DENIED = "permission_denied"
+    NOT_A_MEMBER = "not_a_member"
+    NOT_FOUND = "not_found"
+    WORKSPACE_NOT_FOUND = "workspace_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    NOT_ACCEPTABLE = "not_acceptable"
+    CONFLICT = "conflict"
+    SLUG_TAKEN = "slug_taken"
+    SLUG_RESERVED = "slug_reserved"
+    SLUG_INVALID = "slug_invalid"
+    EMAIL_TAKEN = "email_taken"
+    WEAK_PASSWORD = "weak_password"
+    INVITATION_INVALID = "invitation_invalid"
+    LAST_OWNER = "last_owner"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    PLAN_LIMIT = "plan_limit"
+    WORKSPACE_INACTIVE = "workspace_inactive"
+    WRONG_SCHEMA = "wrong_schema"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    SERVER_ERROR = "server_error"
+
+
+class ApplicationError(Exception):
+    """A failure with a stable code, a human message and structured details."""
+
+    status_code: int = 400
+    default_code: ErrorCode = ErrorCode.INVALID
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode | str | None = None,
+        details: dict[str, Any] | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = str(code or self.default_code)
+        self.details = details or {}
+        if status_code is not None:
+            self.status_code = status_code
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class ValidationFailed(ApplicationError):
+    status_code = 400
+    default_code = ErrorCode.INVALID
+
+
+class NotAuthenticated(ApplicationError):
+    status_code = 401
+    default_code = ErrorCode.NOT_AUTHENTICATED
+
+
+class PermissionDenied(ApplicationError):
+    status_code = 403
+    default_code = ErrorCode.PERMISSION_DENIED
+
+
+class NotFound(ApplicationError):
+    status_code = 404
+    default_code = ErrorCode.NOT_FOUND
+
+
+class Conflict(ApplicationError):
+    status_code = 409
+    default_code = ErrorCode.CONFLICT
+
+
+class RateLimited(ApplicationError):
+    status_code = 429
+    default_code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str = "Too many requests; slow down.", *, retry_after: int = 60, **kwargs: Any):
+        details = {"retry_after": retry_after, **kwargs.pop("details", {})}
+        super().__init__(message, details=details, **kwargs)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(ApplicationError):
+    status_code = 402
+    default_code = ErrorCode.QUOTA_EXCEEDED
+
+
+class ServiceUnavailable(ApplicationError):
+    status_code = 503
+    default_code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def error_json_response(error: ApplicationError) -> JsonResponse:
+    response = JsonResponse(error.as_dict(), status=error.status_code)
+    if isinstance(error, RateLimited):
+        response["Retry-After"] = str(error.retry_after)
+    return response
+
+
+_DRF_CODES: list[tuple[type[Exception], ErrorCode]] = [
+    (drf_exceptions.ParseError, ErrorCode.MALFORMED_REQUEST),
+    (drf_exceptions.NotAuthenticated, ErrorCode.NOT_AUTHENTICATED),
+    (drf_exceptions.AuthenticationFailed, ErrorCode.AUTHENTICATION_FAILED),
+    (drf_exceptions.PermissionDenied, ErrorCode.PERMISSION_DENIED),
+    (drf_exceptions.NotFound, ErrorCode.NOT_FOUND),
+    (drf_exceptions.MethodNotAllowed, ErrorCode.METHOD_NOT_ALLOWED),
+    (drf_exceptions.UnsupportedMediaType, ErrorCode.UNSUPPORTED_MEDIA_TYPE),
+    (drf_exceptions.NotAcceptable, ErrorCode.NOT_ACCEPTABLE),
+    (drf_exceptions.Throttled, ErrorCode.RATE_LIMITED),
+    (drf_exceptions.ValidationError, ErrorCode.INVALID),
+]
+
+
+def _drf_error(exc: drf_exceptions.APIException) -> ApplicationError:
+    code = next((c for klass, c in _DRF_CODES if isinstance(exc, klass)), ErrorCode.INVALID)
+    if isinstance(exc, drf_exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        return ValidationFailed("The request is not valid.", details={"fields": _plain(detail)})
+    # Authentication classes may carry a more precise code (e.g. invalid_api_key) in the detail's code.
+    detail_code = getattr(exc.detail, "code", None)
+    if detail_code and detail_code in ErrorCode._value2member_map_ and detail_code not in {"invalid", "error"}:
+        code = ErrorCode(detail_code)
+    if isinstance(exc, drf_exceptions.Throttled):
+        return RateLimited(str(exc.detail), retry_after=int(exc.wait or 60))
+    return ApplicationError(str(exc.detail), code=code, status_code=exc.status_code)
+
+
+def _plain(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {key: _plain(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_plain(value) for value in detail]
+    return str(detail)
+
+
+def to_application_error(exc: Exception) -> ApplicationError | None:
+    if isinstance(exc, ApplicationError):
+        return exc
+    if isinstance(exc, drf_exceptions.APIException):
+        return _drf_error(exc)
+    if isinstance(exc, Http404):
+        return NotFound("Not found.")
+    if isinstance(exc, DjangoPermissionDenied):
+        return PermissionDenied(str(exc) or "You do not have permission to do this.")
+    return None
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF EXCEPTION_HANDLER: every error in the one shape; unexpected errors become a logged 500 in that shape."""
+    error = to_application_error(exc)
+    if error is None:
+        logger.exception("unhandled API error", exc_info=exc)
+        error = ApplicationError("Something went wrong on our side.", code=ErrorCode.SERVER_ERROR, status_code=500)
+    response = Response(error.as_dict(), status=error.status_code)
+    if isinstance(error, RateLimited):
+        response["Retry-After"] = str(error.retry_after)
+    if error.status_code == 401:
+        response["WWW-Authenticate"] = 'Api-Key realm="api"'
+    return response

@@ -1,0 +1,51 @@
+"""Request-wide plumbing: request ids in logs, and JSON errors for API paths outside DRF views."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import structlog
+from django.http import HttpRequest, HttpResponse
+
+from config.errors import ApplicationError, error_json_response, to_application_error
+
+
+class RequestIdMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        response = self.get_response(request)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+def wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+
+
+class ApiErrorMiddleware:
+    """Errors raised by non-DRF views: JSON in the error shape for API clients, error pages for people."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        error = to_application_error(exception)
+        if error is None:
+            return None
+        if wants_json(request):
+            return error_json_response(error)
+        if isinstance(exception, ApplicationError):
+            from django.shortcuts import render
+
+            return render(request, "errors/error.html", {"error": error}, status=error.status_code)
+        return None  # Http404 / PermissionDenied: Django's own handlers render 404.html / 403.html

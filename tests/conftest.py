@@ -1,0 +1,120 @@
+"""Test foundation: the real test database (committed data, visible to other processes), a session-scoped test
+workspace, users per role, a live ASGI server, a Celery worker and Debian's Chromium for Playwright."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API runs an event loop in the test thread; Django would refuse ORM calls from it otherwise.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+from tests.factories import WorkspaceWithOwner, member, workspace_with_owner  # noqa: E402
+from tests.live import LiveServer, ManagedProcess, start_celery_worker, start_live_server  # noqa: E402
+
+LOG_DIR = Path(__file__).resolve().parent.parent / ".data" / "test-logs"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):  # noqa: F811  (extends pytest-django's)
+    from django.conf import settings
+    from django.core.cache import cache
+    from django.core.management import call_command
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        cache._cache.get_client(write=True).flushdb()  # the test Redis db (TEST_REDIS_DB) only
+        for folder in (settings.MEDIA_ROOT, settings.CHROMA_PATH):
+            shutil.rmtree(folder, ignore_errors=True)
+        call_command("setup_platform", "--json", stdout=io.StringIO())
+    yield
+    with django_db_blocker.unblock():
+        # Other processes (live server, worker, pool threads) may still hold connections; the drop needs none.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+
+
+@pytest.fixture(autouse=True)
+def _database(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Every test uses the real test database with committed data, as the other processes see it."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        connection.set_schema_to_public()
+        yield
+        connection.set_schema_to_public()
+
+
+@pytest.fixture(scope="session")
+def tenant(django_db_setup, django_db_blocker) -> WorkspaceWithOwner:
+    """The session's test workspace (created once) with its owner."""
+    with django_db_blocker.unblock():
+        return workspace_with_owner(name="Session Workspace")
+
+
+@pytest.fixture(scope="session")
+def other_tenant(django_db_setup, django_db_blocker) -> WorkspaceWithOwner:
+    """A second workspace, for isolation tests."""
+    with django_db_blocker.unblock():
+        return workspace_with_owner(name="Other Workspace")
+
+
+@pytest.fixture(scope="session")
+def role_users(tenant, django_db_blocker) -> dict[str, object]:
+    """One user per role in the session workspace (the owner is the workspace's owner)."""
+    with django_db_blocker.unblock():
+        users = {role: member(tenant.workspace, role) for role in ("admin", "agent", "viewer")}
+    return {"owner": tenant.owner, **users}
+
+
+@pytest.fixture
+def host_client():
+    """A Django test client bound to a host: host_client('acme.localhost')."""
+    from django.test import Client
+
+    def make(host: str, **kwargs) -> Client:
+        return Client(HTTP_HOST=host, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def live_server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:
+    """A real ASGI server (uvicorn) on the test database; *.localhost hosts reach it."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        server = start_live_server(connection.settings_dict, LOG_DIR)
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker) -> Iterator[ManagedProcess]:
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        worker = start_celery_worker(connection.settings_dict, LOG_DIR)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium, headless, with the flags this closed network needs."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    args = dict(browser_type_launch_args)
+    args["args"] = [
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    ]
+    if executable:
+        args["executable_path"] = executable
+    return args
