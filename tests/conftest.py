@@ -16,7 +16,7 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 from tests.factories import WorkspaceWithOwner, member, workspace_with_owner  # noqa: E402
 from tests.live import LiveServer, ManagedProcess, start_celery_worker, start_live_server  # noqa: E402
 
-LOG_DIR = Path(__file__).resolve().parent.parent / ".data" / "test-logs"
+LOG_DIR = Path(__file__).resolve().parent.parent / ".data" / f"test-logs-{os.environ.get('TEST_DATABASE_NAME', 'test_customercare')}"
 
 
 @pytest.fixture(scope="session")
