@@ -34,6 +34,8 @@ def django_db_setup(django_db_setup, django_db_blocker):  # noqa: F811  (extends
     yield
     with django_db_blocker.unblock():
         # Other processes (live server, worker, pool threads) may still hold connections; the drop needs none.
+        # Our own connection may have been closed by the server meanwhile: start from a fresh one.
+        connection.close()
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "

@@ -27,3 +27,4 @@ SIGNUP_THROTTLE = env.str("SIGNUP_THROTTLE", default="1000/h")
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.locmem.EmailBackend")
 LOG_LEVEL = env.str("LOG_LEVEL", default="WARNING")
 LOGGING["root"]["level"] = LOG_LEVEL  # noqa: F405
+LOGGING["loggers"]["django.request"] = {"level": "ERROR"}  # noqa: F405  (4xx are expected in tests)
