@@ -1,1 +1,109 @@
+"""Conversations and messages, in the workspace's own schema."""
+from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Channel(models.TextChoices):
+    WIDGET = "widget", "Widget"
+    DASHBOARD = "dashboard", "Dashboard"
+    API = "api", "API"
+
+
+class ConversationStatus(models.TextChoices):
+    BOT = "bot", "Bot"
+    WAITING = "waiting", "Waiting for agent"
+    AGENT = "agent", "Agent"
+    CLOSED = "closed", "Closed"
+
+
+class Conversation(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    channel = models.CharField(max_length=20, choices=Channel.choices, default=Channel.WIDGET)
+    status = models.CharField(max_length=20, choices=ConversationStatus.choices, default=ConversationStatus.BOT)
+    title = models.CharField(max_length=200, blank=True)
+    visitor_id = models.CharField(max_length=64, blank=True, db_index=True)
+    verified_user_id = models.CharField(max_length=200, blank=True, db_index=True)
+    visitor_name = models.CharField(max_length=200, blank=True)
+    visitor_email = models.EmailField(blank=True)
+    # The embeds app sits above chat (STYLE.md floors), so the widget is referenced by id, not by a foreign key.
+    embed_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    origin = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    assigned_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    handoff_reason = models.CharField(max_length=40, blank=True)
+    last_seq = models.BigIntegerField(default=0, help_text="Highest event seq issued in this conversation.")
+    unanswered_streak = models.PositiveSmallIntegerField(default=0)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["status", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return str(self.public_id)
+
+
+class MessageRole(models.TextChoices):
+    CUSTOMER = "customer", "Customer"
+    ASSISTANT = "assistant", "Assistant"
+    AGENT = "agent", "Agent"
+    SYSTEM = "system", "System"
+    NOTE = "note", "Internal note"
+
+
+class Message(models.Model):
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=20, choices=MessageRole.choices)
+    client_message_id = models.CharField(max_length=64, blank=True)
+    content = models.TextField()
+    citations = models.JSONField(default=list, blank=True)
+    answered = models.BooleanField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    provider = models.CharField(max_length=60, blank=True)
+    model = models.CharField(max_length=120, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    latency_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_total_ms = models.PositiveIntegerField(null=True, blank=True)
+    feedback = models.SmallIntegerField(default=0, help_text="-1 thumbs down, 0 none, 1 thumbs up")
+    feedback_comment = models.TextField(blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    seq = models.BigIntegerField(null=True, blank=True, help_text="Event seq at which the message was completed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation_id", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_message_id"], condition=~models.Q(client_message_id=""),
+                name="message_unique_client_id",
+            )
+        ]
+
+
+class AssistantSettings(models.Model):
+    """Per-workspace assistant persona and answer providers (one row per workspace schema)."""
+
+    name = models.CharField(max_length=80, default="Assistant")
+    tone = models.CharField(max_length=40, default="friendly")
+    language = models.CharField(max_length=20, default="auto", help_text="'auto' answers in the customer's language.")
+    instructions = models.TextField(blank=True)
+    grounded_only = models.BooleanField(default=True)
+    # Ordered fallback chain, e.g. [{"kind": "openai", "base_url": ..., "model": ..., "api_key": ...},
+    # {"kind": "builtin"}]. The built-in extractive answerer is always the last resort.
+    providers = models.JSONField(default=list, blank=True)
+    handoff_after_unanswered = models.PositiveSmallIntegerField(default=0, help_text="0 = never by rule")
+    updated_at = models.DateTimeField(auto_now=True)
