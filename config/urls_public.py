@@ -5,6 +5,7 @@ from django.urls import path
 
 from accounts import views as account_views
 from config import health
+from config.metrics import metrics_view
 from tenants import views as tenant_views
 
 admin.site.site_header = "CustomerCareGPT platform admin"
@@ -23,5 +24,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 handler404 = "config.views.not_found"

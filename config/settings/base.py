@@ -63,6 +63,7 @@ TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    "config.metrics.MetricsMiddleware",
     "tenants.middleware.WorkspaceMiddleware",  # resolves the workspace from the host (django-tenants)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -132,7 +133,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Must exceed the longest task's hard time limit (documents: ingest_large); a message unacknowledged for longer is
+# redelivered (that is how a job of a worker that died is picked up again).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
 CELERY_TASK_TIME_LIMIT = 600
 CELERY_TASK_SOFT_TIME_LIMIT = 540
 CELERY_TASK_ALWAYS_EAGER = False
@@ -177,8 +180,14 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
 CHROMA_URL = env.str("CHROMA_URL", default="")
 CHROMA_PATH = Path(env.str("CHROMA_PATH", default=str(DATA_DIR / "chroma")))
+# Knowledge base (documents): per-file cap, and the retry policy of ingestion jobs (documents/pipeline.py).
+DOCUMENT_MAX_BYTES = env.int("DOCUMENT_MAX_BYTES", default=25 * 1024 * 1024)
+DOCUMENT_RETRY_MAX = env.int("DOCUMENT_RETRY_MAX", default=5)
+DOCUMENT_RETRY_BACKOFF_MAX = env.int("DOCUMENT_RETRY_BACKOFF_MAX", default=600)
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Only read by the file-based backend (browser tests read invitation emails from this folder).
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(DATA_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="CustomerCareGPT <no-reply@customercare.local>")
 
 # --- API ---------------------------------------------------------------------------------------------------------
@@ -229,3 +238,4 @@ LOGGING = {
 
 READINESS_CHECK_TIMEOUT = 2.0
 OPS_TOKEN = env.str("OPS_TOKEN", default="")
+METRICS_REQUIRE_TOKEN = env.bool("METRICS_REQUIRE_TOKEN", default=False)
