@@ -5,6 +5,7 @@ before the task runs. Tasks that do a workspace's work use `base=WorkspaceTask`,
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -12,10 +13,12 @@ from tenant_schemas_celery.app import CeleryApp
 from tenant_schemas_celery.task import TenantTask
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+logger = logging.getLogger(__name__)
 
 app = CeleryApp("customercare")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.autodiscover_tasks(["config"])  # config is no installed app; its diagnostic task lives in config/tasks.py
 
 
 class WorkspaceTask(TenantTask):
@@ -29,6 +32,9 @@ class WorkspaceTask(TenantTask):
         from config.errors import ApplicationError, ErrorCode
 
         if getattr(connection, "schema_name", "public") == "public":
+            # Celery's own failure line shows the message only; operators search for the code.
+            logger.error("task %s[%s] refused: %s", self.name, self.request.id, ErrorCode.WRONG_SCHEMA,
+                         extra={"task": self.name})
             raise ApplicationError(
                 f"Task {self.name} is workspace work and refuses to run in the public schema.",
                 code=ErrorCode.WRONG_SCHEMA,

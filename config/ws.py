@@ -3,27 +3,89 @@
 Consumers never touch the ORM directly: they call `run_in_workspace(workspace, fn, ...)`, which runs `fn` in a
 worker thread with the connection switched to the workspace's schema (the thread's connection may have served
 another workspace a moment ago, so the schema is set on every hop).
+
+The hops run on a small pool of threads that keep their database connections. Channels' database_sync_to_async
+runs every hop of the process on one thread and, with CONN_MAX_AGE=0, opens a new PostgreSQL connection for each:
+opening a socket took three of them (~100 ms on a busy machine), one socket after the other, so 150 sockets opening
+at once waited 15 s for their handshakes.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db import connection
 from django.urls import path
 
 from config.channels_layer import workspace_group
+from config.errors import ApplicationError, ErrorCode
 
 T = TypeVar("T")
+
+# Close codes a client can act on: 4403 = not allowed here (not a member, suspended workspace), 4404 = no workspace.
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+# Bounded, so a process holds at most this many PostgreSQL connections for socket hops.
+DB_HOP_THREADS = 4
+# A connection idle for longer than this is checked (SELECT 1) before use: PostgreSQL or a proxy may have closed it.
+CONNECTION_CHECK_AFTER = 30.0
+
+_db_hops: ThreadPoolExecutor | None = None
+_db_hops_lock = threading.Lock()
+_thread_state = threading.local()
+
+
+def _db_hop_executor() -> ThreadPoolExecutor:
+    global _db_hops
+    if _db_hops is None:
+        with _db_hops_lock:
+            if _db_hops is None:
+                _db_hops = ThreadPoolExecutor(max_workers=DB_HOP_THREADS, thread_name_prefix="ws-db")
+    return _db_hops
+
+
+def _db_hop_call(workspace: Any, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    now = time.monotonic()
+    if connection.connection is not None and now - getattr(_thread_state, "last_used", now) > CONNECTION_CHECK_AFTER:
+        if not connection.is_usable():
+            connection.close()
+    _thread_state.last_used = now
+    if workspace is None:
+        connection.set_schema_to_public()
+    else:
+        connection.set_tenant(workspace)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        connection.set_schema_to_public()
+        # As Django does between requests: after a database error, keep the connection only if it still works
+        # (PostgreSQL may have restarted), so that the next hop reconnects instead of failing too.
+        if connection.errors_occurred:
+            if connection.is_usable():
+                connection.errors_occurred = False
+            else:
+                connection.close()
+
+
+async def _db_hop(workspace: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn` on a hop thread, in `workspace`'s schema (None: the public schema)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_db_hop_executor(), _db_hop_call, workspace, fn, args, kwargs)
 
 
 def _resolve_workspace(host: str) -> Any | None:
     from tenants.selectors import workspace_for_host
 
-    connection.set_schema_to_public()
     return workspace_for_host(host=host)
 
 
@@ -34,15 +96,24 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
-async def run_in_workspace(workspace: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    def call() -> T:
-        connection.set_tenant(workspace)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connection.set_schema_to_public()
+def origin_matches_host(scope: dict[str, Any]) -> bool:
+    """Browsers send the session cookie with a WebSocket opened by any site's page, and WebSockets have no CSRF
+    token: only a page of the same host may use the cookie. Non-browser clients send no Origin."""
+    origin = _header(scope, b"origin")
+    if not origin:
+        return True
+    return urlsplit(origin).netloc.lower() == _header(scope, b"host").lower()
 
-    return await database_sync_to_async(call)()
+
+async def refuse_websocket(send: Any, code: int) -> None:
+    """Accept, then close with `code`: a close before the accept reaches the client as a bare HTTP 403 and the
+    code is lost. The caller has already consumed the websocket.connect event."""
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code})
+
+
+async def run_in_workspace(workspace: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await _db_hop(workspace, fn, *args, **kwargs)
 
 
 class WorkspaceHostMiddleware:
@@ -52,34 +123,46 @@ class WorkspaceHostMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        from tenants.models import WorkspaceStatus
+
         host = _header(scope, b"host").split(":")[0].lower()
-        workspace = await database_sync_to_async(_resolve_workspace)(host) if host else None
+        workspace = await _db_hop(None, _resolve_workspace, host) if host else None
         if workspace is None or workspace.schema_name == "public":
             await receive()  # the websocket.connect event
-            await send({"type": "websocket.close", "code": 4404})
+            await refuse_websocket(send, CLOSE_NOT_FOUND)
+            return None
+        if workspace.status != WorkspaceStatus.ACTIVE:  # as over HTTP (tenants.middleware): suspended is closed
+            await receive()
+            await refuse_websocket(send, CLOSE_FORBIDDEN)
             return None
         return await self.app({**scope, "workspace": workspace}, receive, send)
 
 
-def _membership_role(user_id: int, workspace_id: int) -> str | None:
+def _session_user_and_role(session: Any, workspace_id: int) -> tuple[Any, str | None]:
+    """The session's user (as django.contrib.auth.get_user verifies it) and their role here, in one hop."""
+    from django.contrib.auth import get_user
+
     from accounts.selectors import membership_role
 
-    return membership_role(user_id=user_id, workspace_id=workspace_id)
+    user = get_user(SimpleNamespace(session=session))
+    if not user.is_authenticated:
+        return user, None
+    return user, membership_role(user_id=user.pk, workspace_id=workspace_id)
 
 
 class WorkspaceAuthMiddleware:
-    """Loads the session's user (public schema) and their role in this workspace into the scope."""
+    """Loads the session's user (public schema) and their role in this workspace into the scope; a socket opened
+    by another site's page stays anonymous (see origin_matches_host)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        from channels.auth import get_user
+        from django.contrib.auth.models import AnonymousUser
 
-        user = await get_user(scope)
-        role = None
-        if user.is_authenticated:
-            role = await database_sync_to_async(_membership_role)(user.pk, scope["workspace"].pk)
+        user, role = AnonymousUser(), None
+        if origin_matches_host(scope):
+            user, role = await _db_hop(None, _session_user_and_role, scope["session"], scope["workspace"].pk)
         return await self.app({**scope, "user": user, "role": role}, receive, send)
 
 
@@ -88,7 +171,8 @@ class WorkspaceEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         if not self.scope.get("role"):
-            await self.close(code=4403)
+            await self.accept()  # so that the client sees the close code (see refuse_websocket)
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         self.group = workspace_group(self.scope["workspace"].schema_name, "events")
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -106,7 +190,8 @@ class WorkspaceEventsConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(frame, dict) and frame.get("type") == "ping":
             await self.send_json({"type": "pong"})
             return
-        await self.send_json({"type": "error", "code": "malformed_request", "message": "Unknown or malformed frame."})
+        error = ApplicationError("Unknown or malformed frame.", code=ErrorCode.MALFORMED_REQUEST)
+        await self.send_json({"type": "error", **error.as_dict()["error"]})
 
     async def workspace_event(self, event: dict[str, Any]) -> None:
         await self.send_json(event["payload"])

@@ -25,8 +25,16 @@ def django_db_setup(django_db_setup, django_db_blocker):  # noqa: F811  (extends
     from django.core.cache import cache
     from django.core.management import call_command
     from django.db import connection
+    from django.test.utils import setup_databases, teardown_databases
 
+    own_databases = None
     with django_db_blocker.unblock():
+        # pytest-django creates the test database only if a selected test uses `db`, `transactional_db`,
+        # `live_server` or the django_db mark; without this, a run of other tests would use (and at the end cut the
+        # connections of) the development database.
+        if connection.settings_dict["NAME"] != settings.TEST_DATABASE_NAME:
+            own_databases = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+        assert connection.settings_dict["NAME"] == settings.TEST_DATABASE_NAME
         cache._cache.get_client(write=True).flushdb()  # the test Redis db (TEST_REDIS_DB) only
         for folder in (settings.MEDIA_ROOT, settings.CHROMA_PATH):
             shutil.rmtree(folder, ignore_errors=True)
@@ -41,6 +49,8 @@ def django_db_setup(django_db_setup, django_db_blocker):  # noqa: F811  (extends
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid()"
             )
+        if own_databases is not None:
+            teardown_databases(own_databases, verbosity=0)
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +95,13 @@ def host_client():
         return Client(HTTP_HOST=host, **kwargs)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _live_server_helper() -> Iterator[None]:
+    """Replaces pytest-django's helper of the same name: it would flush every table after each test that uses
+    `live_server` (ours serves the committed test data to the whole session) and expects its own server class."""
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -107,12 +107,16 @@ class LiveServer:
         return connect(f"ws://{host}:{self.port}{path}", sock=sock, open_timeout=10, **kwargs)
 
 
-def start_live_server(settings_dict: dict[str, Any], log_dir: Path) -> LiveServer:
+def start_live_server(
+    settings_dict: dict[str, Any], log_dir: Path, extra_env: dict[str, str] | None = None, name: str = "asgi"
+) -> LiveServer:
+    """`extra_env` adds or overrides environment variables of the server process (e.g. EMAIL_BACKEND)."""
     port = free_port()
-    env = process_env(settings_dict, PUBLIC_PORT=str(port))
+    env = process_env(settings_dict, **{"PUBLIC_PORT": str(port), **(extra_env or {})})
     argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
             "--ws-per-message-deflate", "false", "--log-level", "warning"]
-    server = LiveServer(process=start_process("asgi", argv, env, log_dir), port=port)
+    # A second server in the same run needs its own `name`, or it would overwrite the first one's log.
+    server = LiveServer(process=start_process(name, argv, env, log_dir), port=port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.process.proc.poll() is not None:

@@ -63,10 +63,13 @@ TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    "config.health.HealthProbeMiddleware",  # /healthz, /readyz: before anything that needs the database
     "config.metrics.MetricsMiddleware",
-    "tenants.middleware.WorkspaceMiddleware",  # resolves the workspace from the host (django-tenants)
     "django.middleware.security.SecurityMiddleware",
+    # Static files are the same on every host; served before host resolution so error pages of unknown or
+    # suspended workspaces get their stylesheet too.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "tenants.middleware.WorkspaceMiddleware",  # resolves the workspace from the host (django-tenants)
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -139,6 +142,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBIL
 CELERY_TASK_TIME_LIMIT = 600
 CELERY_TASK_SOFT_TIME_LIMIT = 540
 CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BEAT_SCHEDULE = {
+    # Close ended billing periods and grant the new ones (tenants.billing; use also rolls them lazily).
+    "billing-periods-roll": {"task": "tenants.billing_periods_roll", "schedule": 15 * 60},
+}
+# Payment provider seam (tenants.billing.BillingGateway): a dotted path to a class; empty: no gateway, no charges.
+BILLING_GATEWAY = env.str("BILLING_GATEWAY", default="")
 
 # --- auth --------------------------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -180,10 +189,26 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
 CHROMA_URL = env.str("CHROMA_URL", default="")
 CHROMA_PATH = Path(env.str("CHROMA_PATH", default=str(DATA_DIR / "chroma")))
+
+# --- knowledge: URL import and embeddings (documents/fetch.py, documents/embedding.py) ------------------------
+# URL imports refuse private, loopback, link-local, ... targets; tests on loopback servers turn this on.
+URL_IMPORT_ALLOW_PRIVATE = env.bool("URL_IMPORT_ALLOW_PRIVATE", default=False)
+# Networks (CIDR) allowed even though they are private, e.g. an intranet wiki: ["10.20.0.0/16"].
+URL_IMPORT_ALLOWED_NETWORKS = env.list("URL_IMPORT_ALLOWED_NETWORKS", default=[])
+EMBEDDING_BACKEND = env.str("EMBEDDING_BACKEND", default="onnx")  # onnx (local all-MiniLM-L6-v2) | openai
+EMBEDDING_URL = env.str("EMBEDDING_URL", default="")  # OpenAI-compatible base URL, e.g. https://api.example/v1
+EMBEDDING_API_KEY = env.str("EMBEDDING_API_KEY", default="")
+EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="")
+EMBEDDING_DIMENSION = env.int("EMBEDDING_DIMENSION", default=0)  # 0: learn it from the first answer
+EMBEDDING_MAX_TOKENS = env.int("EMBEDDING_MAX_TOKENS", default=256)  # chunk window for the openai backend
+EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=32)
+EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)  # onnxruntime intra-op threads; 0: every core
+EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=30.0)
 # Knowledge base (documents): per-file cap, and the retry policy of ingestion jobs (documents/pipeline.py).
 DOCUMENT_MAX_BYTES = env.int("DOCUMENT_MAX_BYTES", default=25 * 1024 * 1024)
 DOCUMENT_RETRY_MAX = env.int("DOCUMENT_RETRY_MAX", default=5)
 DOCUMENT_RETRY_BACKOFF_MAX = env.int("DOCUMENT_RETRY_BACKOFF_MAX", default=600)
+DOCUMENT_URL_TIMEOUT = env.int("DOCUMENT_URL_TIMEOUT", default=20)  # seconds for a whole URL import
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 # Only read by the file-based backend (browser tests read invitation emails from this folder).
@@ -235,6 +260,20 @@ LOGGING = {
         "uvicorn.access": {"level": "WARNING"},
     },
 }
+
+# --- chat: conversations and the real-time protocol (chat/, docs/websocket-protocol.md) -------------------------
+CHAT_MESSAGE_MAX_CHARS = env.int("CHAT_MESSAGE_MAX_CHARS", default=4000)
+CHAT_WS_MAX_FRAME_BYTES = env.int("CHAT_WS_MAX_FRAME_BYTES", default=16384)
+CHAT_WS_IDLE_TIMEOUT = env.float("CHAT_WS_IDLE_TIMEOUT", default=90.0)  # seconds without any client frame
+CHAT_WS_PING_INTERVAL = env.float("CHAT_WS_PING_INTERVAL", default=25.0)  # what clients are told to use
+CHAT_WS_FRAME_RATE = env.float("CHAT_WS_FRAME_RATE", default=10.0)  # frames per second per socket, sustained
+CHAT_WS_FRAME_BURST = env.int("CHAT_WS_FRAME_BURST", default=30)
+CHAT_WS_MESSAGE_RATE = env.float("CHAT_WS_MESSAGE_RATE", default=0.5)  # questions per second per socket, sustained
+CHAT_WS_MESSAGE_BURST = env.int("CHAT_WS_MESSAGE_BURST", default=5)
+CHAT_ANSWER_WORKERS = env.int("CHAT_ANSWER_WORKERS", default=8)  # threads (and DB connections) answering per process
+CHAT_ANSWER_TIMEOUT = env.float("CHAT_ANSWER_TIMEOUT", default=180.0)
+CHAT_EVENT_LOG_MAXLEN = env.int("CHAT_EVENT_LOG_MAXLEN", default=5000)  # events kept per conversation for resume
+CHAT_EVENT_LOG_TTL = env.int("CHAT_EVENT_LOG_TTL", default=86400)  # seconds after the last event
 
 READINESS_CHECK_TIMEOUT = 2.0
 OPS_TOKEN = env.str("OPS_TOKEN", default="")
