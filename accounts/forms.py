@@ -2,12 +2,21 @@ from django import forms
 
 from accounts.roles import ROLE_CHOICES
 
+NEW_PASSWORD_HELP = "At least 10 characters; not a common or all-digit password."
+
 
 class SignupForm(forms.Form):
-    full_name = forms.CharField(max_length=150, required=False, label="Your name")
-    email = forms.EmailField(max_length=254)
-    password = forms.CharField(widget=forms.PasswordInput, min_length=1, max_length=256)
-    workspace_name = forms.CharField(max_length=120, label="Workspace name")
+    full_name = forms.CharField(
+        max_length=150, required=False, label="Your name", widget=forms.TextInput(attrs={"autocomplete": "name"})
+    )
+    email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+    password = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}), min_length=1, max_length=256,
+        help_text=NEW_PASSWORD_HELP,
+    )
+    workspace_name = forms.CharField(
+        max_length=120, label="Workspace name", widget=forms.TextInput(attrs={"autocomplete": "organization"})
+    )
     slug = forms.CharField(
         max_length=40, required=False, label="Workspace address",
         help_text="Lowercase letters, digits and dashes. Leave empty to derive it from the name.",
@@ -15,8 +24,8 @@ class SignupForm(forms.Form):
 
 
 class LoginForm(forms.Form):
-    email = forms.EmailField(max_length=254)
-    password = forms.CharField(widget=forms.PasswordInput, max_length=256)
+    email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}), max_length=256)
 
 
 class InviteForm(forms.Form):
@@ -25,8 +34,12 @@ class InviteForm(forms.Form):
 
 
 class AcceptInvitationForm(forms.Form):
-    full_name = forms.CharField(max_length=150, required=False, label="Your name")
-    password = forms.CharField(widget=forms.PasswordInput, max_length=256)
+    full_name = forms.CharField(
+        max_length=150, required=False, label="Your name", widget=forms.TextInput(attrs={"autocomplete": "name"})
+    )
+    password = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}), max_length=256, help_text=NEW_PASSWORD_HELP
+    )
 
 
 class RoleChangeForm(forms.Form):

@@ -7,6 +7,7 @@ from django_tenants.middleware.main import TenantMainMiddleware
 from config.errors import ErrorCode, NotFound, PermissionDenied, error_json_response
 from config.middleware import wants_json
 from tenants.models import WorkspaceStatus
+from tenants.selectors import public_url
 
 
 class WorkspaceMiddleware(TenantMainMiddleware):
@@ -31,4 +32,4 @@ class WorkspaceMiddleware(TenantMainMiddleware):
         error = NotFound("There is no workspace at this address.", code=ErrorCode.WORKSPACE_NOT_FOUND)
         if wants_json(request):
             return error_json_response(error)
-        return render(request, "errors/no_workspace.html", {"hostname": hostname}, status=404)
+        return render(request, "errors/no_workspace.html", {"hostname": hostname, "public_url": public_url()}, status=404)
