@@ -1,0 +1,209 @@
+"""The vector index: one Chroma collection per workspace, named from its schema.
+
+Every function takes the workspace's schema name explicitly: there is no "current" collection, so code can
+never query another workspace's vectors by accident. We always pass our own embeddings; Chroma's default
+embedding function (which downloads a model) is never used. Scores are cosine similarities.
+
+Embedded mode (no CHROMA_URL): a PersistentClient at CHROMA_PATH. Chroma keeps each collection's HNSW index in
+the memory of the process that loaded it and does not notice writes made by other processes (measured: a web
+process kept answering from the index it had loaded before a worker indexed new documents). So writes take a
+per-collection file lock and bump a generation file next to the data, and a process that finds another
+generation than the one it loaded reopens its client first (about 50 ms for 11,000 vectors). Server mode
+(CHROMA_URL, `chroma run`) has one index for everybody and needs none of this.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import chromadb
+from chromadb.api import ClientAPI
+from chromadb.api.client import SharedSystemClient
+from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import NotFoundError
+from django.conf import settings
+
+_SCHEMA = re.compile(r"^[a-z][a-z0-9_]{0,60}[a-z0-9]$")
+COLLECTION_PREFIX = "kb_"
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    chunk_id: int
+    document_id: int
+    score: float  # cosine similarity, 1 = same direction
+
+
+def vector_collection_name(schema_name: str) -> str:
+    """The collection of one workspace. Refuses the public schema and anything that is not a schema name."""
+    if not isinstance(schema_name, str) or not _SCHEMA.match(schema_name) or schema_name == "public":
+        raise ValueError(f"not a workspace schema: {schema_name!r}")
+    return COLLECTION_PREFIX + schema_name
+
+
+def vectors_upsert(*, schema_name: str, ids: list[str], embeddings: list[list[float]],
+                   metadatas: list[dict[str, Any]], documents: list[str]) -> None:
+    """Add or replace vectors. Each metadata carries at least chunk_id and document_id (ints)."""
+    if not (len(ids) == len(embeddings) == len(metadatas) == len(documents)):
+        raise ValueError("ids, embeddings, metadatas and documents must have the same length")
+    for metadata in metadatas:
+        if not isinstance(metadata.get("chunk_id"), int) or not isinstance(metadata.get("document_id"), int):
+            raise ValueError("every metadata needs integer chunk_id and document_id")
+    if not ids:
+        return
+    with _store.collection(vector_collection_name(schema_name), write=True, create=True) as (client, collection):
+        step = client.get_max_batch_size()
+        for start in range(0, len(ids), step):
+            end = start + step
+            collection.upsert(ids=[str(i) for i in ids[start:end]], embeddings=embeddings[start:end],
+                              metadatas=metadatas[start:end], documents=documents[start:end])
+
+
+def vectors_delete_document(*, schema_name: str, document_id: int) -> None:
+    with _store.collection(vector_collection_name(schema_name), write=True) as (_client, collection):
+        if collection is not None:
+            collection.delete(where={"document_id": int(document_id)})
+
+
+def vectors_query(*, schema_name: str, embedding: list[float], limit: int,
+                  where: dict[str, Any] | None = None) -> list[VectorHit]:
+    """The `limit` nearest chunks of this workspace, best first."""
+    name = vector_collection_name(schema_name)
+    if limit <= 0:
+        return []
+    with _store.collection(name) as (_client, collection):
+        if collection is None:
+            return []
+        result = collection.query(query_embeddings=[list(embedding)], n_results=limit, where=where or None,
+                                  include=["metadatas", "distances"])
+    hits = []
+    for metadata, distance in zip(result["metadatas"][0], result["distances"][0], strict=True):
+        hits.append(VectorHit(chunk_id=int(metadata["chunk_id"]), document_id=int(metadata["document_id"]),
+                              score=1.0 - float(distance)))
+    return hits
+
+
+def vectors_count(*, schema_name: str, document_id: int | None = None) -> int:
+    with _store.collection(vector_collection_name(schema_name)) as (_client, collection):
+        if collection is None:
+            return 0
+        if document_id is None:
+            return collection.count()
+        return len(collection.get(where={"document_id": int(document_id)}, include=[])["ids"])
+
+
+def vectors_drop_collection(*, schema_name: str) -> bool:
+    """Remove the workspace's whole collection; True when there was one."""
+    name = vector_collection_name(schema_name)
+    with _store.collection(name, write=True, drop=True) as (client, collection):
+        if collection is None:
+            return False
+        client.delete_collection(name)
+        return True
+
+
+class _Store:
+    """The process's Chroma client for the current settings, kept fresh across processes in embedded mode."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._client: ClientAPI | None = None
+        self._key: tuple | None = None
+        self._seen: dict[str, str] = {}  # collection -> generation this process's client has loaded
+
+    @contextmanager
+    def collection(self, name: str, *, write: bool = False, create: bool = False,
+                   drop: bool = False) -> Iterator[tuple[ClientAPI, Any]]:
+        with self._lock:
+            client = self._current_client()
+            if settings.CHROMA_URL:
+                yield client, _collection(client, name, create=create)
+                return
+            with self._write_lock(name) if write else nullcontext():
+                generation = self._generation(name)
+                if name in self._seen and self._seen[name] != generation:
+                    client = self._reopen()
+                self._seen.setdefault(name, generation)
+                try:
+                    yield client, _collection(client, name, create=create)
+                finally:
+                    if drop:  # leave nothing of the workspace behind; others see "" and reopen
+                        (self._folder() / name).unlink(missing_ok=True)
+                        (self._folder() / f".{name}.lock").unlink(missing_ok=True)
+                        self._seen[name] = ""
+                    elif write:
+                        # We hold the write lock, so nobody wrote between our check and here: our client is current.
+                        self._seen[name] = self._bump(name)
+
+    def _current_client(self) -> ClientAPI:
+        key = (settings.CHROMA_URL, str(settings.CHROMA_PATH), os.getpid())
+        if self._client is not None and self._key == key:
+            return self._client
+        self._key, self._seen = key, {}
+        if settings.CHROMA_URL:
+            url = urlparse(settings.CHROMA_URL)
+            self._client = chromadb.HttpClient(host=url.hostname or "localhost",
+                                               port=url.port or (443 if url.scheme == "https" else 8000),
+                                               ssl=url.scheme == "https", settings=_chroma_settings())
+            return self._client
+        self._folder().mkdir(parents=True, exist_ok=True)
+        return self._reopen()
+
+    def _reopen(self) -> ClientAPI:
+        # Read the generations first: a write that lands while we reopen is noticed next time.
+        self._seen = {entry.name: self._generation(entry.name) for entry in os.scandir(self._folder())
+                      if not entry.name.startswith(".")}
+        SharedSystemClient.clear_system_cache()  # the only way to make Chroma drop the indexes it loaded
+        self._client = chromadb.PersistentClient(path=str(settings.CHROMA_PATH), settings=_chroma_settings())
+        return self._client
+
+    def _folder(self) -> Path:
+        return Path(settings.CHROMA_PATH) / "generations"
+
+    def _generation(self, name: str) -> str:
+        try:
+            return (self._folder() / name).read_text()
+        except FileNotFoundError:
+            return ""
+
+    def _bump(self, name: str) -> str:
+        generation = uuid.uuid4().hex
+        temporary = self._folder() / f".{name}.{generation}"
+        temporary.write_text(generation)
+        os.replace(temporary, self._folder() / name)
+        return generation
+
+    @contextmanager
+    def _write_lock(self, name: str) -> Iterator[None]:
+        with open(self._folder() / f".{name}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _chroma_settings() -> ChromaSettings:
+    return ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+
+def _collection(client: ClientAPI, name: str, *, create: bool):
+    if create:
+        return client.get_or_create_collection(name, configuration={"hnsw": {"space": "cosine"}},
+                                               embedding_function=None)
+    try:
+        return client.get_collection(name, embedding_function=None)
+    except (NotFoundError, ValueError):
+        return None
+
+
+_store = _Store()
