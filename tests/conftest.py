@@ -137,3 +137,16 @@ def browser_type_launch_args(browser_type_launch_args):
     if executable:
         args["executable_path"] = executable
     return args
+
+
+_PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_context", "new_context", "playwright"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the main thread for the rest of
+    the session, and tests that drive asyncio themselves (asyncio.run, async_to_sync) can't run after it starts."""
+
+    def uses_browser(item) -> bool:
+        return item.get_closest_marker("browser") is not None or bool(_PLAYWRIGHT_FIXTURES & set(item.fixturenames))
+
+    items.sort(key=uses_browser)
