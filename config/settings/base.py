@@ -153,7 +153,7 @@ BILLING_GATEWAY = env.str("BILLING_GATEWAY", default="")
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "accounts.hashers.OwaspArgon2PasswordHasher",  # verifies any argon2 hash; re-hashes others on login
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
 AUTH_PASSWORD_VALIDATORS = [
@@ -270,7 +270,7 @@ CHAT_WS_FRAME_RATE = env.float("CHAT_WS_FRAME_RATE", default=10.0)  # frames per
 CHAT_WS_FRAME_BURST = env.int("CHAT_WS_FRAME_BURST", default=30)
 CHAT_WS_MESSAGE_RATE = env.float("CHAT_WS_MESSAGE_RATE", default=0.5)  # questions per second per socket, sustained
 CHAT_WS_MESSAGE_BURST = env.int("CHAT_WS_MESSAGE_BURST", default=5)
-CHAT_ANSWER_WORKERS = env.int("CHAT_ANSWER_WORKERS", default=8)  # threads (and DB connections) answering per process
+CHAT_ANSWER_WORKERS = env.int("CHAT_ANSWER_WORKERS", default=16)  # threads (and DB connections) answering per process
 CHAT_ANSWER_TIMEOUT = env.float("CHAT_ANSWER_TIMEOUT", default=180.0)
 CHAT_EVENT_LOG_MAXLEN = env.int("CHAT_EVENT_LOG_MAXLEN", default=5000)  # events kept per conversation for resume
 CHAT_EVENT_LOG_TTL = env.int("CHAT_EVENT_LOG_TTL", default=86400)  # seconds after the last event
@@ -278,3 +278,19 @@ CHAT_EVENT_LOG_TTL = env.int("CHAT_EVENT_LOG_TTL", default=86400)  # seconds aft
 READINESS_CHECK_TIMEOUT = 2.0
 OPS_TOKEN = env.str("OPS_TOKEN", default="")
 METRICS_REQUIRE_TOKEN = env.bool("METRICS_REQUIRE_TOKEN", default=False)
+
+# --- widget: embeds, the loader, the frame and its visitors (embeds/, docs/widget.md) ---------------------------
+WIDGET_TOKEN_TTL = env.int("WIDGET_TOKEN_TTL", default=900)  # seconds a visitor token is accepted
+WIDGET_CONFIG_MAX_AGE = env.int("WIDGET_CONFIG_MAX_AGE", default=60)  # browser cache of /widget/v1/config/
+WIDGET_LOADER_MAX_AGE = env.int("WIDGET_LOADER_MAX_AGE", default=86400)  # browser/CDN cache of loader.js
+# Rate limits ("count/[n]unit", e.g. "120/m", "10/5m"). HTTP: every widget request, per IP, per embed, per workspace;
+# visitor sessions (token minting) per IP. WebSocket: connections per IP; questions per IP, per embed, per workspace
+# (the plan's chat_messages_per_minute, when it sets one, is the per-workspace limit).
+WIDGET_RATE_HTTP_IP = env.str("WIDGET_RATE_HTTP_IP", default="240/m")
+WIDGET_RATE_HTTP_EMBED = env.str("WIDGET_RATE_HTTP_EMBED", default="6000/m")
+WIDGET_RATE_HTTP_WORKSPACE = env.str("WIDGET_RATE_HTTP_WORKSPACE", default="12000/m")
+WIDGET_RATE_SESSION_IP = env.str("WIDGET_RATE_SESSION_IP", default="30/m")
+WIDGET_RATE_SOCKET_IP = env.str("WIDGET_RATE_SOCKET_IP", default="60/m")
+WIDGET_RATE_MESSAGE_IP = env.str("WIDGET_RATE_MESSAGE_IP", default="20/m")
+WIDGET_RATE_MESSAGE_EMBED = env.str("WIDGET_RATE_MESSAGE_EMBED", default="600/m")
+WIDGET_RATE_MESSAGE_WORKSPACE = env.str("WIDGET_RATE_MESSAGE_WORKSPACE", default="1200/m")
