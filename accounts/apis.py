@@ -1,8 +1,11 @@
 """REST endpoints for the signed-in principal, members, invitations, API keys and the audit log."""
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -173,3 +176,50 @@ class AuditLogApi(APIView):
     def get(self, request: Request) -> Response:
         entries = selectors.audit_list(workspace=request._request.tenant)[:500]
         return Response(self.AuditEntryOutputSerializer(entries, many=True).data)
+
+
+class _JsonForErrors(BaseContentNegotiation):
+    """The CSV export answers CSV whatever the Accept header says; its errors are JSON like every other error."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class AuditLogExportApi(APIView):
+    """The whole audit log as CSV (columns created_at, actor, action, target, data), oldest first."""
+
+    required_permission = "audit.view"
+    content_negotiation_class = _JsonForErrors
+    renderer_classes = [JSONRenderer]
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request: Request):
+        from accounts.views import audit_csv_response
+
+        return audit_csv_response(request._request.tenant)
+
+
+class OwnershipTransferApi(APIView):
+    """Make another member the owner; the calling owner becomes an admin. Owners only, with a session."""
+
+    required_permission = "ownership.transfer"
+
+    class OwnershipTransferInputSerializer(serializers.Serializer):
+        membership_id = serializers.IntegerField()
+
+    @extend_schema(request=OwnershipTransferInputSerializer, responses=MemberOutputSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = self.OwnershipTransferInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership = selectors.membership_get(
+            workspace=request._request.tenant, membership_id=serializer.validated_data["membership_id"]
+        )
+        if membership is None:
+            raise NotFound("No such member.")
+        membership = services.workspace_ownership_transfer(
+            workspace=request._request.tenant, to_membership=membership, actor=request.user
+        )
+        return Response(MemberOutputSerializer(membership).data)

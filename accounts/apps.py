@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class AccountsConfig(AppConfig):
     name = "accounts"
+
+    def ready(self) -> None:
+        from accounts.services import billing_hooks_connect
+
+        billing_hooks_connect()  # audit log and owner emails for billing events, the seats counter

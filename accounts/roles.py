@@ -32,7 +32,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "team.manage": STAFF_ROLES,
     "settings.view": STAFF_ROLES,
     "settings.manage": STAFF_ROLES,
+    "billing.view": STAFF_ROLES,  # plan, usage, ledger, invoice preview
     "billing.manage": frozenset({Role.OWNER}),
+    "ownership.transfer": frozenset({Role.OWNER}),
     "api_keys.manage": STAFF_ROLES,
     "audit.view": STAFF_ROLES,
 }
@@ -40,7 +42,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
 # API-key scopes grant permissions the same way roles do. A key never manages the team or other keys.
 SCOPES: dict[str, frozenset[str]] = {
     "read": frozenset(
-        {"workspace.view", "knowledge.view", "conversations.view", "widgets.view", "analytics.view", "team.view"}
+        {"workspace.view", "knowledge.view", "conversations.view", "widgets.view", "analytics.view", "team.view",
+         "billing.view"}
     ),
     "write": frozenset({"knowledge.manage", "widgets.manage", "conversations.reply", "settings.manage"}),
     "chat": frozenset({"conversations.view", "conversations.reply"}),

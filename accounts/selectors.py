@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+
 from django.db.models import QuerySet
 
 from accounts.models import ApiKey, AuditEntry, Invitation, Membership, User
@@ -38,3 +43,33 @@ def api_key_get(*, workspace: Workspace, key_id: int) -> ApiKey | None:
 
 def audit_list(*, workspace: Workspace) -> QuerySet[AuditEntry]:
     return AuditEntry.objects.filter(workspace=workspace).select_related("actor").order_by("-created_at")
+
+
+def invitation_get(*, workspace: Workspace, invitation_id: int) -> Invitation | None:
+    return Invitation.objects.filter(workspace=workspace, pk=invitation_id).first()
+
+
+AUDIT_CSV_COLUMNS = ("created_at", "actor", "action", "target", "data")
+
+
+def _csv_cell(value: str) -> str:
+    # A cell that starts like a formula would run in a spreadsheet (CSV injection): make it text.
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def audit_csv_lines(*, workspace: Workspace) -> Iterator[str]:
+    """The workspace's whole audit log as CSV lines (header first, oldest entry first), streamed from the database."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(row: Iterable[str]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([_csv_cell(cell) for cell in row])
+        return buffer.getvalue()
+
+    yield line(AUDIT_CSV_COLUMNS)
+    entries = AuditEntry.objects.filter(workspace=workspace).order_by("created_at", "id")
+    for entry in entries.iterator(chunk_size=1000):
+        yield line((entry.created_at.isoformat(), entry.actor_label, entry.action, entry.target,
+                    json.dumps(entry.data, sort_keys=True, default=str)))

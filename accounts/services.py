@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import ApiKey, AuditEntry, Invitation, Membership, User
@@ -28,6 +29,7 @@ from config.errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from tenants import billing
 from tenants.models import Workspace
 from tenants.selectors import workspace_url
 from tenants.services import ProvisionResult, workspace_create
@@ -47,12 +49,16 @@ def _sha256(value: str) -> str:
 
 
 def audit_record(
-    *, workspace: Workspace | None, actor: User | None, action: str, target: str = "", data: dict[str, Any] | None = None
+    *, workspace: Workspace | None, actor: User | None, action: str, target: str = "", data: dict[str, Any] | None = None,
+    actor_label: str | None = None,
 ) -> AuditEntry:
+    """Record who did what. Every app calls this for its own actions (document.deleted, embed.origins_changed, ...):
+    `actor` is the user (None for the system or an operator, then say who in `actor_label`), `action` a dotted verb,
+    `target` what it was done to (shown in the log and the CSV export), `data` the details (before/after)."""
     return AuditEntry.objects.create(
         workspace=workspace,
         actor=actor if actor is not None and actor.is_authenticated else None,
-        actor_label=str(actor) if actor is not None else "system",
+        actor_label=(actor_label or (str(actor) if actor is not None else "system"))[:200],
         action=action,
         target=target[:200],
         data=data or {},
@@ -125,8 +131,31 @@ def workspace_signup(
     return user, result
 
 
+def seats_used(*, workspace: Workspace, excluding_email: str | None = None) -> int:
+    """Seats in use: members plus pending invitations (an invitation holds its seat until it is accepted, revoked or
+    expires). `excluding_email` leaves out that person's pending invitation (it is being accepted or replaced)."""
+    pending = Invitation.objects.filter(
+        workspace=workspace, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
+    )
+    if excluding_email:
+        pending = pending.exclude(email=excluding_email)
+    return Membership.objects.filter(workspace=workspace).count() + pending.count()
+
+
+def _seat_check(workspace: Workspace, email: str) -> None:
+    """Refuse (plan_limit) a new member or invitation beyond the plan's seats. Call inside atomic(): the check and
+    the insert happen under one lock per workspace, so two invitations can't both take the last seat."""
+    billing.plan_limit_lock(workspace=workspace, meter="seats")
+    billing.plan_limit_check(workspace=workspace, meter="seats", adding=1,
+                             used=seats_used(workspace=workspace, excluding_email=email))
+
+
 def membership_create(*, workspace: Workspace, user: User, role: str) -> Membership:
-    membership, created = Membership.objects.get_or_create(workspace=workspace, user=user, defaults={"role": role})
+    with transaction.atomic():
+        if Membership.objects.filter(workspace=workspace, user=user).exists():
+            raise Conflict("This person is already a member.", details={"email": user.email})
+        _seat_check(workspace, user.email)
+        membership, created = Membership.objects.get_or_create(workspace=workspace, user=user, defaults={"role": role})
     if not created:
         raise Conflict("This person is already a member.", details={"email": user.email})
     return membership
@@ -173,6 +202,37 @@ def membership_remove(*, membership: Membership, actor: User, actor_role: str) -
         membership.delete()
 
 
+def workspace_ownership_transfer(*, workspace: Workspace, to_membership: Membership, actor: User) -> Membership:
+    """Hand the workspace to another member: they become owner, the acting owner becomes admin, in one transaction
+    (the new owner exists before the old one steps down, so the workspace always has an owner)."""
+    if to_membership.workspace_id != workspace.pk:
+        raise NotFound("No such member.")
+    if to_membership.user_id == actor.pk:
+        raise ValidationFailed("You are an owner already; choose another member.", details={"field": "membership_id"})
+    with transaction.atomic():
+        # Both rows locked, in id order (no deadlock with a concurrent transfer the other way).
+        rows = list(
+            Membership.objects.select_for_update().select_related("user")
+            .filter(workspace=workspace).filter(Q(pk=to_membership.pk) | Q(user=actor)).order_by("pk")
+        )
+        mine = next((m for m in rows if m.user_id == actor.pk), None)
+        target = next((m for m in rows if m.pk == to_membership.pk), None)
+        if mine is None or mine.role != Role.OWNER:
+            raise PermissionDenied("Only an owner can hand over ownership.")
+        if target is None:
+            raise NotFound("No such member.")
+        previous = target.role
+        target.role = Role.OWNER
+        target.save(update_fields=["role"])
+        mine.role = Role.ADMIN
+        mine.save(update_fields=["role"])
+        audit_record(
+            workspace=workspace, actor=actor, action="workspace.ownership_transferred", target=target.user.email,
+            data={"from": actor.email, "to": target.user.email, "previous_role": previous, "former_owner_now": "admin"},
+        )
+    return target
+
+
 # --- invitations ---------------------------------------------------------------------------------------------------
 
 
@@ -185,6 +245,7 @@ def invitation_create(*, workspace: Workspace, email: str, role: str, invited_by
         raise Conflict("This person is already a member.", details={"email": email})
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
+        _seat_check(workspace, email)
         Invitation.objects.filter(workspace=workspace, email=email, accepted_at__isnull=True).update(
             revoked_at=timezone.now()
         )
@@ -310,3 +371,44 @@ def login_handoff_redeem(*, token: str, workspace: Workspace) -> User:
     if user is None or not Membership.objects.filter(user=user, workspace=workspace).exists():
         raise PermissionDenied("You are not a member of this workspace.", code=ErrorCode.NOT_A_MEMBER)
     return user
+
+
+# --- billing hooks (tenants.billing is a lower floor: it tells us, we act) ---------------------------------------
+
+
+def _billing_change_audit(sender: Any, *, workspace: Workspace, actor: Any, action: str, target: str = "",
+                          data: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    user = actor if isinstance(actor, User) else None
+    label = None if user else str((data or {}).get("by") or actor or "system")
+    audit_record(workspace=workspace, actor=user, action=action, target=target, data=data or {}, actor_label=label)
+
+
+def _usage_threshold_email(sender: Any, *, workspace: Workspace, meter: str, label: str, threshold: int, used: int,
+                           limit: int, period_end: Any, **kwargs: Any) -> None:
+    owners = list(
+        Membership.objects.filter(workspace=workspace, role=Role.OWNER).values_list("user__email", flat=True)
+    )
+    if not owners:
+        return
+    link = workspace_url(workspace=workspace, path=billing.BILLING_PATH)
+    what = label.lower()
+    if threshold >= 100:
+        subject = f"{workspace.name}: you have reached your plan's limit of {what}"
+    else:
+        subject = f"{workspace.name}: {threshold}% of your plan's {what} used"
+    send_mail(
+        subject=subject,
+        message=f"{workspace.name} uses {used} of {limit} {what} on its plan"
+        f"{' this billing period' if meter == billing.CREDITS else ''}.\n\n"
+        f"{billing.METERS[meter].how_to_lift}\n\nUsage and plans: {link}\n"
+        f"The billing period renews on {period_end:%Y-%m-%d}.",
+        from_email=None,
+        recipient_list=owners,
+    )
+
+
+def billing_hooks_connect() -> None:
+    """Called from AccountsConfig.ready(): audit billing changes, email owners about usage, count seats."""
+    billing.billing_changed.connect(_billing_change_audit, dispatch_uid="accounts.billing_change_audit")
+    billing.usage_threshold_reached.connect(_usage_threshold_email, dispatch_uid="accounts.usage_threshold_email")
+    billing.usage_counter_register("seats", lambda workspace: seats_used(workspace=workspace))

@@ -4,10 +4,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
 from accounts.forms import AcceptInvitationForm, ApiKeyForm, InviteForm, LoginForm, RoleChangeForm
@@ -16,6 +17,7 @@ from accounts.permissions import workspace_permission_required
 from accounts.roles import role_has_permission
 from config.errors import ApplicationError
 from config.throttle import throttle_check, throttle_hit, throttle_reset
+from tenants import billing
 from tenants.selectors import workspace_get, workspace_url
 
 
@@ -157,8 +159,13 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
             else:
                 return render(request, "accounts/accept_invitation.html", {"form": form, "invitation": invitation}, status=400)
         except ApplicationError as error:
-            form.add_error(None, error.message)
-            return render(request, "accounts/accept_invitation.html", {"form": form, "invitation": invitation}, status=error.status_code)
+            field = error.details.get("field")
+            form.add_error(field if field in form.fields else None, error.message)
+            has_account = User.objects.filter(email=invitation.email).exists()
+            return render(
+                request, "accounts/accept_invitation.html",
+                {"form": form, "invitation": invitation, "has_account": has_account}, status=error.status_code,
+            )
         messages.success(request, f"Welcome to {workspace.name}.")
         return redirect("dashboard")
     has_account = User.objects.filter(email=invitation.email).exists()
@@ -191,6 +198,8 @@ def team(request: HttpRequest) -> HttpResponse:
         "members": selectors.membership_list(workspace=request.tenant),
         "invitations": selectors.invitation_list(workspace=request.tenant),
         "role_form": RoleChangeForm(),
+        "seats_used": services.seats_used(workspace=request.tenant),
+        "seats_limit": billing.plan_for_workspace(workspace=request.tenant).max_seats,
     }
     return render(request, "accounts/team.html", context, status=status)
 
@@ -253,3 +262,46 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 @workspace_permission_required("audit.view")
 def audit_log(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/audit.html", {"entries": selectors.audit_list(workspace=request.tenant)[:200]})
+
+
+def audit_csv_response(workspace) -> StreamingHttpResponse:
+    """The whole audit log as a CSV download (the dashboard and the API serve the same file)."""
+    response = StreamingHttpResponse(selectors.audit_csv_lines(workspace=workspace), content_type="text/csv; charset=utf-8")
+    filename = f"audit-log-{workspace.slug}-{timezone.now():%Y%m%d-%H%M%S}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@workspace_permission_required("audit.view")
+@require_GET
+def audit_log_export(request: HttpRequest) -> HttpResponse:
+    return audit_csv_response(request.tenant)
+
+
+@workspace_permission_required("ownership.transfer")
+@require_POST
+def ownership_transfer(request: HttpRequest) -> HttpResponse:
+    raw = request.POST.get("membership_id", "")
+    membership = selectors.membership_get(workspace=request.tenant, membership_id=int(raw)) if raw.isdigit() else None
+    if membership is None:
+        messages.error(request, "Choose the member who becomes the owner.")
+        return redirect("team")
+    try:
+        services.workspace_ownership_transfer(workspace=request.tenant, to_membership=membership, actor=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("team")
+    messages.success(request, f"{membership.user.email} owns this workspace now; you are an admin.")
+    return redirect("team")
+
+
+@workspace_permission_required("team.manage")
+@require_POST
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = selectors.invitation_get(workspace=request.tenant, invitation_id=invitation_id)
+    if invitation is None or not invitation.is_pending:
+        return render(request, "errors/404.html", status=404)
+    services.invitation_revoke(invitation=invitation, actor=request.user)
+    messages.success(request, f"The invitation to {invitation.email} was revoked.")
+    return redirect("team")

@@ -39,15 +39,26 @@ def _tenant_app_labels() -> set[str]:
 
 
 @lru_cache(maxsize=1)
-def tenant_migrations() -> tuple[tuple[str, str], ...]:
-    """Every migration (app, name) that a workspace schema records, read once per process from disk."""
+def schema_migrations() -> tuple[tuple[str, str], ...]:
+    """Every migration (app, name) that a migrated workspace schema records, read once per process from disk.
+
+    django-tenants runs the whole migration plan in each schema and its router only skips the operations of shared
+    apps, so a workspace schema records the shared apps' migrations too.
+    """
     loader = MigrationLoader(None, ignore_no_migrations=True, load=True)
+    return tuple(sorted(loader.graph.nodes))
+
+
+def tenant_migrations() -> tuple[tuple[str, str], ...]:
+    """The migrations of the tenant apps: the ones that build a workspace schema's tables."""
     labels = _tenant_app_labels()
-    return tuple(sorted(key for key in loader.graph.nodes if key[0] in labels))
+    return tuple(key for key in schema_migrations() if key[0] in labels)
 
 
 def migration_fingerprint() -> str:
-    return hashlib.sha256(repr(tenant_migrations()).encode()).hexdigest()
+    # Over every recorded migration, not only the tenant apps': a new shared-app migration is recorded in every
+    # workspace by migrate_schemas, so a template rendered before it would provision schemas that lack its row.
+    return hashlib.sha256(repr(schema_migrations()).encode()).hexdigest()
 
 
 def quote(name: str) -> str:

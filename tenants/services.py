@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.utils.text import slugify
 
 from config.errors import Conflict, ErrorCode, NotFound, ValidationFailed
-from tenants import provisioning
+from tenants import billing, provisioning
 from tenants.models import Domain, Workspace
 from tenants.signals import workspace_purging
 
@@ -89,6 +89,7 @@ def workspace_create(*, slug: str, name: str, plan: str = "free", domain: str | 
     if not name or len(name) > 120:
         raise ValidationFailed("A workspace needs a name of at most 120 characters.", details={"field": "name"})
     host = (domain or f"{slug}.{settings.BASE_DOMAIN}").lower()
+    plan = billing.plan_get(code=plan).code  # unknown plans are refused (plan_unknown) before any work
     started = time.perf_counter()
     timings: dict[str, float] = {}
     with transaction.atomic():
@@ -100,6 +101,7 @@ def workspace_create(*, slug: str, name: str, plan: str = "free", domain: str | 
         workspace = Workspace(schema_name=schema_name, slug=slug, name=name, plan=plan)
         workspace.save()
         Domain.objects.create(domain=host, tenant=workspace, is_primary=True)
+        billing.subscription_start(workspace=workspace)  # anchors the billing periods and grants the first credits
         transaction.on_commit(pool_refill_soon)
     timings["total"] = (time.perf_counter() - started) * 1000
     logger.info("workspace created", extra={"workspace": slug, "method": method, "ms": round(timings["total"], 1)})

@@ -1,10 +1,12 @@
 """Public site (landing, signup) and the workspace dashboard's home and settings pages."""
 from __future__ import annotations
 
+from django import forms
 from django.conf import settings
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
-from django.views.decorators.http import require_http_methods
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.forms import SignupForm
 from accounts.permissions import workspace_permission_required
@@ -12,11 +14,17 @@ from accounts.services import login_handoff_token, workspace_signup
 from accounts.views import client_ip
 from config.errors import ApplicationError
 from config.throttle import throttle_check, throttle_hit
+from tenants import billing
 from tenants.selectors import workspace_url
 
 
 def landing(request: HttpRequest) -> HttpResponse:
     return render(request, "public/landing.html")
+
+
+# Service errors that belong to one field of the signup form (the service speaks of "name", the form of
+# "workspace_name"; an existing email is about the email field, not the whole form).
+_SIGNUP_ERROR_FIELDS = {"email_taken": "email", "name": "workspace_name"}
 
 
 @require_http_methods(["GET", "POST"])
@@ -38,9 +46,11 @@ def signup(request: HttpRequest) -> HttpResponse:
             slug=(data["slug"] or "").strip() or None, full_name=data["full_name"],
         )
     except ApplicationError as error:
-        field = error.details.get("field") if error.details.get("field") in form.fields else None
-        if error.code.startswith("slug_"):
-            field = "slug"
+        field = error.details.get("field")
+        field = "slug" if error.code.startswith("slug_") else _SIGNUP_ERROR_FIELDS.get(error.code, field)
+        field = _SIGNUP_ERROR_FIELDS.get(field, field)
+        if field not in form.fields:
+            field = None
         form.add_error(field, error.message)
         return render(request, "public/signup.html", {"form": form, "error_code": error.code}, status=error.status_code)
     token = login_handoff_token(user=user, workspace=result.workspace)
@@ -54,4 +64,71 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @workspace_permission_required("settings.view")
 def workspace_settings(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/settings.html")
+    return render(request, "dashboard/settings.html", {"plan": billing.plan_for_workspace(workspace=request.tenant)})
+
+
+# --- usage and billing (tenants.billing; docs/billing.md) -------------------------------------------------------
+
+
+class PlanChangeForm(forms.Form):
+    plan = forms.SlugField(max_length=40)
+
+
+class OverageForm(forms.Form):
+    enabled = forms.TypedChoiceField(choices=[("1", "on"), ("0", "off")], coerce=lambda v: v == "1")
+
+
+@workspace_permission_required("billing.view")
+@require_GET
+def billing_overview(request: HttpRequest) -> HttpResponse:
+    workspace = request.tenant
+    summary = billing.usage_summary(workspace=workspace)
+    gateway = billing.billing_gateway()
+    return render(request, "tenants/billing.html", {
+        "summary": summary,
+        "meters": billing.meter_usages(summary),
+        "invoice": billing.invoice_preview(workspace=workspace),
+        "plans": billing.plan_list(),
+        "current_plan": billing.plan_for_workspace(workspace=workspace),
+        "ledger": billing.ledger_history(workspace=workspace)[:50],
+        "gateway_name": gateway.name,
+        "payment_url": gateway.payment_method_url(workspace=workspace),
+    })
+
+
+@workspace_permission_required("billing.manage")
+@require_POST
+def billing_plan_change(request: HttpRequest) -> HttpResponse:
+    form = PlanChangeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a plan.")
+        return redirect("billing")
+    try:
+        change = billing.plan_change(workspace=request.tenant, code=form.cleaned_data["plan"], actor=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("billing")
+    if change.kind == "upgraded":
+        messages.success(request, f"You are on the {change.to_plan} plan now; {change.credits_granted} answers were "
+                                  "added for the rest of this period.")
+    elif change.kind == "downgrade_scheduled":
+        messages.success(request, f"You move to the {change.to_plan} plan on {change.effective_at:%Y-%m-%d}, when "
+                                  "this billing period ends.")
+    elif change.kind == "downgrade_cancelled":
+        messages.success(request, f"The scheduled change was cancelled; you stay on the {change.to_plan} plan.")
+    else:
+        messages.info(request, f"You are on the {change.to_plan} plan already.")
+    return redirect("billing")
+
+
+@workspace_permission_required("billing.manage")
+@require_POST
+def billing_overage(request: HttpRequest) -> HttpResponse:
+    form = OverageForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose whether answers beyond your credits are allowed.")
+        return redirect("billing")
+    billing.overage_set(workspace=request.tenant, enabled=form.cleaned_data["enabled"], actor=request.user)
+    messages.success(request, "Answers beyond your credits are " + (
+        "allowed and billed as overage." if form.cleaned_data["enabled"] else "refused from now on."))
+    return redirect("billing")

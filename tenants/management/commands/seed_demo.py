@@ -27,7 +27,23 @@ class Command(OperatorCommand):
         elif not User.objects.filter(email=DEMO_EMAIL).exists():
             raise SystemExit("demo workspace exists without the demo user; delete it with delete_workspace first")
         url = workspace_url(workspace=workspace)
+        samples = _seed_sample_documents(workspace)
         self.emit(
-            {"slug": workspace.slug, "url": url, "email": DEMO_EMAIL, "password": DEMO_PASSWORD, "created": created},
-            f"demo workspace {'created' if created else 'ready'} at {url}",
+            {"slug": workspace.slug, "url": url, "email": DEMO_EMAIL, "password": DEMO_PASSWORD, "created": created,
+             "sample_documents": samples},
+            f"demo workspace {'created' if created else 'ready'} at {url}"
+            + (f" ({samples} sample documents queued for indexing)" if samples else ""),
         )
+
+
+def _seed_sample_documents(workspace) -> int:
+    """The knowledge base's sample documents (documents/samples/), through the upload service; idempotent."""
+    from django.db import connection
+
+    from documents.services import document_samples_add
+
+    connection.set_tenant(workspace)
+    try:
+        return len(document_samples_add(uploaded_by=User.objects.filter(email=DEMO_EMAIL).first()))
+    finally:
+        connection.set_schema_to_public()
