@@ -1,0 +1,743 @@
+"""Knowledge base writes: add documents (upload, text, FAQ, URL), delete them, and (re)start their ingestion.
+
+Every function runs in the current workspace's schema (HTTP: the tenant middleware; commands and tasks switch to it).
+Pipeline jobs are sent with `transaction.on_commit`, so a worker never sees a document its transaction hasn't
+committed yet. Reads live in selectors.py; the pipeline itself (parse → chunk → embed → index) in pipeline.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+
+from config.channels_layer import workspace_group
+from config.errors import ApplicationError, Conflict, ErrorCode, NotFound, ServiceUnavailable, ValidationFailed
+from documents.models import Document, DocumentSource, DocumentStage, DocumentStatus
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 25 * 1024 * 1024
+SNIFF_BYTES = 64 * 1024  # what documents.parsers.content_sniff wants to see
+# Documents above this size go to the "ingest_large" queue, so a few big manuals don't hold up everyone's FAQs.
+DEFAULT_LARGE_BYTES = 2 * 1024 * 1024
+DEFAULT_QUEUE = "ingest"
+DEFAULT_LARGE_QUEUE = "ingest_large"
+# (soft, hard) time limits per queue, in seconds. The hard limit must stay below the broker's visibility timeout.
+DEFAULT_TIME_LIMITS = {"ingest": (540, 600), "ingest_large": (3000, 3300)}
+MAX_TEXT_CHARS = 2_000_000
+MAX_TITLE = 300
+MAX_URL = 2000
+URL_CHECK_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    documents: int
+    storage_bytes: int
+
+
+# Placeholders until plans have their own issue; settings.DOCUMENT_PLAN_LIMITS overrides them per plan.
+DEFAULT_PLAN_LIMITS: dict[str, PlanLimits] = {
+    "free": PlanLimits(documents=2_000, storage_bytes=2 * 1024**3),
+    "pro": PlanLimits(documents=50_000, storage_bytes=50 * 1024**3),
+}
+
+
+# --- settings --------------------------------------------------------------------------------------------------
+
+
+def max_upload_bytes() -> int:
+    return int(getattr(settings, "DOCUMENT_MAX_BYTES", DEFAULT_MAX_BYTES))
+
+
+def ingest_queues() -> tuple[str, str]:
+    return (
+        getattr(settings, "DOCUMENT_QUEUE", DEFAULT_QUEUE),
+        getattr(settings, "DOCUMENT_LARGE_QUEUE", DEFAULT_LARGE_QUEUE),
+    )
+
+
+def queue_for_size(size_bytes: int) -> str:
+    small, large = ingest_queues()
+    return large if size_bytes > int(getattr(settings, "DOCUMENT_LARGE_BYTES", DEFAULT_LARGE_BYTES)) else small
+
+
+def queue_time_limits(queue: str) -> tuple[int, int]:
+    limits = {**DEFAULT_TIME_LIMITS, **getattr(settings, "DOCUMENT_TIME_LIMITS", {})}
+    _small, large = ingest_queues()
+    return limits.get(queue) or (limits["ingest_large"] if queue == large else limits["ingest"])
+
+
+def plan_limits(plan: str) -> PlanLimits:
+    configured = getattr(settings, "DOCUMENT_PLAN_LIMITS", {}) or {}
+    limits = {**DEFAULT_PLAN_LIMITS, **{name: PlanLimits(**value) for name, value in configured.items()}}
+    return limits.get(plan) or limits["free"]
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _workspace() -> Any:
+    """The workspace whose schema this connection is in; documents never belong to the public schema."""
+    tenant = getattr(connection, "tenant", None)
+    if tenant is None or getattr(connection, "schema_name", "public") == "public":
+        raise ApplicationError("Documents belong to a workspace; no workspace is selected.", code=ErrorCode.WRONG_SCHEMA)
+    return tenant
+
+
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def filename_sanitize(name: str | None) -> str:
+    """A display-safe file name: no directories (either slash), no control or invisible characters, no leading dots."""
+    name = unicodedata.normalize("NFC", str(name or ""))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch if unicodedata.category(ch) not in _INVISIBLE else " " for ch in name)
+    name = re.sub(r"\s+", " ", name).strip().lstrip(".").strip()
+    name = name.rstrip(". ")
+    if len(name) > 200:
+        stem, ext = os.path.splitext(name)
+        ext = ext[:20]
+        name = stem[: 200 - len(ext)] + ext
+    return name or "upload"
+
+
+def title_from_filename(name: str) -> str:
+    stem = os.path.splitext(name)[0] or name
+    return re.sub(r"[_]+", " ", stem).strip()[:MAX_TITLE] or "Untitled"
+
+
+def _storage_name(schema_name: str, filename: str) -> str:
+    try:
+        safe = get_valid_filename(filename)[:120]
+    except SuspiciousFileOperation:
+        safe = "file"
+    return f"workspaces/{schema_name}/documents/{uuid.uuid4().hex}/{safe or 'file'}"
+
+
+class _UploadTooLarge(Exception):
+    pass
+
+
+class _CappedHashingFile(File):
+    """Streams another file in chunks while hashing and counting; stops as soon as the cap is passed."""
+
+    def __init__(self, source: IO[bytes] | File, cap: int) -> None:
+        super().__init__(source, name=getattr(source, "name", None))
+        self.source = source
+        self.cap = cap
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        size = chunk_size or 256 * 1024
+        if hasattr(self.source, "seek"):
+            self.source.seek(0)
+        while True:
+            chunk = self.source.read(size)
+            if not chunk:
+                return
+            self.bytes_read += len(chunk)
+            if self.bytes_read > self.cap:
+                raise _UploadTooLarge
+            self.sha256.update(chunk)
+            yield chunk
+
+    def multiple_chunks(self, chunk_size: int | None = None) -> bool:
+        return True
+
+
+def file_too_large_error(name: str, size: int | None = None) -> ApplicationError:
+    cap = max_upload_bytes()
+    return ApplicationError(
+        f"“{name}” is larger than the {cap // (1024 * 1024)} MB limit per file.",
+        code=ErrorCode.FILE_TOO_LARGE, status_code=413, details={"max_bytes": cap, "filename": name, "size": size},
+    )
+
+
+def _empty(name: str) -> ApplicationError:
+    from documents.parsers import ParseError
+
+    return ParseError(f"“{name}” is empty.", code=ErrorCode.EMPTY_DOCUMENT, details={"filename": name})
+
+
+def _limits_check(*, adding_bytes: int, adding_documents: int = 1) -> None:
+    workspace = _workspace()
+    limits = plan_limits(getattr(workspace, "plan", "free"))
+    usage = Document.objects.aggregate(count=Count("id"), bytes=Sum("size_bytes"))
+    count, used = usage["count"] or 0, usage["bytes"] or 0
+    details = {"plan": workspace.plan, "documents": count, "max_documents": limits.documents,
+               "storage_bytes": used, "max_storage_bytes": limits.storage_bytes}
+    if count + adding_documents > limits.documents:
+        raise ApplicationError(
+            f"Your plan allows {limits.documents} documents and the knowledge base has {count}. "
+            "Delete some or upgrade the plan.", code=ErrorCode.PLAN_LIMIT, status_code=402, details=details,
+        )
+    if used + adding_bytes > limits.storage_bytes:
+        raise ApplicationError(
+            f"Your plan allows {limits.storage_bytes // (1024 * 1024)} MB of documents; this file would go over it.",
+            code=ErrorCode.PLAN_LIMIT, status_code=402, details=details,
+        )
+
+
+def _duplicate(existing: Document) -> Conflict:
+    return Conflict(
+        f"The same content is already in the knowledge base as “{existing.title}”.",
+        code=ErrorCode.DUPLICATE_DOCUMENT, details={"document_id": existing.pk, "title": existing.title},
+    )
+
+
+@dataclass
+class StoredFile:
+    name: str
+    size: int
+    sha256: str
+
+
+def _store_stream(*, source: IO[bytes] | File, filename: str) -> StoredFile:
+    """Stream `source` into storage (never whole in memory), hashing it; refuses past the cap and empty files."""
+    schema = _workspace().schema_name
+    name = _storage_name(schema, filename)
+    capped = _CappedHashingFile(source, max_upload_bytes())
+    try:
+        stored = default_storage.save(name, capped)
+    except _UploadTooLarge:
+        _storage_delete(name)
+        raise file_too_large_error(filename) from None
+    except BaseException:
+        _storage_delete(name)
+        raise
+    if capped.bytes_read == 0:
+        _storage_delete(stored)
+        raise _empty(filename)
+    return StoredFile(name=stored, size=capped.bytes_read, sha256=capped.sha256.hexdigest())
+
+
+def _storage_delete(name: str) -> None:
+    if not name:
+        return
+    try:
+        default_storage.delete(name)
+        folder = os.path.dirname(name)
+        # Each upload has a folder of its own; remove it when it's empty (local storage only).
+        try:
+            path = default_storage.path(folder)
+        except NotImplementedError:
+            return
+        if os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+    except OSError:
+        logger.warning("could not delete stored file %s", name)
+
+
+def _read_head(source: IO[bytes] | File) -> bytes:
+    source.seek(0)
+    head = source.read(SNIFF_BYTES) or b""
+    source.seek(0)
+    return head
+
+
+def _sniff_head(head: bytes, filename: str) -> str | None:
+    """The kind from the first bytes, or None for a ZIP (a DOCX is told by its central directory, after storing)."""
+    from documents.parsers import content_sniff
+
+    if head.startswith(b"PK\x03\x04"):
+        return None
+    return content_sniff(head=head, filename=filename)
+
+
+def _sniff_stored(name: str, filename: str) -> str:
+    from documents.parsers.sniff import content_sniff_path
+
+    with stored_file_local(name) as path:
+        return content_sniff_path(path=path, filename=filename)
+
+
+@contextmanager
+def stored_file_local(name: str) -> Iterator[Path]:
+    """A local path for a stored file: the file itself on local storage, else a temporary copy (streamed)."""
+    try:
+        local = default_storage.path(name)
+    except NotImplementedError:
+        local = None
+    if local is not None:
+        if not os.path.exists(local):
+            raise ApplicationError("The stored file of this document is missing; upload it again.",
+                                   code=ErrorCode.FILE_MISSING, status_code=410)
+        yield Path(local)
+        return
+    with tempfile.TemporaryDirectory(prefix="ccgpt-doc-") as folder:
+        target = Path(folder) / "file"
+        with default_storage.open(name, "rb") as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, 1024 * 1024)
+        yield target
+
+
+# --- events ----------------------------------------------------------------------------------------------------
+
+STAGE_SPAN = {  # share of the whole job each stage covers, for one overall progress bar
+    DocumentStage.UPLOAD: (0, 0), DocumentStage.FETCH: (0, 5), DocumentStage.PARSE: (5, 15),
+    DocumentStage.CHUNK: (15, 20), DocumentStage.EMBED: (20, 90), DocumentStage.INDEX: (90, 100),
+    DocumentStage.DONE: (100, 100),
+}
+
+
+def document_progress_overall(*, stage: str, stage_progress: int, status: str) -> int:
+    if status == DocumentStatus.INDEXED:
+        return 100
+    start, end = STAGE_SPAN.get(stage, (0, 0))
+    return int(start + (end - start) * max(0, min(stage_progress, 100)) / 100)
+
+
+def document_event_payload(document: Document, event_type: str = "document.progress") -> dict[str, Any]:
+    return {
+        "type": event_type,
+        "document_id": document.pk,
+        "title": document.title,
+        "status": document.status,
+        "stage": document.stage,
+        "stage_progress": document.stage_progress,
+        "progress": document_progress_overall(
+            stage=document.stage, stage_progress=document.stage_progress, status=document.status
+        ),
+        "chunk_count": document.chunk_count,
+        "version": document.version,
+        "error_code": document.error_code,
+        "error_message": document.error_message,
+        "next_retry_at": document.next_retry_at.isoformat() if document.next_retry_at else None,
+    }
+
+
+class _EventSender:
+    """One event loop thread per process for channel-layer sends: its Redis connections are pooled and reused
+    (async_to_sync would start a loop, and a connection, for every event; a worker sends many)."""
+
+    SEND_TIMEOUT = 5.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="document-events", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def send(self, group: str, message: dict[str, Any]) -> None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._running_loop())
+        future.result(timeout=self.SEND_TIMEOUT)
+
+
+_events = _EventSender()
+
+
+def document_event_send(*, schema_name: str, payload: dict[str, Any]) -> None:
+    """Push a knowledge-base event to the workspace's dashboards; a failure to push never fails the caller."""
+    try:
+        _events.send(workspace_group(schema_name, "events"), {"type": "workspace.event", "payload": payload})
+    except Exception:
+        logger.warning("could not push a document event", exc_info=True)
+
+
+def _send_on_commit(document: Document, event_type: str = "document.progress") -> None:
+    schema = connection.schema_name
+    payload = document_event_payload(document, event_type)
+    transaction.on_commit(lambda: document_event_send(schema_name=schema, payload=payload))
+
+
+# --- the pipeline's entry --------------------------------------------------------------------------------------
+
+
+def _new_run(document: Document, *, queue: str | None = None) -> list[str]:
+    """Reset a document for a fresh pipeline run (a new run token supersedes any run still going)."""
+    document.run_token = secrets.token_hex(16)
+    document.status = DocumentStatus.QUEUED
+    document.stage = DocumentStage.FETCH if (document.source == DocumentSource.URL and not document.file) else DocumentStage.UPLOAD
+    document.stage_progress = 0
+    document.attempts = 0
+    document.error_code = ""
+    document.error_message = ""
+    document.next_retry_at = None
+    document.queued_at = timezone.now()
+    document.started_at = None
+    document.heartbeat_at = None
+    if queue:
+        document.queue = queue
+    return ["run_token", "status", "stage", "stage_progress", "attempts", "error_code", "error_message",
+            "next_retry_at", "queued_at", "started_at", "heartbeat_at", "queue", "updated_at"]
+
+
+def pipeline_send(*, document_id: int, run_token: str, queue: str, countdown: float | None = None) -> None:
+    """Send the ingestion job (call in the workspace's schema: the schema travels in the message's headers)."""
+    from documents.tasks import document_ingest
+
+    soft, hard = queue_time_limits(queue)
+    document_ingest.apply_async(
+        args=[document_id, run_token], queue=queue, soft_time_limit=soft, time_limit=hard, countdown=countdown
+    )
+
+
+def _enqueue_on_commit(document: Document) -> None:
+    document_id, run_token, queue = document.pk, document.run_token, document.queue
+
+    def send() -> None:
+        try:
+            pipeline_send(document_id=document_id, run_token=run_token, queue=queue)
+        except Exception:
+            logger.exception("could not queue document %s", document_id)
+            Document.objects.filter(pk=document_id, run_token=run_token).update(
+                status=DocumentStatus.FAILED, error_code=ErrorCode.QUEUE_UNAVAILABLE, last_error_at=timezone.now(),
+                error_message="The job queue could not be reached. Retry in a moment.",
+            )
+
+    transaction.on_commit(send)
+
+
+def _audit(action: str, *, actor: Any, document: Document | None = None, data: dict[str, Any] | None = None) -> None:
+    from accounts.services import audit_record
+
+    user = actor if getattr(actor, "is_authenticated", False) and getattr(actor, "pk", None) else None
+    audit_record(
+        workspace=_workspace(), actor=user, action=action,
+        target=f"document:{document.pk} {document.title}" if document else "", data=data or {},
+    )
+
+
+# --- create ----------------------------------------------------------------------------------------------------
+
+
+def document_upload(*, uploaded_file: IO[bytes] | File, uploaded_by: Any = None, title: str | None = None) -> Document:
+    """Add a file: checks (size, plan, type from content), streams it to storage, records it, queues its ingestion.
+
+    Raises ApplicationError: file_too_large (413), empty_document, unsupported_type, plan_limit (402),
+    duplicate_document (409, details.document_id is the document that already has this content).
+    """
+    workspace = _workspace()
+    filename = filename_sanitize(getattr(uploaded_file, "name", None))
+    size = getattr(uploaded_file, "size", None)
+    if size is not None and size > max_upload_bytes():
+        raise file_too_large_error(filename, size)
+    if size == 0:
+        raise _empty(filename)
+    _limits_check(adding_bytes=size or 0)
+    head = _read_head(uploaded_file)
+    if not head:
+        raise _empty(filename)
+    kind = _sniff_head(head, filename)
+    stored = _store_stream(source=uploaded_file, filename=filename)
+    try:
+        kind = kind or _sniff_stored(stored.name, filename)
+        existing = Document.objects.filter(sha256=stored.sha256).first()
+        if existing is not None:
+            raise _duplicate(existing)
+        clean_title = (title or "").strip()[:MAX_TITLE]
+        document = Document(
+            title=clean_title or title_from_filename(filename), title_is_custom=bool(clean_title),
+            source=DocumentSource.UPLOAD, original_name=filename, content_type=kind, size_bytes=stored.size,
+            sha256=stored.sha256, file=stored.name,
+            uploaded_by=uploaded_by if getattr(uploaded_by, "is_authenticated", False) and uploaded_by.pk else None,
+        )
+        _new_run(document, queue=queue_for_size(stored.size))
+        try:
+            with transaction.atomic():
+                document.save()
+                _audit("document.uploaded", actor=uploaded_by, document=document,
+                       data={"filename": filename, "size": stored.size, "type": kind})
+                _enqueue_on_commit(document)
+                _send_on_commit(document, "document.created")
+        except IntegrityError:  # the same content uploaded at the same moment
+            existing = Document.objects.filter(sha256=stored.sha256).first()
+            if existing is None:
+                raise
+            raise _duplicate(existing) from None
+    except BaseException:
+        _storage_delete(stored.name)
+        raise
+    logger.info("document uploaded", extra={"workspace": workspace.slug, "document": document.pk, "type": kind})
+    return document
+
+
+def _create_from_text(
+    *, title: str, body: str, kind: str, source: str, uploaded_by: Any, original_name: str
+) -> Document:
+    data = body.encode("utf-8")
+    if len(data) > max_upload_bytes():
+        raise file_too_large_error(original_name, len(data))
+    _limits_check(adding_bytes=len(data))
+    stored = _store_stream(source=ContentFile(data, name=original_name), filename=original_name)
+    try:
+        existing = Document.objects.filter(sha256=stored.sha256).first()
+        if existing is not None:
+            raise _duplicate(existing)
+        document = Document(
+            title=title[:MAX_TITLE], title_is_custom=True, source=source, original_name=original_name,
+            content_type=kind, size_bytes=stored.size, sha256=stored.sha256, file=stored.name,
+            uploaded_by=uploaded_by if getattr(uploaded_by, "is_authenticated", False) and uploaded_by.pk else None,
+        )
+        _new_run(document, queue=ingest_queues()[0])
+        try:
+            with transaction.atomic():
+                document.save()
+                _audit(f"document.{source}_created", actor=uploaded_by, document=document)
+                _enqueue_on_commit(document)
+                _send_on_commit(document, "document.created")
+        except IntegrityError:
+            existing = Document.objects.filter(sha256=stored.sha256).first()
+            if existing is None:
+                raise
+            raise _duplicate(existing) from None
+    except BaseException:
+        _storage_delete(stored.name)
+        raise
+    return document
+
+
+def _text_clean(value: str | None, field: str, *, max_chars: int) -> str:
+    text = (value or "").replace("\r\n", "\n").replace("\x00", "")
+    if not text.strip():
+        raise ValidationFailed(f"The {field} is empty.", code="empty_document", details={"field": field})
+    if len(text) > max_chars:
+        raise ValidationFailed(
+            f"The {field} is longer than {max_chars} characters.", details={"field": field, "max_chars": max_chars}
+        )
+    return text
+
+
+def document_create_text(
+    *, title: str, text: str, uploaded_by: Any = None, markdown: bool = False
+) -> Document:
+    """A document typed in (plain text or Markdown)."""
+    clean_title = _text_clean(title, "title", max_chars=MAX_TITLE).strip()
+    body = _text_clean(text, "text", max_chars=MAX_TEXT_CHARS)
+    kind = "md" if markdown else "txt"
+    return _create_from_text(
+        title=clean_title, body=body, kind=kind, source=DocumentSource.TEXT, uploaded_by=uploaded_by,
+        original_name=f"{title_from_filename(filename_sanitize(clean_title))[:80]}.{kind}",
+    )
+
+
+def document_create_faq(
+    *, question: str, answer: str, uploaded_by: Any = None, title: str | None = None
+) -> Document:
+    """One FAQ entry: the question becomes the heading of its answer (so both are searched and cited)."""
+    q = " ".join(_text_clean(question, "question", max_chars=1000).split())
+    a = _text_clean(answer, "answer", max_chars=100_000).strip()
+    body = f"## {q}\n\n{a}\n"
+    return _create_from_text(
+        title=(title or "").strip()[:MAX_TITLE] or q[:MAX_TITLE], body=body, kind="md", source=DocumentSource.FAQ,
+        uploaded_by=uploaded_by, original_name="faq.md",
+    )
+
+
+_URL_RE = re.compile(r"^https?://[^\s/?#]+", re.IGNORECASE)
+
+
+def document_import_url(*, url: str, uploaded_by: Any = None, title: str | None = None) -> Document:
+    """Queue a web page for import; it is fetched by the pipeline (http/https only; private addresses refused)."""
+    from documents.fetch import url_addresses, url_validate
+
+    url = (url or "").strip()
+    if not url or len(url) > MAX_URL or not _URL_RE.match(url) or any(ch.isspace() for ch in url):
+        raise ValidationFailed("Enter a web address that starts with http:// or https://.", code="url_invalid",
+                               details={"field": "url"})
+    url = url_validate(url)
+    try:
+        # Refuse private targets now, with a 4xx; the fetch checks again (every hop, every address) in the worker.
+        url_addresses(url, deadline=time.monotonic() + URL_CHECK_SECONDS)
+    except ApplicationError as error:
+        if error.code == "url_forbidden":
+            raise
+        # Not resolvable right now: the pipeline tries (and retries) the fetch and says what happened.
+    existing = Document.objects.filter(source=DocumentSource.URL, source_url=url).first()
+    if existing is not None:
+        raise _duplicate(existing)
+    _limits_check(adding_bytes=0)
+    clean_title = (title or "").strip()[:MAX_TITLE]
+    document = Document(
+        title=clean_title or url[:MAX_TITLE], title_is_custom=bool(clean_title), source=DocumentSource.URL,
+        source_url=url, original_name="",
+        uploaded_by=uploaded_by if getattr(uploaded_by, "is_authenticated", False) and uploaded_by.pk else None,
+    )
+    _new_run(document, queue=ingest_queues()[0])
+    with transaction.atomic():
+        document.save()
+        _audit("document.url_imported", actor=uploaded_by, document=document, data={"url": url})
+        _enqueue_on_commit(document)
+        _send_on_commit(document, "document.created")
+    return document
+
+
+def document_new_version(*, document: Document, uploaded_file: IO[bytes] | File, uploaded_by: Any = None) -> Document:
+    """Replace a document's file with a new version (same id, version + 1) and rebuild it from the new file."""
+    filename = filename_sanitize(getattr(uploaded_file, "name", None))
+    size = getattr(uploaded_file, "size", None)
+    if size is not None and size > max_upload_bytes():
+        raise file_too_large_error(filename, size)
+    if size == 0:
+        raise _empty(filename)
+    _limits_check(adding_bytes=max(0, (size or 0) - document.size_bytes), adding_documents=0)
+    head = _read_head(uploaded_file)
+    if not head:
+        raise _empty(filename)
+    kind = _sniff_head(head, filename)
+    stored = _store_stream(source=uploaded_file, filename=filename)
+    old_file = document.file
+    try:
+        kind = kind or _sniff_stored(stored.name, filename)
+        existing = Document.objects.filter(sha256=stored.sha256).first()
+        if existing is not None:
+            raise _duplicate(existing)
+        with transaction.atomic():
+            locked = Document.objects.select_for_update().filter(pk=document.pk).first()
+            if locked is None:
+                raise NotFound("No such document.")
+            locked.version += 1
+            locked.file, locked.sha256, locked.size_bytes = stored.name, stored.sha256, stored.size
+            locked.content_type, locked.original_name = kind, filename
+            if locked.source == DocumentSource.URL:
+                locked.source = DocumentSource.UPLOAD
+            if not locked.title_is_custom:
+                locked.title = title_from_filename(filename)
+            fields = _new_run(locked, queue=queue_for_size(stored.size))
+            try:
+                with transaction.atomic():
+                    locked.save(update_fields=[*fields, "version", "file", "sha256", "size_bytes", "content_type",
+                                               "original_name", "source", "title"])
+            except IntegrityError:
+                existing = Document.objects.filter(sha256=stored.sha256).first()
+                raise _duplicate(existing) if existing else Conflict("Could not save the new version.") from None
+            _audit("document.new_version", actor=uploaded_by, document=locked, data={"version": locked.version})
+            _enqueue_on_commit(locked)
+            _send_on_commit(locked)
+            transaction.on_commit(lambda: _storage_delete(old_file))
+    except BaseException:
+        _storage_delete(stored.name)
+        raise
+    return locked
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------------------
+
+
+def document_delete(*, document: Document, actor: Any = None) -> None:
+    """Remove a document everywhere: its vectors, its chunks and row, its stored file."""
+    from documents.vectors import vectors_delete_document
+
+    schema = _workspace().schema_name
+    document_id, stored, title = document.pk, document.file, document.title
+    try:
+        vectors_delete_document(schema_name=schema, document_id=document_id)
+    except Exception as exc:
+        logger.exception("vector store refused to delete document %s", document_id)
+        raise ServiceUnavailable("The search index is unavailable; nothing was deleted. Try again.") from exc
+    with transaction.atomic():
+        # The row first, then its chunks: the same order as the pipeline's index step, so the two never deadlock.
+        if Document.objects.select_for_update().filter(pk=document_id).first() is None:
+            return
+        _audit("document.deleted", actor=actor, document=document)
+        Document.objects.filter(pk=document_id).delete()  # chunks cascade
+        payload = {"type": "document.deleted", "document_id": document_id, "title": title}
+        transaction.on_commit(lambda: document_event_send(schema_name=schema, payload=payload))
+        transaction.on_commit(lambda: _storage_delete(stored))
+
+
+def _restart(document: Document, *, action: str, actor: Any) -> Document:
+    with transaction.atomic():
+        locked = Document.objects.select_for_update().filter(pk=document.pk).first()
+        if locked is None:
+            raise NotFound("No such document.")
+        fields = _new_run(locked)
+        locked.save(update_fields=fields)
+        _audit(action, actor=actor, document=locked)
+        _enqueue_on_commit(locked)
+        _send_on_commit(locked)
+    return locked
+
+
+def document_retry(*, document: Document, actor: Any = None) -> Document:
+    """Start a failed (or waiting-to-retry, or stalled) document's ingestion again, from the start."""
+    if document.status == DocumentStatus.INDEXED:
+        raise Conflict("This document is indexed; use reindex to rebuild it.", code=ErrorCode.CONFLICT,
+                       details={"status": document.status})
+    return _restart(document, action="document.retried", actor=actor)
+
+
+def document_reindex(*, document: Document, actor: Any = None) -> Document:
+    """Rebuild a document's chunks and vectors from its stored file (e.g. after changing the embedding model)."""
+    return _restart(document, action="document.reindexed", actor=actor)
+
+
+def workspace_reindex(*, actor: Any = None) -> int:
+    """Reindex every document of the workspace; returns how many were queued."""
+    count = 0
+    ids = list(Document.objects.order_by("id").values_list("id", flat=True))
+    for start in range(0, len(ids), 200):
+        with transaction.atomic():
+            for document in Document.objects.select_for_update().filter(id__in=ids[start:start + 200]):
+                fields = _new_run(document)
+                document.save(update_fields=fields)
+                _enqueue_on_commit(document)
+                _send_on_commit(document)
+                count += 1
+    with transaction.atomic():
+        _audit("knowledge.reindexed", actor=actor, data={"documents": count})
+    return count
+
+
+def failed_documents_retry(*, actor: Any = None) -> list[int]:
+    """Retry every failed document; returns their ids."""
+    retried = []
+    for document in Document.objects.filter(status=DocumentStatus.FAILED).order_by("id"):
+        retried.append(_restart(document, action="document.retried", actor=actor).pk)
+    return retried
+
+
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+
+
+def document_samples_add(*, uploaded_by: Any = None) -> list[Document]:
+    """Add the sample documents (documents/samples/) to the current workspace; those already there are skipped."""
+    added = []
+    for path in sorted(SAMPLES_DIR.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        with open(path, "rb") as handle:
+            try:
+                added.append(document_upload(uploaded_file=File(handle, name=path.name), uploaded_by=uploaded_by))
+            except ApplicationError as error:
+                if error.code != ErrorCode.DUPLICATE_DOCUMENT:
+                    raise
+    return added

@@ -1,0 +1,34 @@
+"""Celery tasks of the knowledge base. They take ids, run in the workspace's schema (WorkspaceTask), and call the
+pipeline; retry timing is decided here, the rest in documents/pipeline.py."""
+from __future__ import annotations
+
+import random
+
+from celery import shared_task
+
+from config.celery import WorkspaceTask
+from documents import pipeline, services
+
+
+@shared_task(
+    bind=True, base=WorkspaceTask, name="documents.ingest", acks_late=True, reject_on_worker_lost=True,
+    ignore_result=True, max_retries=None,  # the pipeline counts attempts and gives up (DOCUMENT_RETRY_MAX)
+)
+def document_ingest(self, document_id: int, run_token: str) -> str:
+    delivered = (self.request.delivery_info or {}).get("routing_key") or ""
+    queue = delivered or services.ingest_queues()[0]
+    try:
+        outcome = pipeline.document_ingest_run(
+            document_id=document_id, run_token=run_token, retries=self.request.retries, queue=delivered
+        )
+    except pipeline.RetryLater as later:
+        soft, hard = services.queue_time_limits(queue)
+        raise self.retry(countdown=later.countdown, queue=queue, soft_time_limit=soft, time_limit=hard) from None
+    except pipeline.Busy:
+        # Another delivery of this document is running; come back shortly without spending a retry.
+        services.pipeline_send(document_id=document_id, run_token=run_token, queue=queue,
+                               countdown=pipeline.BUSY_COUNTDOWN + random.uniform(0, 2))
+        return "busy"
+    if outcome.reroute_queue:
+        services.pipeline_send(document_id=document_id, run_token=run_token, queue=outcome.reroute_queue)
+    return outcome.result

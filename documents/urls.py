@@ -1,0 +1,32 @@
+"""Routes of the knowledge base: the dashboard pages (under /knowledge/) and the API (under /api/v1/documents/)."""
+from django.urls import path
+
+from documents import apis, views
+
+dashboard_urlpatterns = [
+    path("failed/", views.knowledge_failed, name="knowledge-failed"),
+    path("add-text/", views.knowledge_add_text, name="knowledge-add-text"),
+    path("add-faq/", views.knowledge_add_faq, name="knowledge-add-faq"),
+    path("import-url/", views.knowledge_import_url, name="knowledge-import-url"),
+    path("reindex/", views.knowledge_reindex_all, name="knowledge-reindex-all"),
+    path("<int:document_id>/", views.knowledge_detail, name="knowledge-detail"),
+    path("<int:document_id>/delete/", views.knowledge_delete, name="knowledge-delete"),
+    path("<int:document_id>/retry/", views.knowledge_retry, name="knowledge-retry"),
+    path("<int:document_id>/reindex/", views.knowledge_reindex, name="knowledge-reindex"),
+    path("<int:document_id>/version/", views.knowledge_new_version, name="knowledge-new-version"),
+]
+
+api_urlpatterns = [
+    path("", apis.DocumentListUploadApi.as_view(), name="api-documents"),
+    path("batch/", apis.DocumentBatchUploadApi.as_view(), name="api-documents-batch"),
+    path("text/", apis.DocumentTextCreateApi.as_view(), name="api-documents-text"),
+    path("faq/", apis.DocumentFaqCreateApi.as_view(), name="api-documents-faq"),
+    path("import-url/", apis.DocumentUrlImportApi.as_view(), name="api-documents-import-url"),
+    path("failed/", apis.DocumentFailedListApi.as_view(), name="api-documents-failed"),
+    path("reindex/", apis.WorkspaceReindexApi.as_view(), name="api-documents-reindex-all"),
+    path("<int:document_id>/", apis.DocumentDetailApi.as_view(), name="api-document"),
+    path("<int:document_id>/chunks/", apis.DocumentChunksApi.as_view(), name="api-document-chunks"),
+    path("<int:document_id>/retry/", apis.DocumentRetryApi.as_view(), name="api-document-retry"),
+    path("<int:document_id>/reindex/", apis.DocumentReindexApi.as_view(), name="api-document-reindex"),
+    path("<int:document_id>/version/", apis.DocumentVersionUploadApi.as_view(), name="api-document-version"),
+]
