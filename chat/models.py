@@ -82,6 +82,12 @@ class Message(models.Model):
     feedback_comment = models.TextField(blank=True)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     seq = models.BigIntegerField(null=True, blank=True, help_text="Event seq at which the message was completed.")
+    # The customer message an assistant (or agent) message answers; a customer message is answered at most once.
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
+    timings_ms = models.JSONField(default=dict, blank=True, help_text="Per-stage latencies reported by the answerer.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="Provider fallbacks and other answer details.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

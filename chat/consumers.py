@@ -1,0 +1,238 @@
+"""The conversation WebSocket: /ws/chat/<conversation public id>/ (docs/websocket-protocol.md).
+
+The consumer parses frames, checks limits and permissions, and hands off: to chat.streaming for a question, to the
+services for everything else, and to its SocketFeed (chat.events) for everything it sends.
+
+Who may open a conversation is decided by *socket authenticators*: functions of the ASGI scope that return a
+`SocketPrincipal` (or None to pass). The dashboard's session authenticator is built in; the widget registers its
+visitor-token authenticator with `socket_authenticator_register` (chat does not import embeds: STYLE.md floors).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from accounts.roles import role_has_permission
+from chat import protocol, selectors, services
+from chat.events import ConversationLog, LoopSink, SocketFeed, hub
+from chat.models import Conversation
+from chat.streaming import conversation_message_start, run_in_workspace_pool
+from config.errors import ApplicationError, ErrorCode, PermissionDenied, RateLimited
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SocketPrincipal:
+    """Who is on the other end of a conversation socket, and what they may do there."""
+
+    kind: str  # "member" (dashboard session) | "visitor" (widget, issue #5)
+    user: Any = None
+    role: str | None = None
+    visitor_id: str = ""
+    can_post: bool = False
+    speaks_as: str = "customer"  # the role of what they post (a member trying the bot plays the customer)
+
+    def may_open(self, conversation: Conversation) -> bool:
+        if self.kind == "member":
+            return True
+        return bool(self.visitor_id) and conversation.visitor_id == self.visitor_id
+
+
+SocketAuthenticator = Callable[[dict[str, Any]], SocketPrincipal | None]
+
+
+def dashboard_session_principal(scope: dict[str, Any]) -> SocketPrincipal | None:
+    """A logged-in member of this workspace (config.ws resolved the role; another site's page gets no user)."""
+    role = scope.get("role")
+    if not role or not role_has_permission(role, "conversations.view"):
+        return None
+    return SocketPrincipal(
+        kind="member", user=scope.get("user"), role=role,
+        can_post=role_has_permission(role, "conversations.reply"),
+    )
+
+
+# Tried in order; each runs in a worker thread in the workspace's schema, so it may read the database.
+socket_authenticators: list[SocketAuthenticator] = [dashboard_session_principal]
+
+
+def socket_authenticator_register(authenticator: SocketAuthenticator) -> None:
+    if authenticator not in socket_authenticators:
+        socket_authenticators.append(authenticator)
+
+
+def conversation_open(*, scope: dict[str, Any], public_id: str) -> tuple[int, SocketPrincipal | None, Conversation | None]:
+    """(close code or 0, principal, conversation). Unknown and not-yours look the same (4404): ids can't be probed.
+    Nobody is told anything about a conversation before they are authenticated (4403)."""
+    principal = next((p for p in (auth(scope) for auth in socket_authenticators) if p is not None), None)
+    if principal is None:
+        return protocol.CLOSE_FORBIDDEN, None, None
+    conversation = selectors.conversation_get(public_id=public_id)
+    if conversation is None or not principal.may_open(conversation):
+        return protocol.CLOSE_NOT_FOUND, principal, None
+    return 0, principal, conversation
+
+
+class ConversationConsumer(AsyncWebsocketConsumer):
+    feed: SocketFeed | None = None
+    last_submission: LoopSink | None = None
+    closing = False  # frames already in flight after our close are ignored
+
+    async def connect(self) -> None:
+        workspace = self.scope["workspace"]
+        code, principal, conversation = await run_in_workspace_pool(
+            workspace, conversation_open, scope=self.scope, public_id=self.scope["url_route"]["kwargs"]["conversation_id"]
+        )
+        await self.accept()  # then close with the code: a close before the accept reaches the client as a bare 403
+        if code:
+            await self.close(code=code)
+            return
+        assert principal is not None and conversation is not None
+        self.principal = principal
+        self.conversation = conversation
+        self.limits = protocol.ProtocolLimits.from_settings()
+        self.frames = protocol.TokenBucket(self.limits.frame_rate, self.limits.frame_burst)
+        self.messages = protocol.TokenBucket(self.limits.message_rate, self.limits.message_burst)
+        # Rejected frames drain this one; a client that keeps flooding past every rate_limited error empties it.
+        self.patience = protocol.TokenBucket(self.limits.frame_rate, self.limits.frame_burst * 10)
+        self.last_rate_error = 0.0
+        self.last_typing: tuple[bool, float] = (False, 0.0)
+        self.log = ConversationLog.of(workspace.schema_name, conversation)
+        self.feed = SocketFeed(log=self.log, send=self._send_text, on_idle=self._close_idle)
+        try:
+            await hub().join(self.log.channel, self.feed)
+            self.welcome_seq, oldest = await self.log.bounds()
+        except Exception:  # Redis is unreachable: nothing can be streamed; the client reconnects later
+            logger.exception("chat: could not open the event stream of %s", conversation.public_id)
+            await self._close(protocol.CLOSE_UNAVAILABLE)
+            return
+        self.feed.frame(protocol.local_frame(
+            "welcome", conversation=protocol.conversation_payload(conversation), last_seq=self.welcome_seq,
+            oldest_seq=oldest or None,
+            you={"kind": principal.kind, "role": principal.role, "can_post": principal.can_post},
+            limits=self.limits.public(),
+        ))
+
+    async def disconnect(self, code: int) -> None:
+        feed, self.feed = self.feed, None
+        if feed is not None:
+            feed.stop()
+            await hub().leave(self.log.channel, feed)
+
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    async def _close_idle(self) -> None:
+        await self._close(protocol.CLOSE_IDLE)
+
+    async def _close(self, code: int) -> None:
+        if not self.closing:
+            self.closing = True
+            if self.feed is not None:
+                self.feed.stop()
+            await self.close(code=code)
+
+    def _reply(self, frame: dict[str, Any]) -> None:
+        if self.feed is not None:
+            self.feed.frame(frame)
+
+    # --- frames in ---
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        feed = self.feed
+        if feed is None or self.closing:
+            return
+        feed.touch()
+        wait = self.frames.take()
+        if wait:
+            await self._rate_limited(feed, wait)
+            return
+        if text_data is None:
+            feed.error(ApplicationError("Frames are JSON text; binary frames are not accepted.",
+                                        code=ErrorCode.BINARY_NOT_SUPPORTED))
+            return
+        try:
+            frame = protocol.client_frame_parse(text_data, self.limits)
+        except protocol.ProtocolError as error:
+            feed.error(error, **({"client_id": error.client_id} if error.client_id else {}))
+            return
+        try:
+            await getattr(self, f"on_{frame.type}")(feed, frame.data)
+        except ApplicationError as error:
+            extra: dict[str, Any] = {}
+            if frame.data.get("client_id"):
+                extra["client_id"] = frame.data["client_id"]
+            if isinstance(error, RateLimited):
+                extra["retry_after"] = error.retry_after
+            feed.error(error, **extra)
+
+    async def _rate_limited(self, feed: SocketFeed, wait: float) -> None:
+        if self.patience.take():  # it ignores every rate_limited error
+            await self._close(protocol.CLOSE_FLOOD)
+            return
+        now = time.monotonic()
+        if now - self.last_rate_error >= 1.0:  # one error a second is enough to say it
+            self.last_rate_error = now
+            feed.error(RateLimited("Too many frames; slow down.", retry_after=protocol.retry_after_seconds(wait)),
+                       retry_after=protocol.retry_after_seconds(wait))
+
+    async def on_ping(self, feed: SocketFeed, data: dict[str, Any]) -> None:
+        feed.pong(data.get("nonce"))
+
+    async def on_resume(self, feed: SocketFeed, data: dict[str, Any]) -> None:
+        feed.resume(data["last_seq"])
+
+    async def on_message(self, feed: SocketFeed, data: dict[str, Any]) -> None:
+        if not self.principal.can_post:
+            raise PermissionDenied("Your role can read this conversation but not write in it.",
+                                   details={"permission": "conversations.reply"})
+        wait = self.messages.take()
+        if wait:
+            retry_after = protocol.retry_after_seconds(wait)
+            raise RateLimited("Too many messages; slow down.", retry_after=retry_after)
+        feed.ensure_live(self.welcome_seq)
+        previous = self.last_submission
+        self.last_submission = conversation_message_start(
+            workspace=self.scope["workspace"], conversation_id=self.conversation.pk, log=self.log,
+            text=data["text"], client_id=data["client_id"],
+            author=self.principal.user if self.principal.kind == "member" else None, reply=self._reply,
+            after=previous if previous is not None and not previous.submitted.is_set() else None,
+        )
+
+    async def on_typing(self, feed: SocketFeed, data: dict[str, Any]) -> None:
+        state, now = data["state"], time.monotonic()
+        last_state, last_at = self.last_typing
+        if state == last_state and (not state or now - last_at < 2.0):
+            return  # nothing new for the others
+        self.last_typing = (state, now)
+        await self.log.publish_ephemeral(
+            protocol.local_frame("typing", role=self.principal.speaks_as, state=state), origin=feed.id
+        )
+
+    async def on_feedback(self, feed: SocketFeed, data: dict[str, Any]) -> None:
+        if not self.principal.can_post:
+            raise PermissionDenied("Your role cannot rate answers.", details={"permission": "conversations.reply"})
+        feed.ensure_live(self.welcome_seq)
+        await run_in_workspace_pool(
+            self.scope["workspace"], _feedback, conversation_id=self.conversation.pk, **data
+        )
+
+    async def on_request_human(self, feed: SocketFeed, data: dict[str, Any]) -> None:
+        if not self.principal.can_post:
+            raise PermissionDenied("Your role cannot do this.", details={"permission": "conversations.reply"})
+        feed.ensure_live(self.welcome_seq)
+        await run_in_workspace_pool(self.scope["workspace"], _request_human, conversation_id=self.conversation.pk)
+
+
+def _feedback(*, conversation_id: int, message_id: int, value: int, comment: str) -> None:
+    conversation = Conversation.objects.get(pk=conversation_id)
+    services.message_feedback_set(conversation=conversation, message_id=message_id, value=value, comment=comment)
+
+
+def _request_human(*, conversation_id: int) -> None:
+    services.conversation_request_human(conversation=Conversation.objects.get(pk=conversation_id), reason="asked")

@@ -1,0 +1,89 @@
+"""Reads of conversations and messages. Every function runs in the current workspace schema (the caller's)."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from chat.models import AssistantSettings, Conversation, Message, MessageRole
+
+HISTORY_TURNS = 6  # recent messages given to the answerer for follow-up questions ("and on a replica?")
+
+
+def public_id_parse(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def conversation_get(*, public_id: Any) -> Conversation | None:
+    parsed = public_id_parse(public_id)
+    if parsed is None:
+        return None
+    return Conversation.objects.filter(public_id=parsed).first()
+
+
+def conversation_list(
+    *, status: str | None = None, channel: str | None = None, search: str | None = None,
+    visitor_id: str | None = None,
+) -> QuerySet[Conversation]:
+    conversations = Conversation.objects.annotate(message_count=Count("messages")).order_by("-updated_at", "-id")
+    if status:
+        conversations = conversations.filter(status=status)
+    if channel:
+        conversations = conversations.filter(channel=channel)
+    if visitor_id:
+        conversations = conversations.filter(visitor_id=visitor_id)
+    if search:
+        # A subquery, not a join: joining messages again would multiply message_count.
+        matching = Message.objects.filter(content__icontains=search).values("conversation_id")
+        conversations = conversations.filter(
+            Q(title__icontains=search) | Q(visitor_name__icontains=search) | Q(visitor_email__icontains=search)
+            | Q(pk__in=matching)
+        )
+    return conversations
+
+
+def message_list(*, conversation: Conversation, include_notes: bool = True) -> QuerySet[Message]:
+    messages = conversation.messages.order_by("id")
+    if not include_notes:
+        messages = messages.exclude(role=MessageRole.NOTE)
+    return messages
+
+
+def message_get(*, conversation: Conversation, message_id: int) -> Message | None:
+    return conversation.messages.filter(pk=message_id).first()
+
+
+def message_by_client_id(*, conversation: Conversation, client_message_id: str) -> Message | None:
+    if not client_message_id:
+        return None
+    return conversation.messages.filter(client_message_id=client_message_id, role=MessageRole.CUSTOMER).first()
+
+
+def reply_for(*, message: Message) -> Message | None:
+    """The assistant's (or an agent's) answer to a customer message, if it has one."""
+    return message.replies.filter(role__in=(MessageRole.ASSISTANT, MessageRole.AGENT)).order_by("id").first()
+
+
+def conversation_history(*, conversation: Conversation, before_message_id: int, turns: int = HISTORY_TURNS) -> list[tuple[str, str]]:
+    """The recent turns before a message, oldest first, as (role, content): roles "user" and "assistant" (a human
+    agent's replies count as the assistant's side of the conversation)."""
+    recent = list(
+        conversation.messages.filter(
+            pk__lt=before_message_id, role__in=(MessageRole.CUSTOMER, MessageRole.ASSISTANT, MessageRole.AGENT)
+        ).order_by("-id").values_list("role", "content")[:turns]
+    )
+    recent.reverse()
+    return [("user" if role == MessageRole.CUSTOMER else "assistant", content) for role, content in recent]
+
+
+def assistant_settings_get() -> AssistantSettings | None:
+    return AssistantSettings.objects.order_by("id").first()
+
+
+def conversation_counts() -> dict[str, int]:
+    rows = Conversation.objects.values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}

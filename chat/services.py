@@ -1,0 +1,430 @@
+"""Writes of conversations and messages, and the answer of a customer's question (conversation_answer_stream).
+
+Every function runs in the current workspace schema (the caller's). Events go to the conversation's event log
+(chat/events.py) through a *sink*: `SyncSink` appends directly (REST, commands), `LoopSink` hands them to the ASGI
+event loop, which streams them to the sockets. Events of state changes that happen in a transaction are sent on
+commit, so nobody is told about a change that was rolled back.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from chat import protocol, selectors
+from chat.events import ConversationLog, SyncSink
+from chat.models import Channel, Conversation, ConversationStatus, Message, MessageRole
+from tenants import billing
+from config.errors import ApplicationError, Conflict, ErrorCode, NotFound, ValidationFailed
+
+logger = logging.getLogger(__name__)
+
+SEQ_WAIT_SECONDS = 30.0
+
+
+class EventSink(Protocol):
+    def emit(self, event: dict[str, Any]) -> Future[int]: ...
+
+    def reply(self, frame: dict[str, Any], *, seq_future: Future[int] | None = None) -> None: ...
+
+    def typing(self, role: str, state: bool) -> None: ...
+
+
+def conversation_log(conversation: Conversation) -> ConversationLog:
+    return ConversationLog.of(connection.schema_name, conversation)
+
+
+def _emit_on_commit(conversation: Conversation, events: list[dict[str, Any]]) -> None:
+    log = conversation_log(conversation)
+
+    def send() -> None:
+        try:
+            log.append_sync(events)
+        except Exception:  # the state change stands; watchers see it on their next resume or reload
+            logger.exception("chat: could not append %s", [event["type"] for event in events])
+
+    transaction.on_commit(send)
+
+
+# --- conversations ---------------------------------------------------------------------------------------------
+def conversation_start(
+    *, channel: str = Channel.DASHBOARD, created_by: Any = None, title: str = "", visitor_id: str = "",
+    visitor_name: str = "", visitor_email: str = "", embed_id: int | None = None, origin: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> Conversation:
+    if channel not in Channel.values:
+        raise ValidationFailed("Unknown channel.", details={"fields": {"channel": [f"One of {Channel.values}."]}})
+    return Conversation.objects.create(
+        channel=channel, created_by=created_by if getattr(created_by, "pk", None) else None, title=title[:200],
+        visitor_id=visitor_id[:64], visitor_name=visitor_name[:200], visitor_email=visitor_email,
+        embed_id=embed_id, origin=origin[:300], metadata=metadata or {},
+    )
+
+
+def conversation_request_human(*, conversation: Conversation, reason: str = "asked") -> Conversation:
+    """The customer asked for a person: the conversation waits for an agent (the inbox is issue #6). Idempotent."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if conversation.status == ConversationStatus.CLOSED:
+            raise Conflict("The conversation is closed.", code=ErrorCode.CONVERSATION_CLOSED)
+        if conversation.status != ConversationStatus.BOT:
+            return conversation  # already waiting for, or talking to, a person
+        conversation.status = ConversationStatus.WAITING
+        conversation.handoff_reason = reason[:40]
+        conversation.save(update_fields=["status", "handoff_reason", "updated_at"])
+        _emit_on_commit(conversation, [protocol.conversation_event("status", status=conversation.status, reason=reason)])
+    return conversation
+
+
+# --- messages --------------------------------------------------------------------------------------------------
+def customer_message_post(
+    *, conversation: Conversation, text: str, client_message_id: str = "", author: Any = None
+) -> tuple[Message, bool]:
+    """Store a customer's message once per client message id: (message, created). A retry with the same id gets the
+    first message back, whatever its text."""
+    if client_message_id:
+        existing = selectors.message_by_client_id(conversation=conversation, client_message_id=client_message_id)
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                conversation=conversation, role=MessageRole.CUSTOMER, content=text,
+                client_message_id=client_message_id, author=author if getattr(author, "pk", None) else None,
+            )
+            now = timezone.now()
+            updates: dict[str, Any] = {"last_message_at": now, "updated_at": now}
+            if not conversation.title:
+                updates["title"] = " ".join(text.split())[:80]
+            Conversation.objects.filter(pk=conversation.pk).update(**updates)
+            for name, value in updates.items():
+                setattr(conversation, name, value)
+    except IntegrityError:  # the same client id, posted at the same moment by another connection
+        existing = selectors.message_by_client_id(conversation=conversation, client_message_id=client_message_id)
+        if existing is None:
+            raise
+        return existing, False
+    return message, True
+
+
+def _decimal(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value or 0)).quantize(Decimal("0.000001"))
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def assistant_answer_persist(
+    *, conversation: Conversation, reply_to: Message, result: dict[str, Any], latency_first_token_ms: int | None,
+    latency_total_ms: int | None,
+) -> Message:
+    """Store the answerer's final message (the `completed` event's data) with its accounting."""
+    confidence = result.get("confidence")
+    answer = Message.objects.create(
+        conversation=conversation, role=MessageRole.ASSISTANT, reply_to=reply_to,
+        content=str(result.get("answer") or ""),
+        citations=list(result.get("citations") or []),
+        answered=bool(result.get("answered")) if result.get("answered") is not None else None,
+        confidence=float(confidence) if isinstance(confidence, (int, float)) else None,
+        provider=str(result.get("provider") or "")[:60], model=str(result.get("model") or "")[:120],
+        tokens_in=_count(result.get("tokens_in")), tokens_out=_count(result.get("tokens_out")),
+        cost=_decimal(result.get("cost")),
+        latency_first_token_ms=latency_first_token_ms, latency_total_ms=latency_total_ms,
+        timings_ms=dict(result.get("timings_ms") or {}),
+        metadata={
+            "fallbacks": list(result.get("fallbacks") or []), "reason": str(result.get("reason") or ""),
+            "query": str(result.get("query") or "")[:1000], "tokens_estimated": bool(result.get("tokens_estimated")),
+        },
+    )
+    now = timezone.now()
+    streak = 0 if answer.answered is not False else F("unanswered_streak") + 1
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message_at=now, updated_at=now, unanswered_streak=streak
+    )
+    return answer
+
+
+def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int]) -> None:
+    """Remember at which seq each message was sent, and raise the conversation's seq floor."""
+    if not seqs:
+        return
+    with transaction.atomic():
+        for message_id, seq in seqs.items():
+            Message.objects.filter(pk=message_id, conversation=conversation).update(seq=seq)
+        Conversation.objects.filter(pk=conversation.pk).update(last_seq=Greatest("last_seq", max(seqs.values())))
+
+
+def message_feedback_set(
+    *, conversation: Conversation, message_id: int, value: int, comment: str = ""
+) -> Message:
+    if value not in (-1, 0, 1):
+        raise ValidationFailed("Feedback is 1, -1 or 0.", details={"fields": {"value": ["One of 1, -1, 0."]}})
+    with transaction.atomic():
+        message = conversation.messages.select_for_update().filter(pk=message_id).first()
+        if message is None:
+            raise NotFound("No such message in this conversation.")
+        if message.role not in (MessageRole.ASSISTANT, MessageRole.AGENT):
+            raise ValidationFailed("Only answers can be rated.", details={"fields": {"message_id": ["Not an answer."]}})
+        message.feedback = value
+        message.feedback_comment = comment[:2000]
+        message.save(update_fields=["feedback", "feedback_comment"])
+        _emit_on_commit(conversation, [protocol.conversation_event("feedback", message_id=message.pk, value=value)])
+    return message
+
+
+# --- a customer's question and its answer ----------------------------------------------------------------------
+@dataclass
+class MessageSubmitResult:
+    message: Message
+    created: bool
+    reply: Message | None  # the existing answer of a retried message
+    lock_token: str | None  # set when the caller must answer now (it holds the conversation's answer lock)
+    seq_future: Future[int] | None  # seq of the `message` event (new messages)
+
+
+def _ack(message: Message, *, duplicate: bool) -> dict[str, Any]:
+    frame = protocol.local_frame(
+        "ack", client_id=message.client_message_id or None, message_id=message.pk, duplicate=duplicate
+    )
+    if message.seq is not None:
+        frame["message_seq"] = message.seq
+    return frame
+
+
+def customer_message_submit(
+    *, conversation: Conversation, text: str, client_message_id: str = "", author: Any = None, sink: EventSink
+) -> MessageSubmitResult:
+    """Store a customer's message (once per client id), tell everyone watching, and say whether the bot answers it
+    now. One answer at a time per conversation: a new message while the bot is answering is refused
+    (answer_in_progress) and not stored; a retried message whose answer is being written is acknowledged."""
+    log = conversation_log(conversation)
+    existing = selectors.message_by_client_id(conversation=conversation, client_message_id=client_message_id)
+    if existing is not None:
+        reply = selectors.reply_for(message=existing)
+        lock = None
+        if reply is None and conversation.status == ConversationStatus.BOT:
+            lock = log.lock_acquire(ttl=settings.CHAT_ANSWER_TIMEOUT + 30)  # None: its answer is being written
+        sink.reply(_ack(existing, duplicate=True))
+        return MessageSubmitResult(existing, created=False, reply=reply, lock_token=lock, seq_future=None)
+    if conversation.status == ConversationStatus.CLOSED:
+        raise Conflict("The conversation is closed.", code=ErrorCode.CONVERSATION_CLOSED)
+    lock = None
+    if conversation.status == ConversationStatus.BOT:
+        lock = log.lock_acquire(ttl=settings.CHAT_ANSWER_TIMEOUT + 30)
+        if lock is None:
+            raise Conflict(
+                "The assistant is still answering the previous message.", code=ErrorCode.ANSWER_IN_PROGRESS,
+                details={"retry_after": 1},
+            )
+    try:
+        message, created = customer_message_post(
+            conversation=conversation, text=text, client_message_id=client_message_id, author=author
+        )
+    except Exception:
+        if lock:
+            log.lock_release(lock)
+        raise
+    if not created:  # lost a race with the same client id: that one answers
+        if lock:
+            log.lock_release(lock)
+        sink.reply(_ack(message, duplicate=True))
+        return MessageSubmitResult(message, created=False, reply=None, lock_token=None, seq_future=None)
+    seq_future = sink.emit(protocol.conversation_event("message", message=protocol.message_payload(message)))
+    sink.reply(_ack(message, duplicate=False), seq_future=seq_future)
+    # Recorded before answering, so that a retry of this message (after a reconnect) is acknowledged with its seq.
+    message.seq = _record_when_known(conversation, {message.pk: seq_future}).get(message.pk)
+    return MessageSubmitResult(message, created=True, reply=None, lock_token=lock, seq_future=seq_future)
+
+
+def _record_when_known(conversation: Conversation, futures: dict[int, Future[int] | None]) -> dict[int, int]:
+    seqs: dict[int, int] = {}
+    for message_id, future in futures.items():
+        if future is None:
+            continue
+        try:
+            seqs[message_id] = future.result(timeout=SEQ_WAIT_SECONDS)
+        except (FutureTimeout, Exception):  # the event log was unreachable; the message itself is stored
+            logger.warning("chat: no seq for message %s", message_id)
+    message_seqs_record(conversation=conversation, seqs=seqs)
+    return seqs
+
+
+def _engine_failure(exc: BaseException) -> ApplicationError:
+    cause = getattr(exc, "code", None) or type(exc).__name__
+    return ApplicationError(
+        "The assistant could not answer this time. Please try again, or ask for a person.",
+        code=ErrorCode.ANSWER_FAILED, details={"cause": str(cause)[:60]}, status_code=502,
+    )
+
+
+def conversation_answer_stream(
+    *, conversation: Conversation, question: Message, lock_token: str, sink: EventSink,
+    cancelled: Callable[[], bool] = lambda: False, failure: list[ApplicationError] | None = None,
+) -> Message | None:
+    """Answer `question` with the answer engine, streaming its events into the conversation's log, and store the
+    answer. Holds the conversation's answer lock and releases it before the final event, so a client may ask again
+    as soon as it sees the answer. Returns the stored answer, or None after an `error` event (answer_failed) when
+    the engine failed: the customer always gets one or the other."""
+    from chat import answering  # the answer engine; imported late: it loads models and indexes
+
+    log = conversation_log(conversation)
+    lock: list[str] = [lock_token]
+
+    def unlock() -> None:
+        if lock:
+            try:
+                log.lock_release(lock.pop())
+            except Exception:  # it expires by itself
+                logger.warning("chat: could not release the answer lock of %s", conversation.public_id)
+
+    started = time.monotonic()
+    first_token_ms: int | None = None
+    reply_to = question.pk
+    bot_typing = False
+    # Every answer costs a credit, taken before the work starts and given back if no answer comes (tenants.billing).
+    credit_reference = f"message:{question.pk}"
+    try:
+        billing.credits_consume(workspace=_current_workspace(), reference=credit_reference)
+    except ApplicationError as refused:  # quota_exceeded / plan_limit: a clear error event instead of an answer
+        if failure is not None:
+            failure.append(refused)
+        unlock()
+        sink.emit(protocol.conversation_event(
+            "error", reply_to=reply_to, code=refused.code, message=refused.message, details=refused.details,
+        ))
+        return None
+    answered = False
+    try:
+        sink.emit(protocol.conversation_event("agent_started", reply_to=reply_to))
+        sink.typing("bot", True)
+        bot_typing = True
+        history = selectors.conversation_history(conversation=conversation, before_message_id=question.pk)
+        completed: dict[str, Any] | None = None
+        stream = answering.answer_stream(
+            question=question.content, history=history, assistant=selectors.assistant_settings_get()
+        )
+        try:
+            for event in stream:
+                if cancelled():
+                    return None
+                kind, data = event.type, dict(event.data or {})
+                if kind == "token":
+                    if first_token_ms is None:
+                        first_token_ms = int((time.monotonic() - started) * 1000)
+                    sink.emit(protocol.conversation_event("token", reply_to=reply_to, text=str(data.get("text", ""))))
+                elif kind == "thinking":
+                    sink.emit(protocol.conversation_event("agent_thinking", reply_to=reply_to))
+                elif kind in ("tool_executing", "tool_completed"):
+                    sink.emit(protocol.conversation_event(kind, reply_to=reply_to, **data))
+                elif kind == "reset":
+                    first_token_ms = None
+                    sink.emit(protocol.conversation_event("reset", reply_to=reply_to, **data))
+                elif kind == "completed":
+                    completed = data
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if completed is None:
+            raise RuntimeError("the answer engine ended without a completed event")
+        answer = assistant_answer_persist(
+            conversation=conversation, reply_to=question, result=completed,
+            latency_first_token_ms=first_token_ms, latency_total_ms=int((time.monotonic() - started) * 1000),
+        )
+        unlock()
+        sink.typing("bot", False)
+        bot_typing = False
+        answer_seq = sink.emit(protocol.conversation_event(
+            "agent_completed", reply_to=reply_to, message=protocol.message_payload(answer),
+        ))
+        answer.seq = _record_when_known(conversation, {answer.pk: answer_seq}).get(answer.pk)
+        answered = True
+        return answer
+    except Exception as exc:
+        logger.exception("chat: answering message %s failed", question.pk)
+        error = _engine_failure(exc)
+        if failure is not None:
+            failure.append(error)
+        unlock()
+        if bot_typing:
+            sink.typing("bot", False)
+        sink.emit(protocol.conversation_event(
+            "error", reply_to=reply_to, code=error.code, message=error.message, details=error.details,
+        ))
+        return None
+    finally:
+        unlock()
+        if not answered:
+            _credit_refund(credit_reference)
+
+
+def _current_workspace() -> Any:
+    workspace = getattr(connection, "tenant", None)
+    if workspace is None or getattr(connection, "schema_name", "public") == "public":
+        raise ApplicationError("Answers belong to a workspace; no workspace is selected.", code=ErrorCode.WRONG_SCHEMA)
+    return workspace
+
+
+def _credit_refund(reference: str) -> None:
+    try:
+        billing.credits_refund(workspace=_current_workspace(), reference=reference)
+    except Exception:  # the refund is bookkeeping; it must never turn an error event into a crash
+        logger.exception("chat: could not refund the credit of %s", reference)
+
+
+@dataclass
+class MessageAnswerResult:
+    message: Message
+    answer: Message | None
+    created: bool
+    error: ApplicationError | None = None
+
+
+def conversation_message_answer(
+    *, conversation: Conversation, text: str, client_message_id: str = "", author: Any = None
+) -> MessageAnswerResult:
+    """The non-streaming path (REST): post the message and wait for the whole answer. Watchers of the conversation
+    still see it stream, since the events go through the same log."""
+    sink = SyncSink(conversation_log(conversation))
+    submitted = customer_message_submit(
+        conversation=conversation, text=text, client_message_id=client_message_id, author=author, sink=sink
+    )
+    sink.flush()
+    if submitted.lock_token is None:
+        if not submitted.created and submitted.reply is None and conversation.status == ConversationStatus.BOT:
+            raise Conflict(
+                "The answer to this message is still being written.", code=ErrorCode.ANSWER_IN_PROGRESS,
+                details={"message_id": submitted.message.pk, "retry_after": 1},
+            )
+        return MessageAnswerResult(submitted.message, submitted.reply, created=submitted.created)
+    failure: list[ApplicationError] = []
+    try:
+        answer = conversation_answer_stream(
+            conversation=conversation, question=submitted.message, lock_token=submitted.lock_token, sink=sink,
+            failure=failure,
+        )
+    finally:
+        sink.flush()
+    submitted.message.refresh_from_db()
+    if answer is None:
+        error = failure[0] if failure else _engine_failure(RuntimeError("failed"))
+        return MessageAnswerResult(submitted.message, None, created=submitted.created, error=error)
+    return MessageAnswerResult(submitted.message, answer, created=submitted.created)
