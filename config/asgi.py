@@ -11,12 +11,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from config.ws import WorkspaceAuthMiddleware, WorkspaceHostMiddleware, websocket_urlpatterns  # noqa: E402
+from chat.routing import websocket_urlpatterns as chat_websocket_urlpatterns  # noqa: E402
+from embeds.routing import websocket_urlpatterns as embed_websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": WorkspaceHostMiddleware(
-            SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_urlpatterns + chat_websocket_urlpatterns + embed_websocket_urlpatterns)))
         ),
     }
 )

@@ -5,10 +5,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts import apis as account_apis
 from accounts import views as account_views
 from analytics import views as analytics_views
-from chat import views as chat_views
+from chat import urls as chat_urls
 from config import health
+from documents import urls as document_urls
 from documents import views as document_views
+from embeds import urls as embed_urls
 from embeds import views as embed_views
+from tenants import apis as tenant_apis
 from tenants import views as tenant_views
 
 
@@ -30,6 +33,15 @@ api_v1 = [
     path("api-keys/", account_apis.ApiKeyListCreateApi.as_view(), name="api-keys-list"),
     path("api-keys/<int:key_id>/revoke/", account_apis.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
     path("audit-log/", account_apis.AuditLogApi.as_view(), name="api-audit-log"),
+    path("audit-log/export/", account_apis.AuditLogExportApi.as_view(), name="api-audit-log-export"),
+    path("ownership-transfer/", account_apis.OwnershipTransferApi.as_view(), name="api-ownership-transfer"),
+    path("usage/", tenant_apis.UsageApi.as_view(), name="api-usage"),
+    path("usage/ledger/", tenant_apis.LedgerApi.as_view(), name="api-usage-ledger"),
+    path("plans/", tenant_apis.PlanListApi.as_view(), name="api-plans"),
+    path("subscription/", tenant_apis.SubscriptionApi.as_view(), name="api-subscription"),
+    path("documents/", include(document_urls.api_urlpatterns)),
+    path("conversations/", include(chat_urls.api_urlpatterns)),
+    path("embeds/", include(embed_urls.api_urlpatterns)),
 ]
 
 urlpatterns = [
@@ -40,14 +52,23 @@ urlpatterns = [
     path("switch/<slug:slug>/", account_views.workspace_switch, name="workspace-switch"),
     path("invitations/<str:token>/", account_views.invitation_accept, name="invitation-accept"),
     path("knowledge/", document_views.knowledge_index, name="knowledge"),
-    path("conversations/", chat_views.conversations_index, name="conversations"),
+    path("knowledge/", include(document_urls.dashboard_urlpatterns)),
+    path("conversations/", include(chat_urls.dashboard_urlpatterns)),
     path("widgets/", embed_views.widgets_index, name="widgets"),
+    path("widgets/", include(embed_urls.dashboard_urlpatterns)),
+    path("widget/v1/", include(embed_urls.widget_urlpatterns)),
     path("analytics/", analytics_views.analytics_index, name="analytics"),
     path("team/", account_views.team, name="team"),
     path("team/<int:membership_id>/", account_views.member_update, name="member-update"),
+    path("team/transfer/", account_views.ownership_transfer, name="ownership-transfer"),
+    path("team/invitations/<int:invitation_id>/revoke/", account_views.invitation_revoke, name="invitation-revoke"),
     path("settings/", tenant_views.workspace_settings, name="settings"),
     path("settings/api-keys/", account_views.api_keys, name="api-keys"),
     path("settings/audit-log/", account_views.audit_log, name="audit-log"),
+    path("settings/audit-log/export/", account_views.audit_log_export, name="audit-log-export"),
+    path("settings/billing/", tenant_views.billing_overview, name="billing"),
+    path("settings/billing/plan/", tenant_views.billing_plan_change, name="billing-plan"),
+    path("settings/billing/overage/", tenant_views.billing_overage, name="billing-overage"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", PublicSchemaView.as_view(), name="api-schema"),
     path("api/docs/", PublicDocsView.as_view(url_name="api-schema"), name="api-docs"),

@@ -17,6 +17,9 @@ from accounts.services import api_key_create, audit_record, invitation_create
 from tests.factories import member, workspace_with_owner
 
 ROLES = ("owner", "admin", "agent", "viewer")
+# Routes anyone may reach by design (the API description, login, invitation links, the widget's public loader,
+# frame and config endpoints, which answer per embed key): they answer, but nothing of B may be in what they say.
+PUBLIC_ENTRY_POINTS = {"api/schema/", "api/docs/", "login/", "logout/", "auth/handoff/", "invitations/<str:token>/"}
 
 
 def tenant_routes() -> list[tuple[str, URLPattern]]:
@@ -51,6 +54,16 @@ def fill_path(route: str, pattern: URLPattern, b_ids: dict[str, Any]) -> str:
     return "/" + re.sub(r"<(?:(\w+):)?(\w+)>", value, route)
 
 
+def _embed_of(workspace: Any, name: str) -> Any:
+    """B's chat widget (issue #5), so that the widget and embed routes point at a real object of B."""
+    from django_tenants.utils import tenant_context
+
+    from embeds.services import embed_create
+
+    with tenant_context(workspace):
+        return embed_create(name=name, allowed_origins=["https://b-shop.example"])
+
+
 @pytest.fixture(scope="module")
 def two_workspaces(django_db_blocker):
     with django_db_blocker.unblock():
@@ -66,8 +79,10 @@ def two_workspaces(django_db_blocker):
             actor_role="owner",
         )
         audit_record(workspace=b.workspace, actor=b.owner, action="test.marker", target=marker)
+        b_embed = _embed_of(b.workspace, name=f"Widget {marker}")
         b_ids = {"membership_id": b.workspace.memberships.get(user=b_agent).pk, "key_id": b_key.pk,
-                 "slug": b.workspace.slug, "token": "not-a-token"}
+                 "slug": b.workspace.slug, "token": "not-a-token",
+                 "embed_id": b_embed.pk, "public_key": b_embed.public_key}
         secrets_of_b = [marker, b.owner.email, b_agent.email, b.workspace.name]
     return {"a": a, "b": b, "a_users": a_users, "a_key": a_key, "b_ids": b_ids, "secrets": secrets_of_b}
 
@@ -100,9 +115,7 @@ def test_member_of_a_gets_nothing_of_b_by_session(role, two_workspaces, host_cli
             continue  # no workspace data behind them; covered by the health tests
         for method in ("get", "post", "patch", "delete"):
             response = getattr(client, method)(path, **({"data": {}, "content_type": "application/json"} if method != "get" else {}))
-            if route in ("api/schema/", "api/docs/", "login/", "logout/", "auth/handoff/", "invitations/<str:token>/"):
-                # Entry points anyone may reach (the API description, login, invitation links): they answer, but
-                # nothing of B may be in what they say.
+            if route in PUBLIC_ENTRY_POINTS or route.startswith("widget/"):
                 body = response.content.decode(errors="replace")
                 for secret in data["secrets"]:
                     assert secret not in body, f"{method} {path} reveals {secret}"

@@ -285,7 +285,7 @@ WIDGET_CONFIG_MAX_AGE = env.int("WIDGET_CONFIG_MAX_AGE", default=60)  # browser 
 WIDGET_LOADER_MAX_AGE = env.int("WIDGET_LOADER_MAX_AGE", default=86400)  # browser/CDN cache of loader.js
 # Rate limits ("count/[n]unit", e.g. "120/m", "10/5m"). HTTP: every widget request, per IP, per embed, per workspace;
 # visitor sessions (token minting) per IP. WebSocket: connections per IP; questions per IP, per embed, per workspace
-# (the plan's chat_messages_per_minute, when it sets one, is the per-workspace limit).
+# (and, on top of those, the plan's chat_messages_per_minute when it sets one).
 WIDGET_RATE_HTTP_IP = env.str("WIDGET_RATE_HTTP_IP", default="240/m")
 WIDGET_RATE_HTTP_EMBED = env.str("WIDGET_RATE_HTTP_EMBED", default="6000/m")
 WIDGET_RATE_HTTP_WORKSPACE = env.str("WIDGET_RATE_HTTP_WORKSPACE", default="12000/m")

@@ -1,0 +1,100 @@
+"""Rate limits of the widget's doors: per IP, per embed and per workspace, on the shared Redis.
+
+HTTP goes through django-ratelimit (`get_usage`) on the default cache, whose keys carry the workspace schema
+(config.cache), so "per IP" is per IP on this workspace and "per workspace" is a single counter. The WebSocket has no
+request object, so it counts in Redis directly with the same fixed-window arithmetic (`socket_limits_take`).
+
+A limit hit raises RateLimited: HTTP renders it as 429 with Retry-After, the socket as an `error` event with
+`code: "rate_limited"` and `retry_after` (and the widget shows a friendly sentence).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django_ratelimit.core import get_usage
+
+from config.errors import RateLimited
+from config.throttle import parse_rate
+
+
+def _embed_key(public_key: str) -> Any:
+    return lambda _group, _request: public_key
+
+
+def _workspace_key(_group: str, _request: HttpRequest) -> str:
+    return "all"  # the cache key already names the workspace's schema
+
+
+def http_limits_take(request: HttpRequest, *, public_key: str, group: str = "widget") -> None:
+    """Count one widget request against the per-IP, per-embed and per-workspace budgets; RateLimited when any is
+    spent."""
+    checks = (
+        ("ip", "ip", settings.WIDGET_RATE_HTTP_IP),
+        ("embed", _embed_key(public_key), settings.WIDGET_RATE_HTTP_EMBED),
+        ("workspace", _workspace_key, settings.WIDGET_RATE_HTTP_WORKSPACE),
+    )
+    _take(request, group, checks)
+
+
+def session_limit_take(request: HttpRequest) -> None:
+    """Visitor sessions (token minting) per IP: a tighter budget than page views."""
+    _take(request, "widget.session", (("ip", "ip", settings.WIDGET_RATE_SESSION_IP),))
+
+
+def _take(request: HttpRequest, group: str, checks: tuple[tuple[str, Any, str], ...]) -> None:
+    """Narrowest budget first; a request refused by one budget is not counted against the broader ones, so one
+    flooding client can't spend everyone's per-embed or per-workspace budget."""
+    for name, key, rate in checks:
+        usage = get_usage(request, group=f"{group}.{name}", key=key, rate=rate, increment=True)
+        if usage and usage["should_limit"]:
+            raise RateLimited("Too many requests to the chat widget; please wait a moment.",
+                              retry_after=max(1, int(usage["time_left"])))
+
+
+# --- WebSocket -------------------------------------------------------------------------------------------------
+def _socket_key(schema: str, scope: str, ident: str, window: int) -> str:
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "ccgpt")
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
+    return f"{prefix}:widget:{schema}:{scope}:{digest}:{window}"
+
+
+# KEYS: the counters, narrowest first. ARGV: for each, its limit and its window length (seconds).
+# Counts into each until one is over its limit; returns the 1-based index of that one (0: all allowed).
+_TAKE_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('EXPIRE', key, tonumber(ARGV[2 * i]) + 5) end
+  if count > tonumber(ARGV[2 * i - 1]) then return i end
+end
+return 0
+"""
+
+
+async def socket_limits_take(*, schema: str, checks: list[tuple[str, str, str | None]]) -> int:
+    """Count one event against each (scope, identity, rate) budget, narrowest first, in one Redis round trip; a
+    refused event is not counted against the broader budgets. Returns 0 when all allow it, else the seconds until
+    the spent budget's window ends. A rate of None is no limit."""
+    from chat.events import async_client  # the ASGI process's Redis client (one pool per event loop)
+
+    now = time.time()
+    keys: list[str] = []
+    args: list[int] = []
+    ends: list[float] = []
+    for scope, ident, rate in checks:
+        if not rate:
+            continue
+        limit, period = parse_rate(rate)
+        window = int(now // period)
+        keys.append(_socket_key(schema, scope, ident, window))
+        args += [limit, period]
+        ends.append((window + 1) * period)
+    if not keys:
+        return 0
+    spent = int(await async_client().eval(_TAKE_SCRIPT, len(keys), *keys, *args))
+    if not spent:
+        return 0
+    return max(1, int(ends[spent - 1] - now + 0.999))
