@@ -335,6 +335,17 @@ def _worker_run(database: str, verbosity: int, chunk: list[str]) -> _ChunkOutcom
     return outcome
 
 
+def _drop_broker_after_fork_hooks() -> None:
+    """The workers only migrate schemas and never touch the broker. Kombu registers after-fork hooks that close the
+    parent's broker connections inside the child; a connection the parent left in a blocking BRPOP (e.g. after a
+    Celery control ping) makes that close wait forever and the worker never starts."""
+    import multiprocessing.util as mp_util
+
+    for key in list(mp_util._afterfork_registry.keys()):
+        if getattr(key[2], "__module__", "").startswith("kombu"):
+            mp_util._afterfork_registry.pop(key, None)
+
+
 def schemas_migrate(
     schema_names: Sequence[str],
     *,
@@ -373,6 +384,7 @@ def schemas_migrate(
     # Forked workers inherit the app registry, settings (overrides included) and the fast has_table; they must not
     # inherit an open connection.
     connections.close_all()
+    _drop_broker_after_fork_hooks()
     context = multiprocessing.get_context("fork")
     stop_event = context.Event()
     size = max(1, min(_MAX_CHUNK, len(names) // (processes * 8) or 1))
