@@ -11,9 +11,10 @@ Measured in one run, on the same machine and the same files:
    searchable: chunks/s = chunks / (last indexed_at - first upload). Peak RSS of the web process and of the worker
    (main + children), and the time each stage took, summed over the documents (Document.timings).
 2. raw embedder: the same chunks (our parser and chunker on the same files, the texts the pipeline embeds), embedded
-   with the configured model in the pipeline's batch size, with nothing else around it: chunks/s, in one process
-   (configured threads) and in one single-thread process per worker process started together; each before and
-   after (1). The best of the four is the bar. Target: (1) >= 0.8 x (2).
+   with the configured model in the pipeline's batch size, with nothing else around it: chunks/s, in one single-thread
+   process per worker process started together (as the worker runs it: the bar), and in one process with the
+   configured threads; each before and after (1), the bar being the mean of before and after. Target: (1) >= 0.8 x
+   (2). Also reported: the ratio to the best of the four, and the share of the worker's time spent embedding.
 3. baseline: a plain LangChain script - BSHTMLLoader, RecursiveCharacterTextSplitter(1000 chars, 200 overlap),
    Chroma.from_documents with the same embedding model - timed from files to a persisted index, with how many of
    its chunks are longer than the model's 256-token window (their tails are silently not embedded).
@@ -453,9 +454,18 @@ def run(quick: bool) -> dict:
     result["raw_embedder"] = raw_runs
     result["langchain_baseline"] = _child("langchain", files)
     e2e = result["end_to_end"]
-    best = max(run_["chunks_per_second"] for run_ in raw_runs.values())
-    result["raw_embedder_best_chunks_per_second"] = best
-    result["ratio_end_to_end_to_raw_embedder"] = round(e2e["chunks_per_second"] / best, 3)
+    # The bar: the raw embedder as the worker's processes run it (one single-thread process each), averaged over
+    # before and after, since the end-to-end run lay between the two (other load on the machine moves both).
+    parallel = (raw_runs["before_parallel"]["chunks_per_second"] + raw_runs["after_parallel"]["chunks_per_second"]) / 2
+    one = (raw_runs["before_one_process"]["chunks_per_second"] + raw_runs["after_one_process"]["chunks_per_second"]) / 2
+    result["raw_embedder_chunks_per_second"] = round(parallel, 2)
+    result["ratio_end_to_end_to_raw_embedder"] = round(e2e["chunks_per_second"] / parallel, 3)
+    result["ratio_end_to_end_to_raw_embedder_best_of_four"] = round(
+        e2e["chunks_per_second"] / max(run_["chunks_per_second"] for run_ in raw_runs.values()), 3)
+    result["ratio_end_to_end_to_raw_embedder_one_process"] = round(e2e["chunks_per_second"] / one, 3)
+    # Load-independent view of the same thing: the share of the worker's wall time that went into embedding.
+    embed_seconds = e2e["stage_seconds_summed_over_documents"].get("embed", 0.0) / WORKER_CONCURRENCY
+    result["embedding_share_of_end_to_end_time"] = round(embed_seconds / e2e["seconds"], 3)
     result["target_ratio"] = TARGET_RATIO
     result["meets_target"] = result["ratio_end_to_end_to_raw_embedder"] >= TARGET_RATIO
     result["same_chunks"] = all(run_["chunks"] == e2e["chunks"] for run_ in raw_runs.values())

@@ -18,7 +18,9 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": WorkspaceHostMiddleware(
-            SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_urlpatterns + chat_websocket_urlpatterns + embed_websocket_urlpatterns)))
+            SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(
+                websocket_urlpatterns + chat_websocket_urlpatterns + embed_websocket_urlpatterns
+            )))
         ),
     }
 )

@@ -9,9 +9,15 @@ A limit hit raises RateLimited: HTTP renders it as 429 with Retry-After, the soc
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
+import weakref
 from typing import Any
+
+import redis
+from redis import asyncio as aioredis
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -19,6 +25,8 @@ from django_ratelimit.core import get_usage
 
 from config.errors import RateLimited
 from config.throttle import parse_rate
+
+logger = logging.getLogger(__name__)
 
 
 def _embed_key(public_key: str) -> Any:
@@ -74,12 +82,25 @@ return 0
 """
 
 
+_socket_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+
+
+def _socket_client() -> aioredis.Redis:
+    """One client per event loop, on a pool that waits for a free connection rather than failing: a thousand
+    sockets asking at once queue for a moment instead of erroring."""
+    loop = asyncio.get_running_loop()
+    client = _socket_clients.get(loop)
+    if client is None:
+        pool = aioredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=50, timeout=20,
+                                                        socket_connect_timeout=5, socket_timeout=10)
+        client = _socket_clients[loop] = aioredis.Redis(connection_pool=pool)
+    return client
+
+
 async def socket_limits_take(*, schema: str, checks: list[tuple[str, str, str | None]]) -> int:
     """Count one event against each (scope, identity, rate) budget, narrowest first, in one Redis round trip; a
     refused event is not counted against the broader budgets. Returns 0 when all allow it, else the seconds until
     the spent budget's window ends. A rate of None is no limit."""
-    from chat.events import async_client  # the ASGI process's Redis client (one pool per event loop)
-
     now = time.time()
     keys: list[str] = []
     args: list[int] = []
@@ -94,7 +115,12 @@ async def socket_limits_take(*, schema: str, checks: list[tuple[str, str, str | 
         ends.append((window + 1) * period)
     if not keys:
         return 0
-    spent = int(await async_client().eval(_TAKE_SCRIPT, len(keys), *keys, *args))
+    try:
+        spent = int(await _socket_client().eval(_TAKE_SCRIPT, len(keys), *keys, *args))
+    except (redis.RedisError, OSError):
+        # Redis unreachable: the conversation itself can't work either; don't add a second failure on top.
+        logger.warning("widget: rate limits unavailable (Redis)", exc_info=True)
+        return 0
     if not spent:
         return 0
     return max(1, int(ends[spent - 1] - now + 0.999))

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -270,9 +272,6 @@ def visitor_session_start(
 def visitor_conversation_start(*, claims: VisitorClaims, email: str = "", name: str = "") -> Conversation:
     """A new widget conversation of this visitor (and of their verified user id, if any)."""
     if email:
-        from django.core.exceptions import ValidationError as DjangoValidationError
-        from django.core.validators import validate_email
-
         try:
             validate_email(email)
         except DjangoValidationError:

@@ -483,13 +483,27 @@
     li.appendChild(box);
   }
 
+  var THUMB_UP = "M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.4-1.1L13.2 1 6.6 7.6C6.2 8 6 8.5 6 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1.2-.7v-2z";
+  var THUMB_DOWN = "M22 3h-4v12h4V3zM2 14a2 2 0 0 0 2 2h6.3l-1 4.6v.3c0 .4.2.8.4 1.1l1.1 1 6.6-6.6c.4-.4.6-.9.6-1.4V5a2 2 0 0 0-2-2H7c-.8 0-1.5.5-1.8 1.2l-3 7.1-.2.7v2z";
+
+  function icon(path) {  // a fixed path of ours, drawn with createElementNS like every other node
+    var ns = "http://www.w3.org/2000/svg", svg = document.createElementNS(ns, "svg"), p = document.createElementNS(ns, "path");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    p.setAttribute("d", path);
+    svg.appendChild(p);
+    return svg;
+  }
+
   function renderFeedback(li, m) {
     var old = li.querySelector(".ccw-feedback");
     if (old) old.remove();
     if (!m.id) return;
     var box = el("div", "ccw-feedback");
-    [[1, "👍", "helpful"], [-1, "👎", "not_helpful"]].forEach(function (spec) {
-      var b = el("button", "ccw-rate", spec[1]);
+    [[1, THUMB_UP, "helpful"], [-1, THUMB_DOWN, "not_helpful"]].forEach(function (spec) {
+      var b = el("button", "ccw-rate");
+      b.appendChild(icon(spec[1]));
       b.type = "button";
       b.setAttribute("aria-label", t(spec[2]));
       b.setAttribute("data-value", String(spec[0]));

@@ -218,6 +218,12 @@ def test_sessions_are_for_the_frame_only(doors):
         assert response.status_code == 403 and error_code(response) == "frame_only"
     forged = door.session(key, EVIL)  # the frame claiming a page origin that isn't allowed
     assert forged.status_code == 403 and error_code(forged) == "origin_not_allowed"
+    # A token is no use to another site's page either: the browser says where the call comes from.
+    token = door.token(key, SHOP)["token"]
+    for headers in ({"Origin": SHOP, "Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+        response = door.visitor_call("GET", "/widget/v1/conversations/", token, headers=headers)
+        assert response.status_code == 403 and error_code(response) == "frame_only"
+    assert door.visitor_call("GET", "/widget/v1/conversations/", token).status_code == 200
 
 
 def test_visitor_ids_are_issued_not_chosen(doors):
@@ -228,7 +234,6 @@ def test_visitor_ids_are_issued_not_chosen(doors):
     assert again["visitor"] == first["visitor"]  # the same visitor comes back
     conversation = door.conversation_new(first["token"])
     # A made-up or tampered credential gets a new visitor, who sees nothing of the first one's.
-    schema = doors["ws"].workspace.schema_name
     for claimed in ("v_someone", first["visitor"][:-2] + "xx", visitor_credential_issue(schema="ws_other", visitor_id="v_x")):
         stranger = door.token(key, SHOP, visitor=claimed)
         assert stranger["visitor"] != first["visitor"]

@@ -24,7 +24,6 @@ from tests.embeds.conftest import (
     RETURNS,
     SHIPPING,
     XSS_TITLE,
-    HostSite,
     embed_make,
     host_page_html,
     in_workspace,
