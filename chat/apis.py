@@ -80,7 +80,7 @@ class ConversationListCreateApi(APIView):
         q = serializers.CharField(required=False, max_length=200)
         visitor_id = serializers.CharField(required=False, max_length=64)
 
-    class InputSerializer(serializers.Serializer):
+    class ConversationCreateInputSerializer(serializers.Serializer):
         channel = serializers.ChoiceField(choices=Channel.values, default=Channel.API)
         title = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
         visitor_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
@@ -104,9 +104,9 @@ class ConversationListCreateApi(APIView):
         page = paginator.paginate_queryset(conversations, request, view=self)
         return paginator.get_paginated_response(ConversationOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: ConversationOutputSerializer})
+    @extend_schema(request=ConversationCreateInputSerializer, responses={201: ConversationOutputSerializer})
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.ConversationCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         conversation = services.conversation_start(created_by=request.user, **serializer.validated_data)
         conversation.message_count = 0  # type: ignore[attr-defined]
@@ -124,7 +124,7 @@ class ConversationDetailApi(APIView):
 class ConversationMessageApi(APIView):
     required_permission = {"GET": "conversations.view", "POST": "conversations.reply"}
 
-    class InputSerializer(serializers.Serializer):
+    class MessagePostInputSerializer(serializers.Serializer):
         text = serializers.CharField(trim_whitespace=False, allow_blank=True)
         client_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
 
@@ -139,14 +139,14 @@ class ConversationMessageApi(APIView):
         return Response(MessageOutputSerializer(selectors.message_list(conversation=conversation), many=True).data)
 
     @extend_schema(
-        request=InputSerializer, responses={201: AnswerOutputSerializer, 200: AnswerOutputSerializer},
+        request=MessagePostInputSerializer, responses={201: AnswerOutputSerializer, 200: AnswerOutputSerializer},
         description="Post a customer message and wait for the whole answer (no streaming). `client_id` makes the "
         "call idempotent: a retry returns the first message and its answer (200). Sockets watching the "
         "conversation see the answer stream as usual.",
     )
     def post(self, request: Request, conversation_id: Any) -> Response:
         conversation = _conversation(conversation_id)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.MessagePostInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         text = protocol.message_text_clean(data["text"], max_chars=protocol.ProtocolLimits.from_settings().max_message_chars)
@@ -168,14 +168,14 @@ class ConversationMessageApi(APIView):
 class MessageFeedbackApi(APIView):
     required_permission = "conversations.reply"
 
-    class InputSerializer(serializers.Serializer):
+    class FeedbackInputSerializer(serializers.Serializer):
         value = serializers.ChoiceField(choices=[1, -1, 0])
         comment = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
 
-    @extend_schema(request=InputSerializer, responses=MessageOutputSerializer)
+    @extend_schema(request=FeedbackInputSerializer, responses=MessageOutputSerializer)
     def post(self, request: Request, conversation_id: Any, message_id: int) -> Response:
         conversation = _conversation(conversation_id)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.FeedbackInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         message = services.message_feedback_set(
             conversation=conversation, message_id=message_id, value=int(serializer.validated_data["value"]),
