@@ -142,11 +142,22 @@ def browser_type_launch_args(browser_type_launch_args):
 _PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_context", "new_context", "playwright"}
 
 
+# Suites whose cost grows with the number of workspaces in the test database (they migrate every one of them): run
+# them first, while the database holds only a handful.
+_RUN_FIRST = ("tests/tenants/test_migrate_schemas.py",)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Browser tests run last: Playwright's sync API keeps an event loop running in the main thread for the rest of
-    the session, and tests that drive asyncio themselves (asyncio.run, async_to_sync) can't run after it starts."""
+    """Order: workspace-count-sensitive suites first; browser tests last (Playwright's sync API keeps an event loop
+    running in the main thread for the rest of the session, and tests that drive asyncio themselves — asyncio.run,
+    async_to_sync — can't run after it starts)."""
 
-    def uses_browser(item) -> bool:
-        return item.get_closest_marker("browser") is not None or bool(_PLAYWRIGHT_FIXTURES & set(item.fixturenames))
+    def group(item) -> int:
+        if item.nodeid.startswith(_RUN_FIRST):
+            return 0
+        if item.get_closest_marker("browser") is not None or _PLAYWRIGHT_FIXTURES & set(item.fixturenames):
+            return 2
+        return 1
 
-    items.sort(key=uses_browser)
+    items.sort(key=group)
