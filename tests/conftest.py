@@ -134,11 +134,23 @@ def browser_type_launch_args(browser_type_launch_args):
         "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
     ]
+    # Playwright turns Chromium's third-party storage partitioning off (microsoft/playwright#32230); then a
+    # cross-site frame (the widget) gets no localStorage at all. Real browsers partition by default, so switch it
+    # back on for every browser test: the browser is launched once per session, whichever test comes first.
+    # The list is Playwright's own disabled features minus that one; Chromium takes the last --disable-features.
+    args["args"] += [f"--disable-features={PLAYWRIGHT_DISABLED_FEATURES}",
+                     "--enable-features=ThirdPartyStoragePartitioning,CDPScreenshotNewSurface,"
+                     "SkipListAccountsWithoutGaiaCookies"]
     if executable:
         args["executable_path"] = executable
     return args
 
 
+PLAYWRIGHT_DISABLED_FEATURES = (
+    "AvoidUnnecessaryBeforeUnloadCheckSync,DestroyProfileOnBrowserClose,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,"
+    "LensOverlay,MediaRouter,PaintHolding,AvoidCorsURLLoaderRestartOnRedirect,OptimizationHints,"
+    "NetworkTimeServiceQuerying,AimEnabled,PreconnectToSearch"
+)
 _PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_context", "new_context", "playwright"}
 
 

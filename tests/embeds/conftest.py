@@ -89,26 +89,7 @@ def embed_make(workspace: Any, origins: list[str], **kwargs: Any) -> Any:
                         allowed_origins=origins, **kwargs)
 
 
-# --- the browser -------------------------------------------------------------------------------------------------
-# Playwright turns Chromium's third-party storage partitioning off (microsoft/playwright#32230); with it off, a
-# cross-site frame in a Playwright context (incognito-like: third-party cookies blocked) gets no localStorage at
-# all. Every browser our customers' visitors use partitions third-party storage by default (Chrome, Edge, Firefox,
-# Safari), which is what the widget relies on: the frame's own storage, keyed by the site that embeds it. So the
-# widget's browser tests switch it back on. The list is Playwright's own minus that one feature; Chromium takes the
-# last --disable-features it is given.
-PLAYWRIGHT_DISABLED_FEATURES = (
-    "AvoidUnnecessaryBeforeUnloadCheckSync,DestroyProfileOnBrowserClose,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,"
-    "LensOverlay,MediaRouter,PaintHolding,AvoidCorsURLLoaderRestartOnRedirect,OptimizationHints,"
-    "NetworkTimeServiceQuerying,AimEnabled,PreconnectToSearch"
-)
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    args = dict(browser_type_launch_args)
-    args["args"] = [*args.get("args", []), f"--disable-features={PLAYWRIGHT_DISABLED_FEATURES}",
-                    "--enable-features=ThirdPartyStoragePartitioning,CDPScreenshotNewSurface,SkipListAccountsWithoutGaiaCookies"]
-    return args
+# --- the browser: tests/conftest.py launches the one session browser with third-party storage partitioning on.
 
 
 # --- servers -----------------------------------------------------------------------------------------------------
