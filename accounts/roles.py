@@ -25,6 +25,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "knowledge.manage": STAFF_ROLES,
     "conversations.view": ALL_ROLES,
     "conversations.reply": frozenset({Role.OWNER, Role.ADMIN, Role.AGENT}),
+    # Human handoff (issue #6): the inbox, join / reply as agent / notes / hand back / assign / close. People only:
+    # no API-key scope grants it (an agent's messages carry the person's name).
+    "conversations.handle": frozenset({Role.OWNER, Role.ADMIN, Role.AGENT}),
     "widgets.view": ALL_ROLES,
     "widgets.manage": STAFF_ROLES,
     "analytics.view": ALL_ROLES,
@@ -35,6 +38,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "billing.view": STAFF_ROLES,  # plan, usage, ledger, invoice preview
     "billing.manage": frozenset({Role.OWNER}),
     "ownership.transfer": frozenset({Role.OWNER}),
+    "workspace.export": frozenset({Role.OWNER}),  # the whole workspace's data in one archive (docs/operations.md)
     "api_keys.manage": STAFF_ROLES,
     "audit.view": STAFF_ROLES,
 }

@@ -305,3 +305,37 @@ def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
     services.invitation_revoke(invitation=invitation, actor=request.user)
     messages.success(request, f"The invitation to {invitation.email} was revoked.")
     return redirect("team")
+
+
+# --- workspace export (owner only; accounts.portability) -------------------------------------------------------------
+@workspace_permission_required("workspace.export")
+@require_POST
+def workspace_export_request(request: HttpRequest) -> HttpResponse:
+    from accounts.portability import workspace_export_request as export_request
+
+    try:
+        export_request(workspace=request.tenant, user=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "The export is being prepared; it appears below when it is ready to download.")
+    return redirect("settings")
+
+
+@workspace_permission_required("workspace.export")
+@require_GET
+def workspace_export_download(request: HttpRequest, export_id: int) -> HttpResponse:
+    from pathlib import Path
+
+    from django.http import FileResponse, Http404
+
+    from tenants.models import ExportStatus, WorkspaceExport
+
+    export = WorkspaceExport.objects.filter(pk=export_id, workspace=request.tenant, status=ExportStatus.READY).first()
+    path = Path(settings.MEDIA_ROOT) / export.path if export is not None and export.path else None
+    if path is None or not path.is_file():
+        raise Http404("No such export.")
+    services.audit_record(workspace=request.tenant, actor=request.user, action="workspace.export_downloaded",
+                          target=str(export.pk))
+    return FileResponse(path.open("rb"), as_attachment=True,
+                        filename=f"{request.tenant.slug}-export-{export.pk}.tar.gz", content_type="application/gzip")

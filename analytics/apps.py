@@ -3,3 +3,9 @@ from django.apps import AppConfig
 
 class AnalyticsConfig(AppConfig):
     name = "analytics"
+
+    def ready(self) -> None:
+        from analytics.receivers import receivers_connect
+
+        # analytics sits on top (STYLE.md floors): chat, documents and embeds only send; we listen.
+        receivers_connect()

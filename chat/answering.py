@@ -43,6 +43,7 @@ from chat.providers.base import FailureCode, ProviderFailure
 from chat.providers.builtin import BUILTIN_MODEL
 from chat.providers.phrases import decline_text, language_pick, small_talk_reply
 from chat.retrieval import RetrievalResult, RetrievedChunk, knowledge_retrieve, retrieval_query_build, snippet_make
+from config import metrics
 from config.errors import ValidationFailed
 
 logger = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ def _completed(
     model: str, tokens_in: int, tokens_out: int, estimated: bool, cost: float, retrieval_ms: float,
     first_token_ms: float | None, total_ms: float, fallbacks: list[dict[str, Any]], query: str, reason: str,
 ) -> dict[str, Any]:
-    return {
+    completed = {
         "answer": answer,
         "answered": answered,
         "citations": citations,
@@ -281,6 +282,8 @@ def _completed(
         "query": query,
         "reason": reason,
     }
+    metrics.answer_observe(completed)
+    return completed
 
 
 def _pieces(text: str) -> Iterator[str]:

@@ -37,6 +37,12 @@ class MessageOutputSerializer(serializers.Serializer):
     timings_ms = serializers.DictField()
     feedback = serializers.IntegerField()
     feedback_comment = serializers.CharField()
+    author_name = serializers.SerializerMethodField(help_text="The person who wrote an agent message, note or event.")
+
+    def get_author_name(self, message: Any) -> str | None:
+        if not message.author_id or message.role not in ("agent", "system", "note"):
+            return None
+        return message.author.display_name if message.author is not None else None
 
 
 class ConversationOutputSerializer(serializers.Serializer):
@@ -191,3 +197,231 @@ class ConversationRequestHumanApi(APIView):
     def post(self, request: Request, conversation_id: Any) -> Response:
         conversation = services.conversation_request_human(conversation=_conversation(conversation_id), reason="asked")
         return Response(ConversationOutputSerializer(conversation).data)
+
+
+# --- human handoff (issue #6; docs/handoff.md) ------------------------------------------------------------------
+class AgentBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class InboxConversationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    channel = serializers.CharField()
+    title = serializers.CharField()
+    visitor_name = serializers.CharField()
+    visitor_email = serializers.CharField()
+    handoff_reason = serializers.CharField(allow_null=True)
+    assigned_agent = AgentBriefSerializer(allow_null=True)
+    unread = serializers.IntegerField()
+    last_message = serializers.DictField(allow_null=True)
+    updated_at = serializers.DateTimeField(allow_null=True)
+    handoff_at = serializers.DateTimeField(allow_null=True)
+
+
+class HandoffConversationOutputSerializer(ConversationOutputSerializer):
+    assigned_agent_id = serializers.IntegerField(allow_null=True)
+    agent_unread = serializers.IntegerField()
+    closed_at = serializers.DateTimeField(allow_null=True)
+
+
+def _agent_user(request: Request) -> Any:
+    return request.user if getattr(request.user, "pk", None) else None
+
+
+class InboxApi(APIView):
+    """The agents' inbox: one tab of conversations, with every tab's counts."""
+
+    required_permission = "conversations.handle"
+
+    class FilterSerializer(serializers.Serializer):
+        tab = serializers.ChoiceField(choices=selectors.INBOX_TABS, default="waiting")
+        q = serializers.CharField(required=False, max_length=200)
+        channel = serializers.ChoiceField(choices=Channel.values, required=False)
+        reason = serializers.CharField(required=False, max_length=40)
+        unread = serializers.BooleanField(required=False, default=False)
+        limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=200)
+
+    class InboxOutputSerializer(serializers.Serializer):
+        tab = serializers.CharField()
+        results = InboxConversationSerializer(many=True)
+        counts = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()))
+        agents_online = serializers.IntegerField()
+
+    @extend_schema(parameters=[FilterSerializer], responses=InboxOutputSerializer)
+    def get(self, request: Request) -> Response:
+        from chat import handoff, inbox
+
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        user_id = getattr(request.user, "pk", None) or 0
+        conversations = selectors.inbox_list(
+            tab=data["tab"], user_id=user_id, search=data.get("q"), channel=data.get("channel"),
+            reason=data.get("reason"), unread_only=data["unread"],
+        )[: data["limit"]]
+        body = {
+            "tab": data["tab"], "results": [inbox.conversation_summary(c) for c in conversations],
+            "counts": selectors.inbox_counts(user_id=user_id),
+            "agents_online": handoff.handoff_availability()["agents_online"],
+        }
+        return Response(self.InboxOutputSerializer(body).data)
+
+
+class ConversationJoinApi(APIView):
+    required_permission = "conversations.handle"
+
+    @extend_schema(request=None, responses=HandoffConversationOutputSerializer,
+                   description="Take the conversation. 409 `conversation_taken` (with `details.agent`) when another "
+                   "agent holds it.")
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        from chat import handoff
+
+        conversation = handoff.conversation_join(conversation=_conversation(conversation_id), agent=_agent_user(request))
+        return Response(HandoffConversationOutputSerializer(conversation).data)
+
+
+class ConversationAgentMessageApi(APIView):
+    required_permission = "conversations.handle"
+
+    class AgentMessageInputSerializer(serializers.Serializer):
+        text = serializers.CharField(trim_whitespace=False, allow_blank=True, max_length=20000)
+        client_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+
+    @extend_schema(request=AgentMessageInputSerializer, responses={201: MessageOutputSerializer, 200: MessageOutputSerializer},
+                   description="Reply as the agent holding the conversation (join first: 409 `not_assigned`).")
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        from chat import handoff
+
+        conversation = _conversation(conversation_id)
+        serializer = self.AgentMessageInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        text = protocol.message_text_clean(data["text"], max_chars=protocol.ProtocolLimits.from_settings().max_message_chars)
+        client_id = protocol.client_id_clean(data["client_id"]) if data["client_id"] else ""
+        message, created = handoff.agent_message_post(
+            conversation=conversation, agent=_agent_user(request), text=text, client_message_id=client_id,
+        )
+        return Response(MessageOutputSerializer(message).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ConversationNoteApi(APIView):
+    """Internal notes: staff only, never shown to the customer."""
+
+    required_permission = "conversations.handle"
+
+    class NoteInputSerializer(serializers.Serializer):
+        text = serializers.CharField(trim_whitespace=False, allow_blank=True, max_length=20000)
+
+    @extend_schema(responses=MessageOutputSerializer(many=True))
+    def get(self, request: Request, conversation_id: Any) -> Response:
+        conversation = _conversation(conversation_id)
+        notes = selectors.message_list(conversation=conversation).filter(role="note")
+        return Response(MessageOutputSerializer(notes, many=True).data)
+
+    @extend_schema(request=NoteInputSerializer, responses={201: MessageOutputSerializer})
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        from chat import handoff
+
+        conversation = _conversation(conversation_id)
+        serializer = self.NoteInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        note = handoff.internal_note_add(conversation=conversation, author=_agent_user(request),
+                                         text=serializer.validated_data["text"])
+        return Response(MessageOutputSerializer(note).data, status=status.HTTP_201_CREATED)
+
+
+class ConversationHandBackApi(APIView):
+    required_permission = "conversations.handle"
+
+    @extend_schema(request=None, responses=HandoffConversationOutputSerializer)
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        from chat import handoff
+
+        conversation = handoff.conversation_hand_back(conversation=_conversation(conversation_id),
+                                                      agent=_agent_user(request))
+        return Response(HandoffConversationOutputSerializer(conversation).data)
+
+
+class ConversationAssignApi(APIView):
+    required_permission = "conversations.handle"
+
+    class AssignInputSerializer(serializers.Serializer):
+        agent_id = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+
+    @extend_schema(request=AssignInputSerializer, responses=HandoffConversationOutputSerializer)
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        from accounts.models import User
+        from chat import handoff
+
+        conversation = _conversation(conversation_id)
+        serializer = self.AssignInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        agent = User.objects.filter(pk=serializer.validated_data["agent_id"], is_active=True).first()
+        conversation = handoff.conversation_assign(conversation=conversation, agent=agent,
+                                                   assigned_by=_agent_user(request))
+        return Response(HandoffConversationOutputSerializer(conversation).data)
+
+
+class ConversationCloseApi(APIView):
+    required_permission = "conversations.handle"
+
+    class CloseInputSerializer(serializers.Serializer):
+        send_transcript = serializers.BooleanField(required=False, default=False)
+
+    @extend_schema(request=CloseInputSerializer, responses=HandoffConversationOutputSerializer)
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        from chat import handoff
+
+        conversation = _conversation(conversation_id)
+        serializer = self.CloseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation = handoff.conversation_close(
+            conversation=conversation, closed_by=_agent_user(request),
+            send_transcript=serializer.validated_data["send_transcript"],
+        )
+        return Response(HandoffConversationOutputSerializer(conversation).data)
+
+
+class ConversationReadApi(APIView):
+    required_permission = "conversations.handle"
+
+    @extend_schema(request=None, responses=HandoffConversationOutputSerializer)
+    def post(self, request: Request, conversation_id: Any) -> Response:
+        from chat import handoff
+
+        conversation = handoff.conversation_mark_read(conversation=_conversation(conversation_id))
+        return Response(HandoffConversationOutputSerializer(conversation).data)
+
+
+class OfficeHoursApi(APIView):
+    required_permission = {"GET": "conversations.view", "PUT": "settings.manage"}
+
+    class OfficeHoursSerializer(serializers.Serializer):
+        enabled = serializers.BooleanField()
+        timezone = serializers.CharField(max_length=64)
+        weekly_hours = serializers.DictField(child=serializers.ListField(
+            child=serializers.ListField(child=serializers.CharField(max_length=5), min_length=2, max_length=2)))
+
+    @extend_schema(responses=OfficeHoursSerializer)
+    def get(self, request: Request) -> Response:
+        from chat import handoff
+
+        hours = handoff.office_hours_get()
+        body = {"enabled": bool(hours and hours.enabled), "timezone": hours.timezone if hours else "UTC",
+                "weekly_hours": hours.weekly_hours if hours else {}}
+        return Response({**self.OfficeHoursSerializer(body).data, "open_now": handoff.office_hours_open(hours)})
+
+    @extend_schema(request=OfficeHoursSerializer, responses=OfficeHoursSerializer)
+    def put(self, request: Request) -> Response:
+        from chat import handoff
+
+        serializer = self.OfficeHoursSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        hours = handoff.office_hours_set(enabled=data["enabled"], timezone_name=data["timezone"],
+                                         weekly_hours=data["weekly_hours"])
+        body = {"enabled": hours.enabled, "timezone": hours.timezone, "weekly_hours": hours.weekly_hours}
+        return Response({**self.OfficeHoursSerializer(body).data, "open_now": handoff.office_hours_open(hours)})

@@ -9,16 +9,19 @@ visitor-token authenticator with `socket_authenticator_register` (chat does not 
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
 from accounts.roles import role_has_permission
-from chat import protocol, selectors, services
+from chat import handoff, inbox, protocol, selectors, services
 from chat.events import ConversationLog, LoopSink, SocketFeed, hub
 from chat.models import Conversation
 from chat.streaming import conversation_message_start, run_in_workspace_pool
@@ -80,6 +83,10 @@ def conversation_open(*, scope: dict[str, Any], public_id: str) -> tuple[int, So
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
+    # No conversation event crosses the channel layer (chat/events.py), so this socket listens on none: with one,
+    # Channels' own receive loop (a blocking pop on Redis per socket) raised out of the consumer when Redis went
+    # away, and every open chat socket died without a close frame. An alias that is not configured means "none".
+    channel_layer_alias = "chat-sockets-use-no-channel-layer"
     feed: SocketFeed | None = None
     last_submission: LoopSink | None = None
     closing = False  # frames already in flight after our close are ignored
@@ -94,6 +101,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close(code=code)
             return
         assert principal is not None and conversation is not None
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        if principal.kind == "member" and query.get("as") == ["agent"] and principal.can_post and \
+                role_has_permission(principal.role, "conversations.handle"):
+            # The inbox's conversation pane: typing shows as the agent's, messages are the agent's replies.
+            principal = dataclasses.replace(principal, speaks_as="agent")
         self.principal = principal
         self.conversation = conversation
         self.limits = protocol.ProtocolLimits.from_settings()
@@ -104,7 +116,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.last_rate_error = 0.0
         self.last_typing: tuple[bool, float] = (False, 0.0)
         self.log = ConversationLog.of(workspace.schema_name, conversation)
-        self.feed = SocketFeed(log=self.log, send=self._send_text, on_idle=self._close_idle)
+        self.feed = SocketFeed(log=self.log, send=self._send_text, on_idle=self._close_idle,
+                               on_broken=self._close_unavailable)
         try:
             await hub().join(self.log.channel, self.feed)
             self.welcome_seq, oldest = await self.log.bounds()
@@ -130,6 +143,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _close_idle(self) -> None:
         await self._close(protocol.CLOSE_IDLE)
+
+    async def _close_unavailable(self) -> None:
+        await self._close(protocol.CLOSE_UNAVAILABLE)
 
     async def _close(self, code: int) -> None:
         if not self.closing:
@@ -196,6 +212,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             retry_after = protocol.retry_after_seconds(wait)
             raise RateLimited("Too many messages; slow down.", retry_after=retry_after)
         feed.ensure_live(self.welcome_seq)
+        if self.principal.speaks_as == "agent":
+            message_id, created = await run_in_workspace_pool(
+                self.scope["workspace"], _agent_message, conversation_id=self.conversation.pk,
+                agent=self.principal.user, text=data["text"], client_id=data["client_id"],
+            )
+            feed.frame(protocol.local_frame("ack", client_id=data["client_id"], message_id=message_id,
+                                            duplicate=not created))
+            return
         previous = self.last_submission
         self.last_submission = conversation_message_start(
             workspace=self.scope["workspace"], conversation_id=self.conversation.pk, log=self.log,
@@ -229,6 +253,25 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await run_in_workspace_pool(self.scope["workspace"], _request_human, conversation_id=self.conversation.pk)
 
 
+    async def on_contact(self, feed: SocketFeed, data: dict[str, Any]) -> None:
+        if not self.principal.can_post:
+            raise PermissionDenied("Your role cannot do this.", details={"permission": "conversations.reply"})
+        await run_in_workspace_pool(self.scope["workspace"], _contact, conversation_id=self.conversation.pk,
+                                    email=data["email"])
+        feed.frame(protocol.local_frame("contact_saved", email=data["email"]))
+
+
+def _agent_message(*, conversation_id: int, agent: Any, text: str, client_id: str) -> tuple[int, bool]:
+    message, created = handoff.agent_message_post(
+        conversation=Conversation.objects.get(pk=conversation_id), agent=agent, text=text, client_message_id=client_id,
+    )
+    return message.pk, created
+
+
+def _contact(*, conversation_id: int, email: str) -> None:
+    handoff.conversation_contact_set(conversation=Conversation.objects.get(pk=conversation_id), email=email)
+
+
 def _feedback(*, conversation_id: int, message_id: int, value: int, comment: str) -> None:
     conversation = Conversation.objects.get(pk=conversation_id)
     services.message_feedback_set(conversation=conversation, message_id=message_id, value=value, comment=comment)
@@ -236,3 +279,60 @@ def _feedback(*, conversation_id: int, message_id: int, value: int, comment: str
 
 def _request_human(*, conversation_id: int) -> None:
     services.conversation_request_human(conversation=Conversation.objects.get(pk=conversation_id), reason="asked")
+
+
+# --- the agents' inbox -------------------------------------------------------------------------------------------
+INBOX_CLOSE_FORBIDDEN = protocol.CLOSE_FORBIDDEN
+
+
+class InboxConsumer(AsyncJsonWebsocketConsumer):
+    """/ws/inbox/: the live inbox of one workspace (docs/handoff.md). Dashboard session only, and the role must hold
+    `conversations.handle`. Receives conversation summaries and internal notes from the workspace's inbox group
+    (chat.inbox); while it is open (and pinging) its agent counts as online."""
+
+    group: str | None = None
+
+    async def connect(self) -> None:
+        role, user = self.scope.get("role"), self.scope.get("user")
+        await self.accept()  # then close with the code (a close before the accept reaches the client as a bare 403)
+        if not role or not role_has_permission(role, "conversations.handle") or not getattr(user, "pk", None):
+            await self.close(code=INBOX_CLOSE_FORBIDDEN)
+            return
+        self.schema = self.scope["workspace"].schema_name
+        self.user_id = user.pk
+        self.group = inbox.inbox_group(self.schema)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self._touch()
+        await self.send_json({"type": "welcome", "you": {"id": user.pk, "name": user.display_name},
+                              "presence_ttl": inbox.PRESENCE_TTL})
+
+    async def _touch(self) -> None:
+        try:
+            await inbox.agent_presence_touch(schema_name=self.schema, user_id=self.user_id)
+        except Exception:  # presence is a hint; the inbox works without it
+            logger.warning("chat: presence not recorded", exc_info=True)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await inbox.agent_presence_clear(schema_name=self.schema, user_id=self.user_id)
+            except Exception:
+                logger.warning("chat: presence not cleared", exc_info=True)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if self.group is None:
+            return
+        try:
+            frame = json.loads(text_data or "")
+        except ValueError:
+            frame = None
+        if isinstance(frame, dict) and frame.get("type") == "ping":
+            await self._touch()
+            await self.send_json({"type": "pong", "nonce": frame.get("nonce")})
+            return
+        error = ApplicationError("Unknown or malformed frame.", code=ErrorCode.MALFORMED_REQUEST)
+        await self.send_json(protocol.error_frame(error))
+
+    async def inbox_event(self, event: dict[str, Any]) -> None:
+        await self.send_json(event["payload"])

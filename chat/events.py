@@ -24,8 +24,11 @@ channel `<prefix>:chat:ws.<schema>.conversation.<conversation>` (config.channels
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 import secrets
+import threading
 import time
 import weakref
 from collections import deque
@@ -149,13 +152,28 @@ class ConversationLog:
         return int(current), int(oldest)
 
     def lock_acquire(self, *, ttl: float) -> str | None:
+        """The conversation's answer lock (one answer at a time). Call and release it from the same thread: besides
+        the Redis key it takes a PostgreSQL advisory lock on the thread's connection, because a Redis restarted
+        without persistence forgets the key while the answer still runs, and a retried question would be answered
+        a second time."""
         token = secrets.token_hex(8)
-        if sync_client().set(self.lock_key, token, nx=True, px=int(ttl * 1000)):
-            return token
-        return None
+        if not sync_client().set(self.lock_key, token, nx=True, px=int(ttl * 1000)):
+            return None
+        if not _advisory_lock(self.advisory_key, acquire=True):
+            _sync_scripts().release(keys=[self.lock_key], args=[token])
+            return None
+        return token
 
     def lock_release(self, token: str) -> None:
-        _sync_scripts().release(keys=[self.lock_key], args=[token])
+        try:
+            _sync_scripts().release(keys=[self.lock_key], args=[token])
+        finally:
+            _advisory_lock(self.advisory_key, acquire=False)
+
+    @property
+    def advisory_key(self) -> int:
+        digest = hashlib.blake2b(f"chat-answer:{self.schema}:{self.conversation}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
 
     def lock_held(self) -> bool:
         return bool(sync_client().exists(self.lock_key))
@@ -196,6 +214,39 @@ class ConversationLog:
     def publish_ephemeral_sync(self, event: dict[str, Any]) -> None:
         # No local dispatch from a thread: every process's hub (this one's included, process "-") delivers it.
         sync_client().publish(self.channel, f"E - -\n{protocol.encode(event)}")
+
+
+_advisory_held = threading.local()
+
+
+def _advisory_lock(key: int, *, acquire: bool) -> bool:
+    """Take (without waiting) or give back a session-level PostgreSQL advisory lock on this thread's connection. A
+    connection that is gone has released it already."""
+    from django.db import DatabaseError, connection
+
+    held: set[int] = getattr(_advisory_held, "keys", None) or set()
+    _advisory_held.keys = held
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)" if acquire else "SELECT pg_advisory_unlock(%s)", [key])
+            done = bool(cursor.fetchone()[0])
+    except DatabaseError:
+        held.discard(key)
+        if acquire:
+            raise
+        return False
+    if acquire and done:
+        held.add(key)
+    elif not acquire:
+        held.discard(key)
+    return done
+
+
+def answer_locks_release_all() -> None:
+    """Give back the advisory answer locks this thread still holds (a path that never reached lock_release): the
+    thread keeps its connection for later hops, and a forgotten session lock would never expire."""
+    for key in list(getattr(_advisory_held, "keys", None) or ()):
+        _advisory_lock(key, acquire=False)
 
 
 def sequenced(first: int, bodies: list[str]) -> list[tuple[int, str]]:
@@ -248,10 +299,13 @@ def _loop_state() -> _LoopState:
     loop = asyncio.get_running_loop()
     state = _loop_states.get(loop)
     if state is None:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: past 200 connections a command waits (up to 20 s) for a free one instead of failing with
+        # "Too many connections" — under a burst of sockets that failure lost pongs and replay reads.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
-            max_connections=200,
+            max_connections=200, timeout=20,
         )
+        client = aioredis.Redis(connection_pool=pool)
         state = _LoopState(
             client=client,
             scripts=_Scripts(
@@ -324,6 +378,7 @@ class ConversationHub:
         feeds.discard(feed)
         if not feeds:
             del self.feeds[key]
+            self.pending_subscribes.pop(key, None)
             ready = self.ready.pop(key, None)
             if ready is not None and not ready.done():
                 ready.cancel()
@@ -417,7 +472,10 @@ class ConversationHub:
         self.pubsub = self.pubsub_client.pubsub()
         keys = list(self.feeds)
         for key in keys:
-            self.pending_subscribes[key] = self.pending_subscribes.get(key, 0) + 1
+            # One confirmation is due, from this subscribe: those of earlier attempts died with their connection.
+            # (Counting up here, every failed attempt during an outage left a confirmation that never came, and the
+            # next socket to join such a conversation waited for it and was closed with 1011.)
+            self.pending_subscribes[key] = 1
         if keys:
             await self.pubsub.subscribe(*keys)
         else:  # get_message needs a connection: subscribe to this process's own (silent) channel
@@ -449,6 +507,7 @@ class SocketFeed:
     send: Callable[[str], Awaitable[None]]
     on_idle: Callable[[], Awaitable[None]]
     max_queued_batches: int = 2000
+    on_broken: Callable[[], Awaitable[None]] | None = None  # the feed stopped on an error: close the socket
     id: str = field(default_factory=lambda: secrets.token_hex(6))
     cursor: int | None = None  # last seq sent; None until the client resumes
     queued_seq: int = 0
@@ -541,12 +600,21 @@ class SocketFeed:
                         await self._catch_up()
                 elif kind == "pong":
                     if self.cursor is not None:
-                        await self._catch_up_if_behind()
+                        try:
+                            await self._catch_up_if_behind()
+                        except (redis.RedisError, OSError):  # the log is unreachable: still answer the ping
+                            logger.warning("chat feed %s: no catch-up, Redis is unreachable", self.id)
                     await self.send(protocol.encode(protocol.local_frame("pong", last_seq=self.cursor, nonce=item[1])))
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket is gone (or Redis is): this feed is done; the consumer's disconnect cleans up
             logger.debug("chat feed %s stopped", self.id, exc_info=True)
+            # A feed that stops while its socket stays open would leave the client in silence (it could no longer
+            # receive anything): close the socket so that the client reconnects and resumes.
+            if self.on_broken is not None:  # its own task: closing the socket stops (cancels) this one
+                task = asyncio.create_task(self.on_broken())
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
 
     async def _deliver(self, first: int, bodies: list[str]) -> None:
         assert self.cursor is not None
@@ -695,6 +763,10 @@ class LoopSink:
                 "The conversation could not be updated; try again.", code=ErrorCode.SERVICE_UNAVAILABLE)), None)
             return
         hub().dispatch(self.log.channel, appended)
+        if appended and appended[-1][0] > self.log.floor:
+            # Should Redis lose the counter mid-answer (a restart without persistence), the next append restarts
+            # above what this answer already sent, not at the floor its socket saw when it opened.
+            self.log = dataclasses.replace(self.log, floor=appended[-1][0])
         for (seq, _body), group in zip(appended, futures):
             for future in group:
                 future.set_result(seq)

@@ -41,6 +41,9 @@ class Conversation(models.Model):
     handoff_reason = models.CharField(max_length=40, blank=True)
     last_seq = models.BigIntegerField(default=0, help_text="Highest event seq issued in this conversation.")
     unanswered_streak = models.PositiveSmallIntegerField(default=0)
+    # Customer messages no agent has read yet (the inbox's unread count); reset when an agent reads or replies.
+    agent_unread = models.PositiveIntegerField(default=0)
+    handoff_at = models.DateTimeField(null=True, blank=True, help_text="When it last started waiting for a person.")
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -100,6 +103,16 @@ class Message(models.Model):
         ]
 
 
+class ProvidersField(models.JSONField):
+    """AssistantSettings.providers: every write (save, update, admin) stores `api_key` values encrypted, with a
+    masked hint; reads keep the ciphertext — only building a provider decrypts (chat/providers/secrets.py)."""
+
+    def get_prep_value(self, value):  # type: ignore[no-untyped-def]
+        from chat.providers.secrets import providers_encrypt  # lazy: chat.providers pulls in LangChain
+
+        return super().get_prep_value(providers_encrypt(value))
+
+
 class AssistantSettings(models.Model):
     """Per-workspace assistant persona and answer providers (one row per workspace schema)."""
 
@@ -109,7 +122,19 @@ class AssistantSettings(models.Model):
     instructions = models.TextField(blank=True)
     grounded_only = models.BooleanField(default=True)
     # Ordered fallback chain, e.g. [{"kind": "openai", "base_url": ..., "model": ..., "api_key": ...},
-    # {"kind": "builtin"}]. The built-in extractive answerer is always the last resort.
-    providers = models.JSONField(default=list, blank=True)
+    # {"kind": "builtin"}]. The built-in extractive answerer is always the last resort. `api_key` is stored
+    # encrypted ("fernet:..."), next to `api_key_hint`; show chat.providers.secrets.providers_public(...), never this.
+    providers = ProvidersField(default=list, blank=True)
     handoff_after_unanswered = models.PositiveSmallIntegerField(default=0, help_text="0 = never by rule")
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class OfficeHours(models.Model):
+    """When the workspace's people answer (one row per workspace schema). Outside these hours, or when no agent has
+    the inbox open, a customer who asks for a person is told so and offered to leave an email address."""
+
+    enabled = models.BooleanField(default=False, help_text="Off: always within office hours (presence still counts).")
+    timezone = models.CharField(max_length=64, default="UTC")
+    # {"mon": [["09:00", "17:00"]], "tue": [...], ...}; a missing or empty day is closed.
+    weekly_hours = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -16,20 +16,24 @@ from typing import Any
 
 from django.conf import settings
 
+from config.parsers import unstorable_text
 from config.errors import ApplicationError, ErrorCode
 
 # Client → server frame types.
-CLIENT_TYPES = frozenset({"message", "typing", "feedback", "request_human", "ping", "resume"})
+CLIENT_TYPES = frozenset({"message", "typing", "feedback", "request_human", "contact", "ping", "resume"})
 
 # Server → client events that belong to the conversation: they get a seq, are kept in the replay log and reach
 # every socket watching the conversation.
 SEQUENCED_TYPES = frozenset({
     "message", "agent_started", "agent_thinking", "tool_executing", "tool_completed", "token", "reset",
     "agent_completed", "error", "status", "feedback",
+    # human handoff (docs/handoff.md): a person joined or left; their messages are `message` events (role agent)
+    "agent_joined", "agent_left",
 })
 # Server → client frames that concern one socket only (no seq, never replayed): welcome, ack, pong, resumed, error
 # about a frame the client sent; and `typing`, which is ephemeral (a replayed typing indicator means nothing).
 
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 # Close codes (4000-4999 are the application's).
 CLOSE_FORBIDDEN = 4403
@@ -119,6 +123,9 @@ def message_text_clean(text: Any, *, max_chars: int) -> str:
         raise ProtocolError(ErrorCode.INVALID, "`text` must be a string.", details={"field": "text"})
     if not text.strip():
         raise ProtocolError(ErrorCode.EMPTY_MESSAGE, "The message is empty.")
+    if unstorable_text(text):
+        raise ProtocolError(ErrorCode.INVALID, "Text may not contain NUL characters or unpaired surrogates.",
+                            details={"field": "text"})
     if len(text) > max_chars:
         raise ProtocolError(
             ErrorCode.MESSAGE_TOO_LONG, f"Messages are limited to {max_chars} characters.",
@@ -179,7 +186,7 @@ def client_frame_parse(text: str, limits: ProtocolLimits) -> ClientFrame:
         if value not in (-1, 0, 1):
             raise ProtocolError(ErrorCode.INVALID, "`value` is 1, -1 or 0.", details={"field": "value"})
         comment = data.get("comment", "")
-        if not isinstance(comment, str) or len(comment) > 2000:
+        if not isinstance(comment, str) or len(comment) > 2000 or unstorable_text(comment):
             raise ProtocolError(ErrorCode.INVALID, "`comment` is text up to 2000 characters.", details={"field": "comment"})
         clean = {"message_id": _int_field(data, "message_id"), "value": value, "comment": comment}
     elif kind == "typing":
@@ -190,6 +197,11 @@ def client_frame_parse(text: str, limits: ProtocolLimits) -> ClientFrame:
     elif kind == "ping":
         nonce = data.get("nonce")
         clean = {"nonce": nonce if isinstance(nonce, (str, int)) and len(str(nonce)) <= 64 else None}
+    elif kind == "contact":  # the customer leaves an email address for a reply (nobody online)
+        email = data.get("email")
+        if not isinstance(email, str) or len(email) > 254 or not EMAIL_RE.match(email.strip()):
+            raise ProtocolError(ErrorCode.INVALID, "`email` must be an email address.", details={"field": "email"})
+        clean = {"email": email.strip()}
     else:  # request_human
         clean = {}
     return ClientFrame(type=kind, data=clean)
@@ -245,6 +257,9 @@ def message_payload(message: Any) -> dict[str, Any]:
         )
     if message.author_id:
         data["author"] = {"id": message.author_id}
+        if message.role in ("agent", "system", "note"):  # a person's name is shown with what they wrote
+            author = message.author
+            data["author_name"] = author.display_name if author is not None else ""
     return data
 
 
@@ -255,5 +270,6 @@ def conversation_payload(conversation: Any) -> dict[str, Any]:
         "channel": conversation.channel,
         "title": conversation.title,
         "handoff_reason": conversation.handoff_reason or None,
+        "visitor_email_set": bool(conversation.visitor_email),
         "created_at": conversation.created_at.isoformat() if conversation.created_at else None,
     }

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chat.consumers import ConversationConsumer
+from chat.consumers import ConversationConsumer, InboxConsumer
 
 # <str:...>, not <uuid:...>: a malformed id must reach the consumer and get its 4404, not crash the router.
 websocket_urlpatterns = [
     path("ws/chat/<str:conversation_id>/", ConversationConsumer.as_asgi()),
+    path("ws/inbox/", InboxConsumer.as_asgi()),
 ]

@@ -87,3 +87,52 @@ def assistant_settings_get() -> AssistantSettings | None:
 def conversation_counts() -> dict[str, int]:
     rows = Conversation.objects.values("status").annotate(n=Count("id"))
     return {row["status"]: row["n"] for row in rows}
+
+
+# --- the agents' inbox (issue #6) ----------------------------------------------------------------------------------
+INBOX_TABS = ("waiting", "mine", "open", "closed")
+
+
+def inbox_list(
+    *, tab: str, user_id: int, search: str | None = None, channel: str | None = None, reason: str | None = None,
+    unread_only: bool = False,
+) -> QuerySet[Conversation]:
+    """waiting: customers waiting for a person (oldest first: they waited longest); mine: held by `user_id`; open:
+    everything not closed; closed."""
+    from chat.models import ConversationStatus
+
+    conversations = Conversation.objects.all()
+    if tab == "waiting":
+        conversations = conversations.filter(status=ConversationStatus.WAITING).order_by("handoff_at", "id")
+    elif tab == "mine":
+        conversations = conversations.filter(status=ConversationStatus.AGENT, assigned_agent_id=user_id)
+    elif tab == "closed":
+        conversations = conversations.filter(status=ConversationStatus.CLOSED)
+    else:
+        conversations = conversations.exclude(status=ConversationStatus.CLOSED)
+    if tab != "waiting":
+        conversations = conversations.order_by("-updated_at", "-id")
+    if channel:
+        conversations = conversations.filter(channel=channel)
+    if reason:
+        conversations = conversations.filter(handoff_reason=reason)
+    if unread_only:
+        conversations = conversations.filter(agent_unread__gt=0)
+    if search:
+        matching = Message.objects.filter(content__icontains=search).exclude(role=MessageRole.NOTE).values("conversation_id")
+        conversations = conversations.filter(
+            Q(title__icontains=search) | Q(visitor_name__icontains=search) | Q(visitor_email__icontains=search)
+            | Q(pk__in=matching)
+        )
+    return conversations
+
+
+def inbox_counts(*, user_id: int) -> dict[str, dict[str, int]]:
+    """Per tab: how many conversations, and how many with unread customer messages."""
+    from django.db.models import Sum
+
+    counts: dict[str, dict[str, int]] = {}
+    for tab in INBOX_TABS:
+        row = inbox_list(tab=tab, user_id=user_id).order_by().aggregate(n=Count("id"), unread=Sum("agent_unread"))
+        counts[tab] = {"count": row["n"] or 0, "unread": row["unread"] or 0}
+    return counts

@@ -22,7 +22,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from chat import protocol, selectors
+from chat import protocol, selectors, signals
 from chat.events import ConversationLog, SyncSink
 from chat.models import Channel, Conversation, ConversationStatus, Message, MessageRole
 from tenants import billing
@@ -57,6 +57,18 @@ def _emit_on_commit(conversation: Conversation, events: list[dict[str, Any]]) ->
     transaction.on_commit(send)
 
 
+def _signal_on_commit(signal: Any, **kwargs: Any) -> None:
+    """Tell the floors above (chat/signals.py) once the change is committed; a listener's failure is not ours."""
+
+    def send() -> None:
+        try:
+            signal.send(sender=Conversation, **kwargs)
+        except Exception:
+            logger.exception("chat: a receiver of %s failed", signal)
+
+    transaction.on_commit(send)
+
+
 # --- conversations ---------------------------------------------------------------------------------------------
 def conversation_start(
     *, channel: str = Channel.DASHBOARD, created_by: Any = None, title: str = "", visitor_id: str = "",
@@ -65,26 +77,21 @@ def conversation_start(
 ) -> Conversation:
     if channel not in Channel.values:
         raise ValidationFailed("Unknown channel.", details={"fields": {"channel": [f"One of {Channel.values}."]}})
-    return Conversation.objects.create(
+    conversation = Conversation.objects.create(
         channel=channel, created_by=created_by if getattr(created_by, "pk", None) else None, title=title[:200],
         visitor_id=visitor_id[:64], visitor_name=visitor_name[:200], visitor_email=visitor_email,
         embed_id=embed_id, origin=origin[:300], metadata=metadata or {},
     )
+    _signal_on_commit(signals.conversation_started, conversation=conversation, channel=channel)
+    return conversation
 
 
 def conversation_request_human(*, conversation: Conversation, reason: str = "asked") -> Conversation:
-    """The customer asked for a person: the conversation waits for an agent (the inbox is issue #6). Idempotent."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if conversation.status == ConversationStatus.CLOSED:
-            raise Conflict("The conversation is closed.", code=ErrorCode.CONVERSATION_CLOSED)
-        if conversation.status != ConversationStatus.BOT:
-            return conversation  # already waiting for, or talking to, a person
-        conversation.status = ConversationStatus.WAITING
-        conversation.handoff_reason = reason[:40]
-        conversation.save(update_fields=["status", "handoff_reason", "updated_at"])
-        _emit_on_commit(conversation, [protocol.conversation_event("status", status=conversation.status, reason=reason)])
-    return conversation
+    """The customer asked for a person: the conversation waits for an agent. Idempotent. The handoff itself (what
+    the customer is told, the inbox, the handoff_requested signal) is chat.handoff's."""
+    from chat import handoff
+
+    return handoff.conversation_handoff_request(conversation=conversation, reason=reason)
 
 
 # --- messages --------------------------------------------------------------------------------------------------
@@ -110,6 +117,7 @@ def customer_message_post(
             Conversation.objects.filter(pk=conversation.pk).update(**updates)
             for name, value in updates.items():
                 setattr(conversation, name, value)
+            _signal_on_commit(signals.question_asked, conversation=conversation, message=message)
     except IntegrityError:  # the same client id, posted at the same moment by another connection
         existing = selectors.message_by_client_id(conversation=conversation, client_message_id=client_message_id)
         if existing is None:
@@ -159,6 +167,7 @@ def assistant_answer_persist(
     Conversation.objects.filter(pk=conversation.pk).update(
         last_message_at=now, updated_at=now, unanswered_streak=streak
     )
+    _signal_on_commit(signals.answer_completed, conversation=conversation, message=answer)
     return answer
 
 
@@ -187,6 +196,7 @@ def message_feedback_set(
         message.feedback_comment = comment[:2000]
         message.save(update_fields=["feedback", "feedback_comment"])
         _emit_on_commit(conversation, [protocol.conversation_event("feedback", message_id=message.pk, value=value)])
+        _signal_on_commit(signals.feedback_given, conversation=conversation, message=message, value=value)
     return message
 
 
@@ -247,10 +257,26 @@ def customer_message_submit(
             log.lock_release(lock)
         sink.reply(_ack(message, duplicate=True))
         return MessageSubmitResult(message, created=False, reply=None, lock_token=None, seq_future=None)
-    seq_future = sink.emit(protocol.conversation_event("message", message=protocol.message_payload(message)))
-    sink.reply(_ack(message, duplicate=False), seq_future=seq_future)
-    # Recorded before answering, so that a retry of this message (after a reconnect) is acknowledged with its seq.
-    message.seq = _record_when_known(conversation, {message.pk: seq_future}).get(message.pk)
+    try:
+        seq_future = sink.emit(protocol.conversation_event("message", message=protocol.message_payload(message)))
+        sink.reply(_ack(message, duplicate=False), seq_future=seq_future)
+        # Recorded before answering, so that a retry of this message (after a reconnect) is acknowledged with its seq.
+        message.seq = _record_when_known(conversation, {message.pk: seq_future}).get(message.pk)
+        from chat import handoff  # after the message's seq: a handoff's `status` event comes after the message
+
+        if handoff.customer_message_received(conversation=conversation, message=message) and lock:
+            log.lock_release(lock)  # the customer asked for a person in words: the bot stays quiet
+            lock = None
+    except BaseException:
+        # The message is stored but nobody will answer it now (e.g. the database cut our connection): free the
+        # answer lock, or the client's retry (same client_id) would be acknowledged and then left waiting for an
+        # answer that nobody writes until the lock expires.
+        if lock:
+            try:
+                log.lock_release(lock)
+            except Exception:  # it expires by itself
+                logger.warning("chat: could not release the answer lock of message %s", message.pk)
+        raise
     return MessageSubmitResult(message, created=True, reply=None, lock_token=lock, seq_future=seq_future)
 
 
@@ -357,6 +383,12 @@ def conversation_answer_stream(
         ))
         answer.seq = _record_when_known(conversation, {answer.pk: answer_seq}).get(answer.pk)
         answered = True
+        try:
+            from chat import handoff
+
+            handoff.bot_answer_completed(conversation=conversation, answer=answer)  # the unanswered rule, the inbox
+        except Exception:  # the answer stands; a handoff rule must never turn it into an error
+            logger.exception("chat: handoff check after message %s failed", question.pk)
         return answer
     except Exception as exc:
         logger.exception("chat: answering message %s failed", question.pk)

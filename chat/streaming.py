@@ -10,6 +10,7 @@ hop with CONN_MAX_AGE=0 and runs all hops on one thread.)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -17,13 +18,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import redis
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, connection
+from django.db import OperationalError as DatabaseOperationalError
 
 from chat import protocol, services
-from chat.events import ConversationLog, LoopSink, hub
+from chat.events import ConversationLog, LoopSink, answer_locks_release_all, hub
 from chat.models import Conversation
-from config.errors import ApplicationError, ErrorCode
+from config.errors import ApplicationError, ErrorCode, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,8 +34,6 @@ T = TypeVar("T")
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 _thread_state = threading.local()
-# A connection idle for longer than this is checked (SELECT 1) before use: PostgreSQL or a proxy may have closed it.
-CONNECTION_CHECK_AFTER = 30.0
 # Answers outlive the socket that asked (the others and a resuming client still want them): keep their tasks.
 _running: set[asyncio.Task[Any]] = set()
 
@@ -49,11 +50,12 @@ def _pool(name: str) -> ThreadPoolExecutor:
 
 
 def _connection_ready() -> None:
-    now = time.monotonic()
-    last = getattr(_thread_state, "last_used", 0.0)
-    if connection.connection is not None and now - last > CONNECTION_CHECK_AFTER and not connection.is_usable():
-        connection.close()
-    _thread_state.last_used = now
+    # CONN_HEALTH_CHECKS for a thread that keeps its connection across hops: Django checks it (SELECT 1) before the
+    # hop's first query and reconnects if PostgreSQL cut it (a restart, a failover, pg_terminate_backend). Checking
+    # only connections idle for over 30 s (as before) failed the first hop of every thread after a cut.
+    if connection.connection is not None:
+        connection.health_check_done = False
+    _thread_state.last_used = time.monotonic()
 
 
 def _in_workspace(workspace: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -62,7 +64,16 @@ def _in_workspace(workspace: Any, fn: Callable[..., T], *args: Any, **kwargs: An
     try:
         return fn(*args, **kwargs)
     finally:
+        answer_locks_release_all()
         connection.set_schema_to_public()
+        # As Django does between requests (and config.ws between socket hops): after a database error, keep the
+        # thread's connection only if it still works. Without this, a connection PostgreSQL terminated stayed in
+        # the thread and failed every later hop for as long as the hops came less than 30 s apart.
+        if connection.errors_occurred:
+            if connection.is_usable():
+                connection.errors_occurred = False
+            else:
+                connection.close()
 
 
 async def run_in_workspace_pool(workspace: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -76,6 +87,10 @@ def _message_job(
 ) -> None:
     try:
         conversation = Conversation.objects.get(pk=conversation_id)
+        # The socket's log was made when it opened; if Redis lost the seq counter since (a restart without
+        # persistence), the append script restarts it from this floor: take PostgreSQL's current one, not that.
+        if (conversation.last_seq or 0) > sink.log.floor:
+            sink.log = dataclasses.replace(sink.log, floor=conversation.last_seq)
         submitted = services.customer_message_submit(
             conversation=conversation, text=text, client_message_id=client_id, author=author, sink=sink
         )
@@ -85,6 +100,13 @@ def _message_job(
                 cancelled=cancelled.is_set,
             )
     except ApplicationError as error:
+        sink.reply(protocol.error_frame(error, client_id=client_id))
+    except (redis.RedisError, OSError, DatabaseOperationalError, InterfaceError):
+        # Redis (the answer lock, the event log) or PostgreSQL is unreachable, or our connection to it was cut:
+        # the client sends the message again (same client_id: stored once, answered once).
+        logger.warning("chat: message %s refused: a service is unreachable", client_id, exc_info=True)
+        error = ServiceUnavailable("The conversation service is briefly unavailable; send your message again in a "
+                                   "moment.", details={"retry_after": 2})
         sink.reply(protocol.error_frame(error, client_id=client_id))
     except Exception:
         logger.exception("chat: message %s could not be handled", client_id)

@@ -5,6 +5,7 @@ from chat import apis, views
 
 dashboard_urlpatterns = [
     path("", views.conversation_list, name="conversations"),
+    path("inbox/", views.inbox, name="inbox"),
     path("try/", views.conversation_try_start, name="conversation-try-start"),
     path("try/<uuid:conversation_id>/", views.conversation_try, name="conversation-try"),
     path("<uuid:conversation_id>/", views.conversation_transcript, name="conversation-transcript"),
@@ -12,6 +13,18 @@ dashboard_urlpatterns = [
 
 api_urlpatterns = [
     path("", apis.ConversationListCreateApi.as_view(), name="api-conversations"),
+    # human handoff (issue #6; docs/handoff.md)
+    path("inbox/", apis.InboxApi.as_view(), name="api-inbox"),
+    path("office-hours/", apis.OfficeHoursApi.as_view(), name="api-office-hours"),
+    path("<uuid:conversation_id>/join/", apis.ConversationJoinApi.as_view(), name="api-conversation-join"),
+    path("<uuid:conversation_id>/agent-messages/", apis.ConversationAgentMessageApi.as_view(),
+         name="api-conversation-agent-messages"),
+    path("<uuid:conversation_id>/notes/", apis.ConversationNoteApi.as_view(), name="api-conversation-notes"),
+    path("<uuid:conversation_id>/hand-back/", apis.ConversationHandBackApi.as_view(),
+         name="api-conversation-hand-back"),
+    path("<uuid:conversation_id>/assign/", apis.ConversationAssignApi.as_view(), name="api-conversation-assign"),
+    path("<uuid:conversation_id>/close/", apis.ConversationCloseApi.as_view(), name="api-conversation-close"),
+    path("<uuid:conversation_id>/read/", apis.ConversationReadApi.as_view(), name="api-conversation-read"),
     path("<uuid:conversation_id>/", apis.ConversationDetailApi.as_view(), name="api-conversation"),
     path("<uuid:conversation_id>/messages/", apis.ConversationMessageApi.as_view(), name="api-conversation-messages"),
     path(

@@ -79,3 +79,25 @@ def conversation_try(request: HttpRequest, conversation_id: UUID) -> HttpRespons
 def conversation_transcript(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
     conversation = _conversation_or_404(conversation_id)
     return render(request, "chat/transcript.html", _chat_context(request, conversation, mode="watch"))
+
+
+@workspace_permission_required("conversations.handle")
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    """The agents' live inbox (docs/handoff.md): lists and the conversation pane are filled by static/js/inbox.js
+    from /api/v1/conversations/inbox/ and kept live by /ws/inbox/."""
+    from accounts.roles import roles_with
+    from accounts.selectors import membership_list
+
+    handlers = roles_with("conversations.handle")
+    agents = [
+        {"id": m.user_id, "name": m.user.display_name}
+        for m in membership_list(workspace=request.tenant).select_related("user")  # type: ignore[attr-defined]
+        if m.role in handlers
+    ]
+    return render(request, "chat/inbox.html", {
+        "agents": agents,
+        "inbox_config": {"me": {"id": request.user.pk, "name": request.user.display_name}, "agents": agents},
+        "max_message_chars": ProtocolLimits.from_settings().max_message_chars,
+        "reasons": ["asked", "keyword", "unanswered", "agent"], "channels": Channel.choices,
+    })

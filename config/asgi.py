@@ -10,6 +10,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
+from config.metrics import WebSocketMetricsMiddleware  # noqa: E402
 from config.ws import WorkspaceAuthMiddleware, WorkspaceHostMiddleware, websocket_urlpatterns  # noqa: E402
 from chat.routing import websocket_urlpatterns as chat_websocket_urlpatterns  # noqa: E402
 from embeds.routing import websocket_urlpatterns as embed_websocket_urlpatterns  # noqa: E402
@@ -17,10 +18,10 @@ from embeds.routing import websocket_urlpatterns as embed_websocket_urlpatterns 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": WorkspaceHostMiddleware(
+        "websocket": WebSocketMetricsMiddleware(WorkspaceHostMiddleware(
             SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(
                 websocket_urlpatterns + chat_websocket_urlpatterns + embed_websocket_urlpatterns
             )))
-        ),
+        )),
     }
 )

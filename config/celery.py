@@ -40,3 +40,40 @@ class WorkspaceTask(TenantTask):
                 code=ErrorCode.WRONG_SCHEMA,
             )
         return super().__call__(*args, **kwargs)
+
+
+# --- task metrics (config.metrics reads them back in /metrics) -----------------------------------------------------
+_task_started: dict[str, float] = {}
+
+
+def _task_queue(task: Any) -> str:
+    info = getattr(getattr(task, "request", None), "delivery_info", None) or {}
+    return str(info.get("routing_key") or info.get("exchange") or "default")
+
+
+def _on_task_prerun(task_id: str | None = None, **_: Any) -> None:
+    import time
+
+    if task_id:
+        _task_started[task_id] = time.monotonic()
+
+
+def _on_task_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+    import time
+
+    from config.metrics import task_observe
+
+    started = _task_started.pop(task_id or "", None)
+    if started is not None and task is not None:
+        task_observe(task=task.name, queue=_task_queue(task), state=state or "UNKNOWN",
+                     seconds=time.monotonic() - started)
+
+
+def _connect_task_metrics() -> None:
+    from celery.signals import task_postrun, task_prerun
+
+    task_prerun.connect(_on_task_prerun, weak=False, dispatch_uid="ccgpt.metrics.prerun")
+    task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="ccgpt.metrics.postrun")
+
+
+_connect_task_metrics()

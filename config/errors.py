@@ -9,6 +9,7 @@ import logging
 from enum import StrEnum
 from typing import Any
 
+from django.db import DataError, InterfaceError, OperationalError
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
@@ -58,6 +59,8 @@ class ErrorCode(StrEnum):
     FILE_MISSING = "file_missing"
     INGEST_ERROR = "ingest_error"
     SERVER_ERROR = "server_error"
+    ARCHIVE_INVALID = "archive_invalid"
+    ARCHIVE_INCOMPATIBLE = "archive_incompatible"
     # knowledge base: content that cannot be read (permanent) and URL imports
     UNSUPPORTED_TYPE = "unsupported_type"
     CORRUPT_FILE = "corrupt_file"
@@ -84,6 +87,10 @@ class ErrorCode(StrEnum):
     ANSWER_FAILED = "answer_failed"
     ANSWER_TIMEOUT = "answer_timeout"
     CONVERSATION_CLOSED = "conversation_closed"
+    # human handoff (issue #6)
+    CONVERSATION_TAKEN = "conversation_taken"
+    CONVERSATION_STATE = "conversation_state"
+    NOT_ASSIGNED = "not_assigned"
 
 
 class ApplicationError(Exception):
@@ -212,6 +219,17 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
         return NotFound("Not found.")
     if isinstance(exc, DjangoPermissionDenied):
         return PermissionDenied(str(exc) or "You do not have permission to do this.")
+    if isinstance(exc, DataError):
+        # The database refused a value (text with NUL, a number out of range, ...): the request's fault, not ours.
+        # Parsers and serializers catch the known cases first; this keeps the rest a 400 instead of a 500.
+        logger.warning("database refused a value: %s", str(exc).splitlines()[0][:200])
+        return ValidationFailed("A value in the request cannot be stored.", details={"reason": "unstorable_value"})
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database went away or cut our connection (a restart, a failover, pg_terminate_backend): not the
+        # request's fault, and retrying shortly works (the next request reconnects). A 503, not a bare 500.
+        logger.warning("database unavailable: %s", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return ServiceUnavailable("The service is briefly unavailable; try again in a moment.",
+                                  details={"reason": "database_unavailable"})
     return None
 
 

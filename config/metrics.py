@@ -5,6 +5,7 @@ Nothing secret is ever a label or a value.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -46,3 +47,172 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if settings.METRICS_REQUIRE_TOKEN and (not token or request.headers.get("X-Ops-Token") != token):
         return HttpResponse("metrics need the ops token\n", status=403, content_type="text/plain")
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+# --- WebSocket -----------------------------------------------------------------------------------------------------
+_ID_SEGMENT = re.compile(r"/(?:[0-9a-fA-F-]{32,36}|\d+|[A-Za-z0-9_-]{20,})(?=/|$)")
+_FRAME_TYPE = re.compile(r'"type"\s*:\s*"([a-z_]{1,24})"')
+
+
+def ws_route(path: str) -> str:
+    """The socket's route with ids collapsed (`/ws/conversations/<id>/`), so labels stay low-cardinality."""
+    return _ID_SEGMENT.sub("/<id>", path or "/")[:80]
+
+
+def _frame_type(text: str | None) -> str:
+    match = _FRAME_TYPE.search(text[:120]) if text else None
+    return match.group(1) if match else ("binary" if text is None else "other")
+
+
+class WebSocketMetricsMiddleware:
+    """Counts open sockets and the frames each way, by route and frame type (the `type` field of our JSON frames)."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope.get("type") != "websocket":
+            return await self.app(scope, receive, send)
+        route = ws_route(scope.get("path", ""))
+        accepted = False
+
+        async def counting_receive() -> dict:
+            message = await receive()
+            if message.get("type") == "websocket.receive":
+                WS_EVENTS.labels(route, "in", _frame_type(message.get("text"))).inc()
+            return message
+
+        async def counting_send(message: dict) -> None:
+            nonlocal accepted
+            kind = message.get("type")
+            if kind == "websocket.accept" and not accepted:
+                accepted = True
+                WS_CONNECTIONS.labels(route).inc()
+            elif kind == "websocket.send":
+                WS_EVENTS.labels(route, "out", _frame_type(message.get("text"))).inc()
+            await send(message)
+
+        try:
+            return await self.app(scope, counting_receive, counting_send)
+        finally:
+            if accepted:
+                WS_CONNECTIONS.labels(route).dec()
+
+
+# --- answers, providers, credits (the processes that answer: ASGI and commands) ------------------------------------
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+ANSWER_STAGE = Histogram(
+    "ccgpt_answer_stage_seconds", "Answer latency by stage (retrieval, first_token, total) and provider.",
+    ["stage", "provider"], buckets=_LATENCY_BUCKETS,
+)
+ANSWERS = Counter("ccgpt_answers_total", "Completed answers by provider and outcome.", ["provider", "outcome"])
+PROVIDER_ERRORS = Counter(
+    "ccgpt_provider_errors_total", "Provider failures that made the chain fall back, by provider and code.",
+    ["provider", "code"],
+)
+CREDITS_CONSUMED = Counter("ccgpt_credits_consumed_total", "Credits consumed, by reason.", ["reason"])
+
+
+def _label(value: object, default: str = "unknown") -> str:
+    text = str(value or default)
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", text)[:40]
+
+
+def answer_observe(data: dict) -> None:
+    """Record a completed answer (the `completed` data of chat.answering). Never raises."""
+    try:
+        provider = _label(data.get("provider"))
+        for stage, ms in (data.get("timings_ms") or {}).items():
+            if isinstance(ms, (int, float)):
+                ANSWER_STAGE.labels(_label(stage), provider).observe(ms / 1000)
+        ANSWERS.labels(provider, "answered" if data.get("answered") else "declined").inc()
+        for fallback in data.get("fallbacks") or ():
+            PROVIDER_ERRORS.labels(_label(fallback.get("provider")), _label(fallback.get("error"))).inc()
+    except Exception:  # noqa: BLE001 — metrics never break an answer
+        pass
+
+
+def credits_observe(reason: str, amount: int) -> None:
+    try:
+        CREDITS_CONSUMED.labels(_label((reason or "answer").split(":")[0])).inc(amount)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+# --- Celery: task durations and failures, queue depth ---------------------------------------------------------------
+# Workers are separate processes (and hosts), so they add their task timings to a Redis hash and the web process's
+# /metrics reads it back; queue depth is read from the broker at scrape time.
+TASK_METRICS_KEY = "ccgpt:metrics:tasks"
+TASK_BUCKETS = (0.05, 0.25, 1, 5, 15, 60, 300, 900)
+
+
+def _metrics_redis():
+    import redis
+
+    url = getattr(settings, "CELERY_BROKER_URL", "") or settings.REDIS_URL
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+
+def task_observe(*, task: str, queue: str, state: str, seconds: float) -> None:
+    """Called in the worker when a task ends (config.celery). Never raises."""
+    try:
+        prefix = f"{_label(task, 'task')[:40]}|{_label(queue, 'default')}|{_label(state)}"
+        pipe = _metrics_redis().pipeline(transaction=False)
+        pipe.hincrby(TASK_METRICS_KEY, f"{prefix}|count", 1)
+        pipe.hincrbyfloat(TASK_METRICS_KEY, f"{prefix}|sum", seconds)
+        for bound in TASK_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(TASK_METRICS_KEY, f"{prefix}|le={bound}", 1)
+        pipe.execute()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+class BackgroundWorkCollector:
+    """Exposes the workers' task histograms (from Redis) and the depth of every Celery queue."""
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+        up = GaugeMetricFamily("ccgpt_background_metrics_up", "1 when the broker could be read for these metrics.")
+        try:
+            client = _metrics_redis()
+            raw = {k.decode(): v.decode() for k, v in client.hgetall(TASK_METRICS_KEY).items()}
+            queues = getattr(settings, "CELERY_METRICS_QUEUES", ("default", "ingest", "ingest_large"))
+            depths = {queue: client.llen(queue) for queue in queues}
+        except Exception:  # noqa: BLE001 — the broker being down shows as up=0, not as a failed scrape
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        depth = GaugeMetricFamily("ccgpt_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"])
+        for queue, value in depths.items():
+            depth.add_metric([queue], value)
+        yield depth
+        series: dict[tuple[str, str, str], dict[str, float]] = {}
+        for key, value in raw.items():
+            task, queue, state, field = key.split("|", 3)
+            series.setdefault((task, queue, state), {})[field] = float(value)
+        hist = HistogramMetricFamily(
+            "ccgpt_task_duration_seconds", "Celery task durations by task, queue and final state.",
+            labels=["task", "queue", "state"],
+        )
+        for labels, fields in sorted(series.items()):
+            buckets = [(str(bound), fields.get(f"le={bound}", 0.0)) for bound in TASK_BUCKETS]
+            buckets.append(("+Inf", fields.get("count", 0.0)))
+            hist.add_metric(list(labels), buckets, fields.get("sum", 0.0))
+        yield hist
+
+
+def _register_background_collector() -> None:
+    from prometheus_client import REGISTRY
+
+    global _BACKGROUND_REGISTERED
+    if not _BACKGROUND_REGISTERED:
+        REGISTRY.register(BackgroundWorkCollector())
+        _BACKGROUND_REGISTERED = True
+
+
+_BACKGROUND_REGISTERED = False
+_register_background_collector()

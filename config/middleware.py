@@ -49,3 +49,41 @@ class ApiErrorMiddleware:
 
             return render(request, "errors/error.html", {"error": error}, status=error.status_code)
         return None  # Http404 / PermissionDenied: Django's own handlers render 404.html / 403.html
+
+
+class ContentSecurityPolicyMiddleware:
+    """A strict CSP on every HTML page that does not set its own (the widget frame and loader do).
+
+    Scripts only from our own origin (no inline scripts, no eval: data reaches scripts through `json_script`,
+    which the browser does not execute); styles from our origin plus inline `<style>` blocks of the templates;
+    sockets to our own host; no plugins; framing refused (the widget frame sets its own frame-ancestors). The API
+    docs page (Swagger UI, `/api/docs/`) is left out: it is drf-spectacular's page, not ours.
+    """
+
+    EXEMPT_PREFIXES = ("/api/docs/",)
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Content-Security-Policy" in response or not response.get("Content-Type", "").startswith("text/html"):
+            return response
+        if request.path.startswith(self.EXEMPT_PREFIXES):
+            return response
+        try:
+            socket_origin = ("wss://" if request.is_secure() else "ws://") + request.get_host()
+        except Exception:  # noqa: BLE001 — a host Django refuses; no socket can be opened from that page anyway
+            socket_origin = ""
+        response["Content-Security-Policy"] = "; ".join([
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data: https:",
+            f"connect-src 'self' {socket_origin}",
+            "frame-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "frame-ancestors 'none'",
+        ])
+        return response

@@ -27,3 +27,4 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
 ]
 handler404 = "config.views.not_found"
+handler500 = "config.views.server_error"

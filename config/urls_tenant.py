@@ -4,7 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import apis as account_apis
 from accounts import views as account_views
-from analytics import views as analytics_views
+from analytics import api_urls as analytics_api_urls
+from analytics import urls as analytics_urls
 from chat import urls as chat_urls
 from config import health
 from documents import urls as document_urls
@@ -42,6 +43,7 @@ api_v1 = [
     path("documents/", include(document_urls.api_urlpatterns)),
     path("conversations/", include(chat_urls.api_urlpatterns)),
     path("embeds/", include(embed_urls.api_urlpatterns)),
+    path("analytics/", include(analytics_api_urls.api_urlpatterns)),
 ]
 
 urlpatterns = [
@@ -57,7 +59,7 @@ urlpatterns = [
     path("widgets/", embed_views.widgets_index, name="widgets"),
     path("widgets/", include(embed_urls.dashboard_urlpatterns)),
     path("widget/v1/", include(embed_urls.widget_urlpatterns)),
-    path("analytics/", analytics_views.analytics_index, name="analytics"),
+    path("analytics/", include(analytics_urls.dashboard_urlpatterns)),  # the index is named "analytics"
     path("team/", account_views.team, name="team"),
     path("team/<int:membership_id>/", account_views.member_update, name="member-update"),
     path("team/transfer/", account_views.ownership_transfer, name="ownership-transfer"),
@@ -66,6 +68,10 @@ urlpatterns = [
     path("settings/api-keys/", account_views.api_keys, name="api-keys"),
     path("settings/audit-log/", account_views.audit_log, name="audit-log"),
     path("settings/audit-log/export/", account_views.audit_log_export, name="audit-log-export"),
+    path("settings/retention/", tenant_views.workspace_retention, name="settings-retention"),
+    path("settings/export/", account_views.workspace_export_request, name="workspace-export"),
+    path("settings/export/<int:export_id>/download/", account_views.workspace_export_download,
+         name="workspace-export-download"),
     path("settings/billing/", tenant_views.billing_overview, name="billing"),
     path("settings/billing/plan/", tenant_views.billing_plan_change, name="billing-plan"),
     path("settings/billing/overage/", tenant_views.billing_overage, name="billing-overage"),
@@ -77,3 +83,4 @@ urlpatterns = [
 ]
 
 handler404 = "config.views.not_found"
+handler500 = "config.views.server_error"

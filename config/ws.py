@@ -37,8 +37,6 @@ CLOSE_NOT_FOUND = 4404
 
 # Bounded, so a process holds at most this many PostgreSQL connections for socket hops.
 DB_HOP_THREADS = 4
-# A connection idle for longer than this is checked (SELECT 1) before use: PostgreSQL or a proxy may have closed it.
-CONNECTION_CHECK_AFTER = 30.0
 
 _db_hops: ThreadPoolExecutor | None = None
 _db_hops_lock = threading.Lock()
@@ -55,11 +53,11 @@ def _db_hop_executor() -> ThreadPoolExecutor:
 
 
 def _db_hop_call(workspace: Any, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-    now = time.monotonic()
-    if connection.connection is not None and now - getattr(_thread_state, "last_used", now) > CONNECTION_CHECK_AFTER:
-        if not connection.is_usable():
-            connection.close()
-    _thread_state.last_used = now
+    # CONN_HEALTH_CHECKS for a thread that keeps its connection across hops: Django checks it before the hop's first
+    # query and reconnects if PostgreSQL cut it (checking only after 30 s idle failed the next socket after a cut).
+    if connection.connection is not None:
+        connection.health_check_done = False
+    _thread_state.last_used = time.monotonic()
     if workspace is None:
         connection.set_schema_to_public()
     else:

@@ -33,7 +33,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.utils import timezone
 
 from config.errors import ApplicationError, ErrorCode
-from documents import services
+from documents import events, services
 from documents.models import Chunk, Document, DocumentSource, DocumentStage, DocumentStatus, chunk_vector_id
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,18 @@ def retry_countdown(retries: int) -> float:
 
 
 # --- reporting -------------------------------------------------------------------------------------------------
+def _signal_on_commit(signal: Any, **kwargs: Any) -> None:
+    """Tell the floors above (documents/events.py) once committed; a listener's failure never fails ingestion."""
+
+    def send() -> None:
+        try:
+            signal.send(sender=Document, **kwargs)
+        except Exception:
+            logger.exception("documents: a receiver of %s failed", signal)
+
+    transaction.on_commit(send)
+
+
 
 
 def _publish(run: Run) -> None:
@@ -155,6 +167,9 @@ def _finish_failed(run: Run, *, code: str, message: str) -> None:
               error_message=run.error_message, last_error_at=now, next_retry_at=None, heartbeat_at=now,
               updated_at=now, **pending):
         _publish(run)
+        document = Document.objects.filter(pk=run.document_id).first()
+        if document is not None:
+            _signal_on_commit(events.document_failed, document=document, error_code=run.error_code)
     logger.info("document failed", extra={"document": run.document_id, "code": code})
 
 
@@ -393,6 +408,9 @@ def _stage_fetch(run: Run, document: Document) -> Document:
             stored = services._store_stream(source=File(handle, name=filename), filename=filename)
     try:
         with transaction.atomic():
+            # The page's size is known only now: storage is checked against the plan under the billing lock (a
+            # refusal is a permanent plan_limit failure and keeps nothing).
+            services._plan_limits_check(adding_documents=0, adding_bytes=stored.size, replacing=document)
             updated = Document.objects.filter(pk=document.pk, run_token=run.run_token).update(
                 file=stored.name, sha256=stored.sha256, size_bytes=stored.size, content_type=kind,
                 original_name=filename)
@@ -400,6 +418,9 @@ def _stage_fetch(run: Run, document: Document) -> Document:
         services._storage_delete(stored.name)
         raise ApplicationError("The same content was just added to the knowledge base by someone else.",
                                code=ErrorCode.DUPLICATE_DOCUMENT) from None
+    except BaseException:
+        services._storage_delete(stored.name)
+        raise
     if not updated:
         services._storage_delete(stored.name)
         raise Superseded
@@ -488,4 +509,5 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
         raise Superseded
     run.status, run.stage, run.stage_progress = DocumentStatus.INDEXED, DocumentStage.DONE, 100
     _publish(run)
+    _signal_on_commit(events.document_ingested, document=document)
     logger.info("document indexed", extra={"document": document.pk, "chunks": len(drafts)})

@@ -53,19 +53,6 @@ MAX_URL = 2000
 URL_CHECK_SECONDS = 3.0
 
 
-@dataclass(frozen=True)
-class PlanLimits:
-    documents: int
-    storage_bytes: int
-
-
-# Placeholders until plans have their own issue; settings.DOCUMENT_PLAN_LIMITS overrides them per plan.
-DEFAULT_PLAN_LIMITS: dict[str, PlanLimits] = {
-    "free": PlanLimits(documents=2_000, storage_bytes=2 * 1024**3),
-    "pro": PlanLimits(documents=50_000, storage_bytes=50 * 1024**3),
-}
-
-
 # --- settings --------------------------------------------------------------------------------------------------
 
 
@@ -89,12 +76,6 @@ def queue_time_limits(queue: str) -> tuple[int, int]:
     limits = {**DEFAULT_TIME_LIMITS, **getattr(settings, "DOCUMENT_TIME_LIMITS", {})}
     _small, large = ingest_queues()
     return limits.get(queue) or (limits["ingest_large"] if queue == large else limits["ingest"])
-
-
-def plan_limits(plan: str) -> PlanLimits:
-    configured = getattr(settings, "DOCUMENT_PLAN_LIMITS", {}) or {}
-    limits = {**DEFAULT_PLAN_LIMITS, **{name: PlanLimits(**value) for name, value in configured.items()}}
-    return limits.get(plan) or limits["free"]
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -184,23 +165,32 @@ def _empty(name: str) -> ApplicationError:
     return ParseError(f"“{name}” is empty.", code=ErrorCode.EMPTY_DOCUMENT, details={"filename": name})
 
 
-def _limits_check(*, adding_bytes: int, adding_documents: int = 1) -> None:
+def _plan_limits_check(*, adding_documents: int, adding_bytes: int, locked: bool = True,
+                       replacing: Document | None = None) -> None:
+    """Refuse what would take the workspace past its plan's document count or storage (402 plan_limit, from
+    tenants.billing; the limits are the workspace's Plan row).
+
+    `locked` (the default): call inside transaction.atomic(), right before the row is written. The billing advisory
+    locks (documents, then storage_bytes — always in that order, so two writers never deadlock) are held until the
+    transaction ends, so two uploads can't both take the last slot: the second counts after the first committed.
+    `locked=False` is the early check before a file is streamed to storage (no work for a request that can't
+    succeed); it is advisory only, the locked check decides. `replacing`: a new version takes its document's place
+    (its old size is not counted, and the document count doesn't grow).
+    """
+    from tenants import billing
+
     workspace = _workspace()
-    limits = plan_limits(getattr(workspace, "plan", "free"))
-    usage = Document.objects.aggregate(count=Count("id"), bytes=Sum("size_bytes"))
-    count, used = usage["count"] or 0, usage["bytes"] or 0
-    details = {"plan": workspace.plan, "documents": count, "max_documents": limits.documents,
-               "storage_bytes": used, "max_storage_bytes": limits.storage_bytes}
-    if count + adding_documents > limits.documents:
-        raise ApplicationError(
-            f"Your plan allows {limits.documents} documents and the knowledge base has {count}. "
-            "Delete some or upgrade the plan.", code=ErrorCode.PLAN_LIMIT, status_code=402, details=details,
-        )
-    if used + adding_bytes > limits.storage_bytes:
-        raise ApplicationError(
-            f"Your plan allows {limits.storage_bytes // (1024 * 1024)} MB of documents; this file would go over it.",
-            code=ErrorCode.PLAN_LIMIT, status_code=402, details=details,
-        )
+    if locked:
+        billing.plan_limit_lock(workspace=workspace, meter="documents")
+        billing.plan_limit_lock(workspace=workspace, meter="storage_bytes")
+    rows = Document.objects.all() if replacing is None else Document.objects.exclude(pk=replacing.pk)
+    usage = rows.aggregate(count=Count("id"), bytes=Sum("size_bytes"))
+    # Over the limit after a downgrade: what exists stays, only additions are refused (docs/billing.md).
+    if adding_documents:
+        billing.plan_limit_check(workspace=workspace, meter="documents", adding=adding_documents,
+                                 used=usage["count"] or 0)
+    billing.plan_limit_check(workspace=workspace, meter="storage_bytes", adding=adding_bytes,
+                             used=usage["bytes"] or 0)
 
 
 def _duplicate(existing: Document) -> Conflict:
@@ -417,10 +407,13 @@ def _enqueue_on_commit(document: Document) -> None:
             pipeline_send(document_id=document_id, run_token=run_token, queue=queue)
         except Exception:
             logger.exception("could not queue document %s", document_id)
-            Document.objects.filter(pk=document_id, run_token=run_token).update(
-                status=DocumentStatus.FAILED, error_code=ErrorCode.QUEUE_UNAVAILABLE, last_error_at=timezone.now(),
-                error_message="The job queue could not be reached. Retry in a moment.",
-            )
+            failed = {"status": DocumentStatus.FAILED, "error_code": ErrorCode.QUEUE_UNAVAILABLE.value,
+                      "last_error_at": timezone.now(),
+                      "error_message": "The job queue could not be reached. Retry in a moment."}
+            Document.objects.filter(pk=document_id, run_token=run_token).update(**failed)
+            # The caller answers with this instance (e.g. the upload's 201): it must not still say "queued".
+            for name, value in failed.items():
+                setattr(document, name, value)
 
     transaction.on_commit(send)
 
@@ -451,7 +444,7 @@ def document_upload(*, uploaded_file: IO[bytes] | File, uploaded_by: Any = None,
         raise file_too_large_error(filename, size)
     if size == 0:
         raise _empty(filename)
-    _limits_check(adding_bytes=size or 0)
+    _plan_limits_check(adding_documents=1, adding_bytes=size or 0, locked=False)
     head = _read_head(uploaded_file)
     if not head:
         raise _empty(filename)
@@ -472,6 +465,7 @@ def document_upload(*, uploaded_file: IO[bytes] | File, uploaded_by: Any = None,
         _new_run(document, queue=queue_for_size(stored.size))
         try:
             with transaction.atomic():
+                _plan_limits_check(adding_documents=1, adding_bytes=stored.size)
                 document.save()
                 _audit("document.uploaded", actor=uploaded_by, document=document,
                        data={"filename": filename, "size": stored.size, "type": kind})
@@ -495,7 +489,7 @@ def _create_from_text(
     data = body.encode("utf-8")
     if len(data) > max_upload_bytes():
         raise file_too_large_error(original_name, len(data))
-    _limits_check(adding_bytes=len(data))
+    _plan_limits_check(adding_documents=1, adding_bytes=len(data), locked=False)
     stored = _store_stream(source=ContentFile(data, name=original_name), filename=original_name)
     try:
         existing = Document.objects.filter(sha256=stored.sha256).first()
@@ -509,6 +503,7 @@ def _create_from_text(
         _new_run(document, queue=ingest_queues()[0])
         try:
             with transaction.atomic():
+                _plan_limits_check(adding_documents=1, adding_bytes=stored.size)
                 document.save()
                 _audit(f"document.{source}_created", actor=uploaded_by, document=document)
                 _enqueue_on_commit(document)
@@ -583,7 +578,7 @@ def document_import_url(*, url: str, uploaded_by: Any = None, title: str | None 
     existing = Document.objects.filter(source=DocumentSource.URL, source_url=url).first()
     if existing is not None:
         raise _duplicate(existing)
-    _limits_check(adding_bytes=0)
+    _plan_limits_check(adding_documents=1, adding_bytes=0, locked=False)
     clean_title = (title or "").strip()[:MAX_TITLE]
     document = Document(
         title=clean_title or url[:MAX_TITLE], title_is_custom=bool(clean_title), source=DocumentSource.URL,
@@ -592,6 +587,8 @@ def document_import_url(*, url: str, uploaded_by: Any = None, title: str | None 
     )
     _new_run(document, queue=ingest_queues()[0])
     with transaction.atomic():
+        # The page's size is known only after the fetch: the pipeline checks storage again before keeping it.
+        _plan_limits_check(adding_documents=1, adding_bytes=0)
         document.save()
         _audit("document.url_imported", actor=uploaded_by, document=document, data={"url": url})
         _enqueue_on_commit(document)
@@ -607,7 +604,7 @@ def document_new_version(*, document: Document, uploaded_file: IO[bytes] | File,
         raise file_too_large_error(filename, size)
     if size == 0:
         raise _empty(filename)
-    _limits_check(adding_bytes=max(0, (size or 0) - document.size_bytes), adding_documents=0)
+    _plan_limits_check(adding_documents=0, adding_bytes=size or 0, locked=False, replacing=document)
     head = _read_head(uploaded_file)
     if not head:
         raise _empty(filename)
@@ -620,6 +617,8 @@ def document_new_version(*, document: Document, uploaded_file: IO[bytes] | File,
         if existing is not None:
             raise _duplicate(existing)
         with transaction.atomic():
+            # The billing locks before the row lock, in the same order as the pipeline's fetch stage (no deadlock).
+            _plan_limits_check(adding_documents=0, adding_bytes=stored.size, replacing=document)
             locked = Document.objects.select_for_update().filter(pk=document.pk).first()
             if locked is None:
                 raise NotFound("No such document.")
@@ -722,6 +721,56 @@ def failed_documents_retry(*, actor: Any = None) -> list[int]:
     for document in Document.objects.filter(status=DocumentStatus.FAILED).order_by("id"):
         retried.append(_restart(document, action="document.retried", actor=actor).pk)
     return retried
+
+
+def stalled_after_seconds() -> float:
+    return float(getattr(settings, "DOCUMENT_STALLED_AFTER", 900))
+
+
+def documents_stalled(*, older_than: float | None = None) -> list[Document]:
+    """Documents whose job seems lost: queued, processing or waiting to retry, and nothing has happened to them
+    (no queueing, heartbeat or due retry) for `older_than` seconds. A broker that restarts without persistence
+    loses the messages it held; nothing else would ever send them again."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.db.models.functions import Coalesce, Greatest
+
+    now = timezone.now()
+    threshold = stalled_after_seconds() if older_than is None else older_than
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    candidates = (
+        Document.objects.filter(status__in=[DocumentStatus.QUEUED, DocumentStatus.PROCESSING, DocumentStatus.RETRYING])
+        .annotate(last_sign=Greatest(Coalesce("queued_at", epoch), Coalesce("heartbeat_at", epoch),
+                                     Coalesce("next_retry_at", epoch)))
+        .filter(last_sign__lt=now - timedelta(seconds=threshold))
+        .order_by("id")
+    )
+    # A run may legitimately go quiet inside one long step (parsing a huge PDF), but never past its queue's hard
+    # time limit: only then is a processing document's job surely gone.
+    return [d for d in candidates if d.status != DocumentStatus.PROCESSING
+            or d.last_sign < now - timedelta(seconds=max(threshold, queue_time_limits(d.queue)[1]))]
+
+
+def documents_stalled_resend(*, older_than: float | None = None) -> list[int]:
+    """Send the job of every stalled document again (documents_stalled), with its current run token: if the first
+    message was not lost after all, the second delivery finds the run done (already_indexed) or running (Busy) and
+    does nothing. `queued_at` moves to now, so a document is re-sent at most once per threshold. Returns the ids."""
+    resent = []
+    for document in documents_stalled(older_than=older_than):
+        now = timezone.now()
+        # Conditional on the run and status still being what we saw: a worker that just took it wins.
+        if not Document.objects.filter(pk=document.pk, run_token=document.run_token, status=document.status).update(
+                status=DocumentStatus.QUEUED, queued_at=now, next_retry_at=None, updated_at=now):
+            continue
+        try:
+            pipeline_send(document_id=document.pk, run_token=document.run_token, queue=document.queue)
+        except Exception:
+            logger.exception("could not re-send the job of stalled document %s", document.pk)
+            continue
+        logger.warning("re-sent the job of stalled document %s (was %s since %s)", document.pk, document.status,
+                       document.last_sign.isoformat())
+        resent.append(document.pk)
+    return resent
 
 
 

@@ -32,3 +32,19 @@ def document_ingest(self, document_id: int, run_token: str) -> str:
     if outcome.reroute_queue:
         services.pipeline_send(document_id=document_id, run_token=run_token, queue=outcome.reroute_queue)
     return outcome.result
+
+
+@shared_task(name="documents.stalled_resend_all", ignore_result=True)
+def documents_stalled_resend_all() -> int:
+    """Celery beat (CELERY_BEAT_SCHEDULE): in every workspace, send again the jobs of documents stalled for longer
+    than DOCUMENT_STALLED_AFTER (a broker restarted without persistence loses queued messages). Sent from inside each
+    schema, so the jobs carry it."""
+    from django_tenants.utils import schema_context
+
+    from tenants.models import Workspace
+
+    resent = 0
+    for schema_name in Workspace.objects.exclude(schema_name="public").values_list("schema_name", flat=True):
+        with schema_context(schema_name):
+            resent += len(services.documents_stalled_resend())
+    return resent

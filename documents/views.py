@@ -71,6 +71,8 @@ def knowledge_index(request: HttpRequest) -> HttpResponse:
         "usage": selectors.document_usage(),
         "status_chips": [(value, label, counts[value]) for value, label in DocumentStatus.choices],
         "max_mb": services.max_upload_bytes() // (1024 * 1024),
+        # "Add to knowledge base" from analytics' unanswered questions opens the FAQ form with the question typed in.
+        "faq_prefill": request.GET.get("faq_question", "").strip()[:1000],
     })
 
 

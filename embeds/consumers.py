@@ -139,7 +139,7 @@ class WidgetConversationConsumer(ConversationConsumer):
         await self.send(text_data=visitor_frame_redact(text))
 
 
-_REDACTED_TYPES = ('"type":"agent_completed"', '"type":"message"')
+_REDACTED_TYPES = ('"type":"agent_completed"', '"type":"message"', '"type":"agent_joined"', '"type":"agent_left"')
 
 
 def visitor_frame_redact(text: str) -> str:
@@ -154,4 +154,6 @@ def visitor_frame_redact(text: str) -> str:
         return text
     if isinstance(event.get("message"), dict):
         event["message"] = selectors.visitor_message_payload(event["message"])
+    if isinstance(event.get("agent"), dict):  # a person's name, not their account id
+        event["agent"] = {"name": event["agent"].get("name", "")}
     return protocol.encode(event)

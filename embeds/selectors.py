@@ -206,7 +206,7 @@ def visitor_conversation_get(*, claims: VisitorClaims, public_id: Any) -> Conver
 
 # Message fields a visitor sees; the rest (provider, model, tokens, cost, timings) is the business's.
 VISITOR_MESSAGE_FIELDS = ("id", "role", "content", "client_id", "reply_to", "created_at", "seq", "feedback",
-                          "citations", "answered")
+                          "citations", "answered", "author_name")
 VISITOR_CITATION_FIELDS = ("title", "section", "page", "snippet")
 
 

@@ -6,6 +6,7 @@ deactivated, activated. Secrets never go into the audit log.
 """
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from accounts.services import audit_record
 from chat.models import Channel, Conversation
 from chat.services import conversation_start
 from config.errors import ApplicationError, NotAuthenticated, PermissionDenied, ValidationFailed
+from embeds import signals
 from embeds.errors import EmbedErrorCode
 from embeds.models import Embed
 from embeds.origins import origins_clean
@@ -40,6 +42,7 @@ from embeds.security import (
 from embeds.theme import BEHAVIOUR_DEFAULTS, THEME_DEFAULTS, ThemeError, behaviour_clean, text_clean, theme_clean
 
 WIDGETS_METER = "widgets"
+logger = logging.getLogger(__name__)
 
 
 def _workspace() -> Any:
@@ -263,6 +266,10 @@ def visitor_session_start(
         verified = str(user_id)
     claims = VisitorClaims(schema=schema, embed_id=embed.pk, public_key=embed.public_key, visitor_id=visitor_id,
                            origin=host_origin, user_id=verified)
+    try:  # analytics listens (embeds/signals.py); nothing here is in a transaction, and a listener never fails us
+        signals.widget_opened.send(sender=Embed, embed=embed, origin=host_origin, visitor_id=visitor_id)
+    except Exception:
+        logger.exception("embeds: a receiver of widget_opened failed")
     return VisitorSession(
         token=visitor_token_issue(claims), visitor=visitor_credential_issue(schema=schema, visitor_id=visitor_id),
         claims=claims,

@@ -33,6 +33,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_tenants.utils import schema_context
 
+from config import metrics
 from config.errors import ApplicationError, ErrorCode, NotFound, QuotaExceeded, ValidationFailed
 from tenants.models import LedgerEntry, LedgerKind, Plan, Subscription, UsageAlert, Workspace
 
@@ -441,6 +442,7 @@ def credits_consume(
         if after.available > 0:
             alerts = _alerts_raise(workspace=locked.workspace, meter=CREDITS, used=after.used, limit=after.available,
                                    period_start=subscription.period_start, period_end=subscription.period_end)
+    metrics.credits_observe(reason, amount)
     return entries[0]
 
 

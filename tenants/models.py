@@ -17,6 +17,8 @@ class Workspace(TenantMixin):
     plan = models.CharField(max_length=40, default="free")
     status = models.CharField(max_length=20, choices=WorkspaceStatus.choices, default=WorkspaceStatus.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Conversations (with their messages and event logs) older than this many days are purged by beat; 0 keeps them.
+    conversation_retention_days = models.PositiveIntegerField(default=0)
 
     # Schemas are provisioned and purged by tenants.services, never implicitly by save()/delete().
     auto_create_schema = False
@@ -191,3 +193,25 @@ class UsageAlert(models.Model):
                 fields=["workspace", "meter", "threshold", "period_start"], name="usage_alert_once_per_period"
             )
         ]
+
+
+class ExportStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class WorkspaceExport(models.Model):
+    """An export archive an owner asked for from the dashboard (tenants.portability); downloadable while it exists."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="exports")
+    requested_by_id = models.BigIntegerField(null=True, blank=True)  # accounts.User, a higher floor: by id
+    status = models.CharField(max_length=20, choices=ExportStatus.choices, default=ExportStatus.PENDING)
+    path = models.CharField(max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -181,3 +181,16 @@ def public_site_ensure() -> list[str]:
     for index, host in enumerate(hosts):
         Domain.objects.get_or_create(domain=host, defaults={"tenant": public, "is_primary": index == 0})
     return hosts
+
+
+RETENTION_MAX_DAYS = 3650
+
+
+def workspace_retention_set(*, workspace: Workspace, days: int) -> Workspace:
+    """Conversations idle for more than `days` days are purged by beat (chat.retention); 0 keeps them forever."""
+    if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= RETENTION_MAX_DAYS:
+        raise ValidationFailed(f"Retention is a number of days from 0 (keep forever) to {RETENTION_MAX_DAYS}.",
+                               details={"field": "conversation_retention_days"})
+    Workspace.objects.filter(pk=workspace.pk).update(conversation_retention_days=days)
+    workspace.conversation_retention_days = days
+    return workspace

@@ -14,7 +14,7 @@ from accounts.services import login_handoff_token, workspace_signup
 from accounts.views import client_ip
 from config.errors import ApplicationError
 from config.throttle import throttle_check, throttle_hit
-from tenants import billing
+from tenants import billing, services
 from tenants.selectors import workspace_url
 
 
@@ -64,7 +64,31 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @workspace_permission_required("settings.view")
 def workspace_settings(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/settings.html", {"plan": billing.plan_for_workspace(workspace=request.tenant)})
+    from tenants.models import WorkspaceExport
+
+    return render(request, "dashboard/settings.html", {
+        "plan": billing.plan_for_workspace(workspace=request.tenant),
+        "retention_form": RetentionForm(initial={"days": request.tenant.conversation_retention_days}),
+        "exports": WorkspaceExport.objects.filter(workspace=request.tenant)[:5],
+    })
+
+
+class RetentionForm(forms.Form):
+    days = forms.IntegerField(min_value=0, max_value=services.RETENTION_MAX_DAYS, label="Keep conversations for (days)",
+                              help_text="0 keeps them forever. Older conversations are deleted every hour.")
+
+
+@workspace_permission_required("settings.manage")
+@require_POST
+def workspace_retention(request: HttpRequest) -> HttpResponse:
+    form = RetentionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Retention is a whole number of days from 0 to "
+                                f"{services.RETENTION_MAX_DAYS}.")
+        return redirect("settings")
+    services.workspace_retention_set(workspace=request.tenant, days=form.cleaned_data["days"])
+    messages.success(request, "Retention saved.")
+    return redirect("settings")
 
 
 # --- usage and billing (tenants.billing; docs/billing.md) -------------------------------------------------------

@@ -173,3 +173,19 @@ def pytest_collection_modifyitems(config, items):
         return 1
 
     items.sort(key=group)
+
+
+@pytest.fixture
+def context(context):
+    """Every browser test's page also checks our Content-Security-Policy: a violation on one of our pages (a script
+    or style the policy blocks) fails the test. Frame refusals are left out: widget tests provoke them on purpose."""
+    violations: list[str] = []
+
+    def watch(message) -> None:
+        text = message.text
+        if "Content Security Policy" in text and "frame-ancestors" not in text:
+            violations.append(text)
+
+    context.on("console", watch)
+    yield context
+    assert not violations, "Content-Security-Policy violations:\n" + "\n".join(violations)

@@ -21,6 +21,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 
+from chat.providers.secrets import secret_decrypt
 from config.errors import ValidationFailed
 
 PROVIDER_KINDS = ("builtin", "openai", "anthropic")
@@ -124,6 +125,13 @@ def provider_config_parse(entry: dict[str, Any]) -> ProviderConfig:
                 value = int(value)
                 if value < 0:
                     raise ValueError
+            elif name == "api_key":
+                try:
+                    # Stored keys are encrypted (chat/providers/secrets.py); this is the one place they're read.
+                    value = secret_decrypt(str(value)).strip()
+                except ValueError as exc:
+                    errors[name] = str(exc)
+                    continue
             else:
                 value = str(value).strip()
         except (TypeError, ValueError):

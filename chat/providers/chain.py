@@ -125,4 +125,7 @@ def providers_stream(
             tokens_out=tokens_out, tokens_estimated=estimated, cost=cost, declined=stream.declined,
             first_token_at=first_token_at, fallbacks=fallbacks,
         )
-    raise ProviderFailure(FailureCode.ERROR, "every provider failed, the built-in answerer included")
+    last = fallbacks[-1] if fallbacks else {}
+    # Name the last failure (the built-in answerer's): without it the log says only that everything failed.
+    raise ProviderFailure(FailureCode.ERROR, "every provider failed, the built-in answerer included; last: "
+                          f"{last.get('error', '?')}: {str(last.get('message', ''))[:200]}")

@@ -19,6 +19,9 @@ env.read_env(str(DATA_DIR / "services.env"))
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+# Fernet key(s) for secrets stored in the database (vendor API keys in AssistantSettings.providers); comma-separated
+# to rotate (the first encrypts, all decrypt). Empty: derived from SECRET_KEY (local, test); production requires it.
+FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
 BASE_DOMAIN = env.str("BASE_DOMAIN", default="localhost")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[BASE_DOMAIN, f".{BASE_DOMAIN}", "127.0.0.1"])
 # The scheme and port the outside world uses to reach us; used to build workspace URLs (links, redirects, snippets).
@@ -79,6 +82,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.ApiErrorMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 TEMPLATES = [
@@ -145,7 +149,15 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE = {
     # Close ended billing periods and grant the new ones (tenants.billing; use also rolls them lazily).
     "billing-periods-roll": {"task": "tenants.billing_periods_roll", "schedule": 15 * 60},
+    # Purge conversations past each workspace's retention (chat.retention).
+    "conversations-retention": {"task": "chat.retention_purge_all", "schedule": 60 * 60},
+    # Cluster new questions and bring every workspace's analytics rollups up to date (analytics.tasks).
+    "analytics-rollups-update": {"task": "analytics.rollups_update_all", "schedule": 5 * 60},
 }
+# Analytics (docs/analytics.md): an answer below this confidence counts as low-confidence; questions whose
+# embeddings reach this cosine similarity to a cluster's centroid join it.
+ANALYTICS_LOW_CONFIDENCE = env.float("ANALYTICS_LOW_CONFIDENCE", default=0.5)
+ANALYTICS_CLUSTER_THRESHOLD = env.float("ANALYTICS_CLUSTER_THRESHOLD", default=0.85)
 # Payment provider seam (tenants.billing.BillingGateway): a dotted path to a class; empty: no gateway, no charges.
 BILLING_GATEWAY = env.str("BILLING_GATEWAY", default="")
 
@@ -201,7 +213,9 @@ EMBEDDING_API_KEY = env.str("EMBEDDING_API_KEY", default="")
 EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="")
 EMBEDDING_DIMENSION = env.int("EMBEDDING_DIMENSION", default=0)  # 0: learn it from the first answer
 EMBEDDING_MAX_TOKENS = env.int("EMBEDDING_MAX_TOKENS", default=256)  # chunk window for the openai backend
-EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=32)
+# Texts per model call; 0: the backend's default (onnx 8: a quarter of the memory of 32 and faster on the small
+# per-document groups the pipeline embeds, docs/knowledge.md "Measured"; openai 32 texts per request).
+EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=0)
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)  # onnxruntime intra-op threads; 0: every core
 EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=30.0)
 # Knowledge base (documents): per-file cap, and the retry policy of ingestion jobs (documents/pipeline.py).
@@ -209,6 +223,12 @@ DOCUMENT_MAX_BYTES = env.int("DOCUMENT_MAX_BYTES", default=25 * 1024 * 1024)
 DOCUMENT_RETRY_MAX = env.int("DOCUMENT_RETRY_MAX", default=5)
 DOCUMENT_RETRY_BACKOFF_MAX = env.int("DOCUMENT_RETRY_BACKOFF_MAX", default=600)
 DOCUMENT_URL_TIMEOUT = env.int("DOCUMENT_URL_TIMEOUT", default=20)  # seconds for a whole URL import
+# A queued, processing or retrying document with no sign of life (queueing, heartbeat, due retry) for this many
+# seconds has lost its job (a broker restarted without persistence); beat sends it again (documents/tasks.py).
+DOCUMENT_STALLED_AFTER = env.int("DOCUMENT_STALLED_AFTER", default=900)
+CELERY_BEAT_SCHEDULE["documents-stalled-resend"] = {
+    "task": "documents.stalled_resend_all", "schedule": env.int("DOCUMENT_STALLED_SWEEP_EVERY", default=300),
+}
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 # Only read by the file-based backend (browser tests read invitation emails from this folder).
@@ -224,6 +244,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasWorkspacePermission"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.StrictJSONParser", "config.parsers.StrictFormParser", "config.parsers.StrictMultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

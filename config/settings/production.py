@@ -14,6 +14,14 @@ def _required(name: str) -> str:
 
 DEBUG = False
 SECRET_KEY = _required("DJANGO_SECRET_KEY")
+# Its own key, not one derived from SECRET_KEY: rotating the session secret must not lose the stored vendor keys.
+FIELD_ENCRYPTION_KEY = _required("FIELD_ENCRYPTION_KEY")
+try:
+    from cryptography.fernet import Fernet
+
+    [Fernet(key.strip().encode()) for key in FIELD_ENCRYPTION_KEY.split(",") if key.strip()]
+except ValueError as exc:
+    raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64 bytes), comma-separated") from exc
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set in production")

@@ -277,6 +277,8 @@
       setState((e.message || e.code) + extra, "error");
     },
     status: function (e) { showStatus(e.status); },
+    agent_joined: function (e) { showMessage(e.message); },  // a person joined or left (docs/handoff.md)
+    agent_left: function (e) { showMessage(e.message); },
     feedback: function (e) { setFeedback(e.message_id, e.value); },
     typing: function (e) {
       typingLine.textContent = e.state ? (ROLE_LABELS[e.role] || e.role) + " is typing…" : "";

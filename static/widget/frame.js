@@ -451,8 +451,11 @@
     li.classList.remove("ccw-pending", "ccw-failed", "ccw-streaming");
     if (m.client_id) li.setAttribute("data-client-id", m.client_id);
     var body = li.querySelector(".ccw-bubble");
-    if (m.role === "customer") body.textContent = m.content;
+    if (m.role === "customer" || m.role === "system") body.textContent = m.content;
     else renderMarkdown(body, m.content, m.citations);
+    if (m.role === "agent" && m.author_name && !li.querySelector(".ccw-author")) {
+      li.insertBefore(el("span", "ccw-author", m.author_name), body);
+    }
     if (m.role === "assistant" || m.role === "agent") {
       renderSources(li, m.citations);
       renderFeedback(li, m);
@@ -554,12 +557,38 @@
     });
   }
 
-  function showConversationStatus(status) {
+  function showConversationStatus(status, next) {
     if (!conversation || !status) return;
     conversation.status = status;
     els.human.hidden = !(cfg.behaviour.offer_human && status === "bot");
-    if (status === "waiting") notice(t("human_requested"), "info");
-    else if (status === "closed") { notice(t("closed"), "info"); setInteractive(false); }
+    if (status === "waiting") {
+      // What happens next (docs/handoff.md): someone joins, or nobody is there now and an email gets a reply.
+      notice(t(next && next.ask_email ? "human_nobody" : "human_requested"), "handoff");
+      if (next && next.ask_email) showContactForm();
+    } else if (status === "closed") { notice(t("closed"), "info"); setInteractive(false); }
+    else if (els.notice.getAttribute("data-kind") === "handoff") notice("");
+  }
+
+  function showContactForm() {
+    if (document.getElementById("ccw-contact")) return;
+    var form = el("form", "ccw-contact");
+    form.id = "ccw-contact";
+    var label = el("label", null, t("email_label"));
+    var input = el("input");
+    input.type = "email";
+    input.required = true;
+    input.autocomplete = "email";
+    label.appendChild(input);
+    var button = el("button", "ccw-link", t("email_send"));
+    button.type = "submit";
+    form.appendChild(label);
+    form.appendChild(button);
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      if (input.value && send({ type: "contact", email: input.value.trim() })) button.disabled = true;
+    });
+    els.log.appendChild(form);
+    scrollDown();
   }
 
   // --- events ------------------------------------------------------------------------------------------------
@@ -576,7 +605,8 @@
       socketLive = true;
       retryDelay = 1000;
       forbiddenCloses = 0;
-      if (!els.notice.hidden && els.notice.getAttribute("data-kind") !== "warning") notice("");
+      var kind = els.notice.getAttribute("data-kind");
+      if (!els.notice.hidden && kind !== "warning" && kind !== "handoff") notice("");
       setStatus("live");
       setInteractive(!(conversation && conversation.status === "closed"));
       clearInterval(pingTimer);
@@ -660,7 +690,17 @@
         }
       }
     },
-    status: function (e) { showConversationStatus(e.status); },
+    status: function (e) { showConversationStatus(e.status, e.next); },
+    agent_joined: function (e) {
+      showMessage(e.message, false);
+      if (e.message) announce(e.message.content);
+    },
+    agent_left: function (e) { showMessage(e.message, false); els.typing.textContent = ""; },
+    contact_saved: function (e) {
+      var form = document.getElementById("ccw-contact");
+      if (form) form.remove();
+      notice(t("email_saved", { email: e.email }), "handoff");
+    },
     feedback: function (e) { setFeedback(e.message_id, e.value); },
     typing: function (e) {
       if (e.role !== "agent") return;

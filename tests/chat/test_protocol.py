@@ -681,7 +681,12 @@ def test_asking_for_a_person_sets_waiting_and_the_bot_stops_answering(live_serve
         tab.still_usable()
     row = in_workspace(knowledge.workspace, lambda: Conversation.objects.get(pk=conversation.pk))
     assert (row.status, row.handoff_reason) == (ConversationStatus.WAITING, "asked")
-    seq = in_workspace(knowledge.workspace, lambda: Message.objects.get(client_message_id=client_id).seq)
+    # The message's seq is written once the log has issued it (services._record_when_known), not before the reply.
+    deadline = time.monotonic() + 10
+    while (seq := in_workspace(knowledge.workspace,
+                               lambda: Message.objects.get(client_message_id=client_id).seq)) is None:
+        assert time.monotonic() < deadline, "the message's seq was never recorded"
+        time.sleep(0.1)
     assert seq == message["seq"]
 
 

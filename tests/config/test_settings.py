@@ -15,6 +15,7 @@ PRODUCTION_ENV = {
     "DJANGO_ALLOWED_HOSTS": ".customercare.example",
     "DATABASE_URL": "postgres://app:pw@db.internal:5432/customercare",
     "REDIS_URL": "redis://redis.internal:6379/0",
+    "FIELD_ENCRYPTION_KEY": "Pj8R6cWl3mC1t0aXo5sQd1q2b3e4f5g6h7i8j9k0l1M=",
     "BASE_DOMAIN": "customercare.example",
     "CCGPT_DATA_DIR": "/nonexistent-data-dir",  # never pick up a developer's services.env
 }
@@ -29,7 +30,8 @@ def run_django(env_overrides: dict[str, str], code: str) -> subprocess.Completed
 SETUP = "import django; django.setup(); print('started')"
 
 
-@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"])
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL",
+                                     "FIELD_ENCRYPTION_KEY"])
 def test_production_refuses_to_start_without(missing):
     env = {**PRODUCTION_ENV, missing: None}
     result = run_django(env, SETUP)

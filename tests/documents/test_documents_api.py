@@ -255,14 +255,24 @@ def test_bad_text_entries_are_400(api, body):
     assert response.status_code == 400 and response.json()["error"]["code"] in ("invalid", "empty_document")
 
 
-def test_plan_limits_are_enforced_before_work_starts(api, ws, settings):
+def test_plan_limits_are_enforced_before_work_starts(api, ws):
+    # The limits are the workspace's Plan (tenants.billing); tests/documents/test_document_limits.py covers every path.
+    from tenants.models import Plan, Workspace
+
     with workspace_schema(ws.workspace):
         count = Document.objects.count()
-    settings.DOCUMENT_PLAN_LIMITS = {"free": {"documents": count, "storage_bytes": 10**12}}
-    error = assert_error(upload(api, "over.txt", unique_text("over")), 402, "plan_limit")
-    assert error["details"]["max_documents"] == count
-    settings.DOCUMENT_PLAN_LIMITS = {"free": {"documents": 10**6, "storage_bytes": 1}}
-    assert_error(upload(api, "over.txt", unique_text("over")), 402, "plan_limit")
+    plans = [Plan.objects.create(code=f"docs-{secrets.token_hex(4)}", name="Docs test plan", is_public=False,
+                                 monthly_credits=10, max_documents=documents, max_storage_bytes=storage)
+             for documents, storage in ((count, 10**12), (10**6, 1))]
+    try:
+        Workspace.objects.filter(pk=ws.workspace.pk).update(plan=plans[0].code)
+        error = assert_error(upload(api, "over.txt", unique_text("over")), 402, "plan_limit")
+        assert error["details"]["meter"] == "documents" and error["details"]["limit"] == count
+        Workspace.objects.filter(pk=ws.workspace.pk).update(plan=plans[1].code)
+        error = assert_error(upload(api, "over.txt", unique_text("over")), 402, "plan_limit")
+        assert error["details"]["meter"] == "storage_bytes"
+    finally:
+        Workspace.objects.filter(pk=ws.workspace.pk).update(plan="free")
 
 
 # --- who may do what -------------------------------------------------------------------------------------------------

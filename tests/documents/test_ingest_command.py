@@ -92,7 +92,10 @@ def test_ingest_refuses_unknown_workspace_and_missing_path(ws, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_thousand_files_at_once_are_all_indexed_in_bounded_time(celery_worker, tmp_path):
+    from tenants.models import Workspace
+
     fresh = workspace_with_owner(name="Thousand Files")
+    Workspace.objects.filter(pk=fresh.workspace.pk).update(plan="starter")  # free allows 500 documents
     folder = tmp_path / "many"
     folder.mkdir()
     for index in range(1000):

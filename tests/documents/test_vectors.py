@@ -241,3 +241,37 @@ def test_server_mode_isolates_deletes_and_drops(chroma_server: str, schemas: tup
         assert vectors_count(schema_name=b) == 0
     # The embedded store never saw any of it.
     assert vectors_count(schema_name=a) == 0
+
+
+_FRESH_FOLDER_SCRIPT = """
+import sys, time
+from django.conf import settings
+settings.configure(CHROMA_PATH=sys.argv[1], CHROMA_URL="")
+from documents.vectors import vectors_count, vectors_upsert
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+try:
+    vectors_upsert(schema_name="ws_fresh", ids=[sys.argv[3]], embeddings=[[1.0, 0.0]],
+                   metadatas=[{"chunk_id": int(sys.argv[3]), "document_id": 1}], documents=["x"])
+    print("ok", vectors_count(schema_name="ws_fresh"))
+except Exception as exc:
+    print("error", type(exc).__name__, exc)
+"""
+
+
+def test_processes_starting_together_on_a_fresh_folder_all_get_a_client(tmp_path: Path) -> None:
+    # Without the lock around client creation, Chroma's migrations race: "table collections already exists"
+    # (4 of 48 process starts in 8 rounds of 6 here). Several rounds of several processes, each on a fresh folder.
+    base = Path(settings.BASE_DIR) if hasattr(settings, "BASE_DIR") else Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(base)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    outputs: list[str] = []
+    for round_ in range(4):
+        folder = tmp_path / f"chroma{round_}"
+        start = time.time() + 4  # after every process has imported chromadb
+        processes = [subprocess.Popen([sys.executable, "-c", _FRESH_FOLDER_SCRIPT, str(folder), str(start), str(n + 1)],
+                                      cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                     for n in range(5)]
+        outputs += [process.communicate(timeout=120)[0].strip().splitlines()[-1] for process in processes]
+    assert all(line.startswith("ok") for line in outputs), outputs

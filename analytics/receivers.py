@@ -1,0 +1,126 @@
+"""Receivers of the lower floors' signals (chat, documents, embeds): one INSERT each, never raising into the sender.
+
+The senders send after commit (transaction.on_commit), inside the workspace's schema; the insert lands there. No
+embedding, no lookups beyond what the signal carries: question clustering runs later, in the beat task.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from analytics import services
+from analytics.models import EventKind
+
+logger = logging.getLogger(__name__)
+
+
+def _swallowing(receiver: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(receiver)
+    def wrapped(sender: Any = None, **kwargs: Any) -> None:
+        try:
+            receiver(**kwargs)  # event_record runs in its own (sub)transaction: a failure stays ours
+        except Exception:  # analytics must never break an answer, an upload or a widget
+            logger.exception("analytics: could not record %s", receiver.__name__)
+
+    return wrapped
+
+
+def _conversation_fields(conversation: Any) -> dict[str, Any]:
+    return {"conversation_id": getattr(conversation, "public_id", None), "embed_id": getattr(conversation, "embed_id", None),
+            "origin": getattr(conversation, "origin", "") or "", "channel": getattr(conversation, "channel", "") or ""}
+
+
+@_swallowing
+def on_conversation_started(*, conversation: Any, channel: str = "", **_: Any) -> None:
+    services.event_record(kind=EventKind.CONVERSATION_STARTED, **{**_conversation_fields(conversation),
+                                                                  "channel": channel or conversation.channel},
+                          visitor_id=conversation.visitor_id or "")
+
+
+@_swallowing
+def on_question_asked(*, conversation: Any, message: Any, **_: Any) -> None:
+    services.event_record(kind=EventKind.QUESTION_ASKED, **_conversation_fields(conversation), message_id=message.pk,
+                          question_text=message.content, occurred_at=message.created_at)
+
+
+@_swallowing
+def on_answer_completed(*, conversation: Any, message: Any, **_: Any) -> None:
+    question = message.reply_to if message.reply_to_id else None
+    services.event_record(
+        kind=EventKind.ANSWER_COMPLETED, **_conversation_fields(conversation), message_id=message.pk,
+        outcome=services.outcome_of(answered=message.answered, confidence=message.confidence),
+        confidence=message.confidence, latency_first_token_ms=message.latency_first_token_ms,
+        latency_total_ms=message.latency_total_ms, tokens_in=message.tokens_in, tokens_out=message.tokens_out,
+        cost=message.cost, provider=message.provider, cited_document_ids=services.cited_document_ids(message.citations),
+        question_text=question.content if question is not None else "", occurred_at=message.created_at,
+    )
+
+
+@_swallowing
+def on_feedback_given(*, conversation: Any, message: Any, value: int, **_: Any) -> None:
+    services.event_record(kind=EventKind.FEEDBACK_GIVEN, **_conversation_fields(conversation), message_id=message.pk,
+                          feedback=int(value))
+
+
+@_swallowing
+def on_handoff_requested(*, conversation: Any, reason: str = "", **_: Any) -> None:
+    services.event_record(kind=EventKind.HANDOFF_REQUESTED, **_conversation_fields(conversation),
+                          reason=str(reason or "asked"))
+
+
+@_swallowing
+def on_agent_joined(*, conversation: Any, agent: Any = None, **_: Any) -> None:
+    services.event_record(kind=EventKind.AGENT_JOINED, **_conversation_fields(conversation))
+
+
+@_swallowing
+def on_conversation_closed(*, conversation: Any, closed_by: Any = None, **_: Any) -> None:
+    services.event_record(kind=EventKind.CONVERSATION_CLOSED, **_conversation_fields(conversation))
+
+
+@_swallowing
+def on_widget_opened(*, embed: Any, origin: str = "", visitor_id: str = "", **_: Any) -> None:
+    services.event_record(kind=EventKind.WIDGET_OPENED, embed_id=embed.pk, origin=origin or "",
+                          visitor_id=visitor_id or "")
+
+
+@_swallowing
+def on_document_ingested(*, document: Any, **_: Any) -> None:
+    services.event_record(kind=EventKind.DOCUMENT_INGESTED, document_id=document.pk)
+
+
+@_swallowing
+def on_document_failed(*, document: Any, error_code: str = "", **_: Any) -> None:
+    services.event_record(kind=EventKind.DOCUMENT_FAILED, document_id=document.pk, reason=str(error_code or ""))
+
+
+@_swallowing
+def on_conversations_purged(*, public_ids: list[str], **_: Any) -> None:
+    """The workspace's retention rule deleted these conversations: keep the counts, forget what the customers wrote."""
+    from analytics.models import Event
+
+    Event.objects.filter(conversation_id__in=public_ids).exclude(question_text="").update(question_text="")
+
+
+def receivers_connect() -> None:
+    from chat import signals as chat_signals
+    from documents import events as document_signals
+    from embeds import signals as embed_signals
+
+    pairs = [
+        (chat_signals.conversation_started, on_conversation_started),
+        (chat_signals.question_asked, on_question_asked),
+        (chat_signals.answer_completed, on_answer_completed),
+        (chat_signals.feedback_given, on_feedback_given),
+        (chat_signals.handoff_requested, on_handoff_requested),
+        (chat_signals.agent_joined, on_agent_joined),
+        (chat_signals.conversation_closed, on_conversation_closed),
+        (chat_signals.conversations_purged, on_conversations_purged),
+        (embed_signals.widget_opened, on_widget_opened),
+        (document_signals.document_ingested, on_document_ingested),
+        (document_signals.document_failed, on_document_failed),
+    ]
+    for signal, receiver in pairs:
+        signal.connect(receiver, dispatch_uid=f"analytics.{receiver.__name__}", weak=False)

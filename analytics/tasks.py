@@ -1,0 +1,33 @@
+"""Celery tasks of analytics: beat fans out over the workspaces; each workspace's update runs in its schema."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from config.celery import WorkspaceTask
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="analytics.rollups_update", base=WorkspaceTask, ignore_result=True, acks_late=True)
+def rollups_update() -> None:
+    from analytics import services
+
+    services.rollups_update()
+
+
+@shared_task(name="analytics.rollups_update_all", ignore_result=True)
+def rollups_update_all() -> int:
+    """Celery beat: one `analytics.rollups_update` per workspace, sent from inside its schema (the schema travels in
+    the task header)."""
+    from django_tenants.utils import schema_context
+
+    from tenants.models import Workspace
+
+    sent = 0
+    for schema_name in Workspace.objects.exclude(schema_name="public").values_list("schema_name", flat=True):
+        with schema_context(schema_name):
+            rollups_update.delay()
+        sent += 1
+    return sent

@@ -1,0 +1,155 @@
+"""The agents' side of the handoff that is not a conversation's own stream (docs/handoff.md):
+
+* **the inbox feed**: conversation-level summaries (a customer is waiting, a new message, assigned, closed) and the
+  staff-only internal notes, sent to the workspace's inbox group on the channel layer. Low rate and lossy-tolerant
+  (the inbox reloads its lists on reconnect), which is what the channel layer is for (docs/websocket-protocol.md);
+  the group name carries the schema (`ws.<schema>.inbox`), so one workspace's agents never hear another's.
+* **presence**: which agents have the inbox open, a Redis sorted set per workspace (`<prefix>:chat:presence:<schema>`,
+  member = user id, score = when the entry expires); inbox sockets refresh it on every ping, entries older than
+  `PRESENCE_TTL` seconds count as offline (a crashed process leaves nothing behind for long).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from django.db import connection, transaction
+
+from chat.events import _prefix, async_client, sync_client
+from chat.models import Conversation, Message, MessageRole
+from config.channels_layer import workspace_group
+
+logger = logging.getLogger(__name__)
+
+PRESENCE_TTL = 60  # seconds; inbox sockets ping every 20
+INBOX_EVENT_TYPE = "inbox.event"
+
+
+def inbox_group(schema_name: str) -> str:
+    return workspace_group(schema_name, "inbox")
+
+
+def presence_key(schema_name: str) -> str:
+    return f"{_prefix()}:presence:{schema_name}"
+
+
+# --- presence ------------------------------------------------------------------------------------------------------
+async def agent_presence_touch(*, schema_name: str, user_id: int) -> None:
+    client = async_client()
+    key = presence_key(schema_name)
+    await client.zadd(key, {str(user_id): time.time() + PRESENCE_TTL})
+    await client.expire(key, PRESENCE_TTL * 2)
+
+
+async def agent_presence_clear(*, schema_name: str, user_id: int) -> None:
+    await async_client().zrem(presence_key(schema_name), str(user_id))
+
+
+def agents_online(*, schema_name: str | None = None) -> list[int]:
+    """Ids of the agents with the inbox open now (sync; services call it)."""
+    key = presence_key(schema_name or connection.schema_name)
+    try:
+        client = sync_client()
+        now = time.time()
+        client.zremrangebyscore(key, "-inf", now)
+        return sorted(int(member) for member in client.zrangebyscore(key, now, "+inf"))
+    except Exception:  # Redis is down: nobody can be shown as online
+        logger.warning("chat: presence unavailable", exc_info=True)
+        return []
+
+
+# --- the feed --------------------------------------------------------------------------------------------------------
+class _GroupSender:
+    """One event loop thread per process for channel-layer sends, so their Redis connections are pooled (as
+    documents.services does for knowledge events: async_to_sync would open a loop and a connection per send)."""
+
+    SEND_TIMEOUT = 5.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="inbox-events", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def send(self, group: str, message: dict[str, Any]) -> None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._running_loop())
+        future.result(timeout=self.SEND_TIMEOUT)
+
+
+_sender = _GroupSender()
+
+
+def _user_brief(user_id: int | None) -> dict[str, Any] | None:
+    if not user_id:
+        return None
+    from accounts.models import User
+
+    user = User.objects.filter(pk=user_id).first()
+    return {"id": user_id, "name": user.display_name if user else ""}
+
+
+def conversation_summary(conversation: Conversation) -> dict[str, Any]:
+    """What the inbox lists of a conversation (the HTTP list and the live feed use the same shape)."""
+    last = (
+        conversation.messages.exclude(role=MessageRole.NOTE).order_by("-id").values("role", "content").first()
+    )
+    return {
+        "id": str(conversation.public_id),
+        "status": conversation.status,
+        "channel": conversation.channel,
+        "title": conversation.title,
+        "visitor_name": conversation.visitor_name,
+        "visitor_email": conversation.visitor_email,
+        "handoff_reason": conversation.handoff_reason or None,
+        "assigned_agent": _user_brief(conversation.assigned_agent_id),
+        "unread": conversation.agent_unread,
+        "last_message": {"role": last["role"], "content": last["content"][:200]} if last else None,
+        "updated_at": conversation.updated_at.isoformat() if conversation.updated_at else None,
+        "handoff_at": conversation.handoff_at.isoformat() if conversation.handoff_at else None,
+    }
+
+
+def inbox_send(*, schema_name: str, payload: dict[str, Any]) -> None:
+    """Push an event to the workspace's inbox sockets; a failure to push never fails the caller."""
+    try:
+        _sender.send(inbox_group(schema_name), {"type": INBOX_EVENT_TYPE, "payload": payload})
+    except Exception:
+        logger.warning("chat: could not push an inbox event", exc_info=True)
+
+
+def inbox_publish_on_commit(conversation: Conversation, event: str, **extra: Any) -> None:
+    """After the transaction commits: the conversation's summary, as it is then, to every inbox of the workspace."""
+    schema = connection.schema_name
+    conversation_pk = conversation.pk
+
+    def send() -> None:
+        fresh = Conversation.objects.filter(pk=conversation_pk).first()
+        if fresh is None:
+            return
+        inbox_send(schema_name=schema, payload={
+            "type": "conversation", "event": event, "conversation": conversation_summary(fresh), **extra,
+        })
+
+    transaction.on_commit(send)
+
+
+def note_payload(note: Message) -> dict[str, Any]:
+    from chat import protocol
+
+    return protocol.message_payload(note)

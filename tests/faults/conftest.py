@@ -1,0 +1,234 @@
+"""Fault suites (issue #9): the real processes of the product, and a Redis of their own that the tests may stop and
+start again (never the machine's shared Redis: other runs use it).
+
+`private_redis` is a redis-server on a free port in a temporary folder, with nothing on disk (`--save ""
+--appendonly no`): a restart loses everything, as a crashed cache node would. `private_stack` is an ASGI server and a
+Celery worker (with its beat) whose every Redis use — cache, channel layer, chat event log, broker — goes to it:
+config/settings/test.py derives REDIS_URL (and from it CACHES, CHANNEL_LAYERS and CELERY_BROKER_URL) from the
+REDIS_URL of the environment.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import LOG_DIR
+from tests.live import (
+    LiveServer, ManagedProcess, database_url, free_port, process_env, start_live_server, start_process,
+)
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+@dataclass
+class PrivateRedis:
+    port: int
+    folder: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def test_db(self) -> int:
+        """The db the processes really use: config/settings/test.py puts TEST_REDIS_DB into REDIS_URL's path."""
+        return int(os.environ.get("TEST_REDIS_DB", "1"))
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=2, socket_connect_timeout=2)
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        log = open(self.folder / "redis.log", "a")
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--save", "", "--appendonly", "no", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.folder)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if self.client().ping():
+                    return
+            except redis.RedisError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private redis-server did not start:\n{(self.folder / 'redis.log').read_text()}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        """Stop only our own redis-server, by its pid."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def is_up(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+
+@contextmanager
+def private_redis_server() -> Iterator[PrivateRedis]:
+    folder = Path(tempfile.mkdtemp(prefix="ccgpt-faults-redis-"))
+    server = PrivateRedis(port=free_port(), folder=folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def private_redis() -> Iterator[PrivateRedis]:
+    with private_redis_server() as server:
+        yield server
+
+
+def private_env(private_redis: PrivateRedis, **extra: str) -> dict[str, str]:
+    """What a process needs to use the private Redis for everything (cache, channels, event log, broker)."""
+    return {"REDIS_URL": private_redis.url, **extra}
+
+
+# PostgreSQL sees these as application_name, so a test can cut exactly these processes' connections.
+ASGI_APPLICATION_NAME = "ccgpt-faults-asgi"
+WORKER_APPLICATION_NAME = "ccgpt-faults-worker"
+
+
+def named_database_url(settings_dict: dict, application_name: str) -> str:
+    url = database_url(settings_dict)
+    return f"{url}{'&' if '?' in url else '?'}application_name={application_name}"
+
+
+def backends_terminate(application_name: str) -> int:
+    """Cut every connection of `application_name` to this run's own test database (never another database, never
+    this test process's own connection). Returns how many were cut."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s AND pid <> pg_backend_pid()",
+            [application_name],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def backends_count(application_name: str) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND application_name = %s", [application_name])
+        return int(cursor.fetchone()[0])
+
+
+@dataclass
+class Stack:
+    redis: PrivateRedis
+    server: LiveServer
+    worker: ManagedProcess
+    worker_node: str
+
+
+def start_private_worker(settings_dict: dict, redis_server: PrivateRedis, *, name: str, **env: str) -> tuple[ManagedProcess, str]:
+    """A Celery worker with an embedded beat (-B) on the private Redis; waits until it answers a ping there."""
+    from celery import Celery
+
+    node = f"{name}-{secrets.token_hex(3)}"
+    schedule = redis_server.folder / f"beat-{node}"
+    argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-s", str(schedule), "-l", "info",
+            "-Q", "default,ingest,ingest_large", "-c", "2", "-n", f"{node}@%h", "--without-gossip", "--without-mingle"]
+    worker = start_process(node, argv, process_env(settings_dict, **private_env(redis_server, **env)), LOG_DIR)
+    # Not the current app: a Celery() made current would take over this test process's own task sending.
+    control = Celery(broker=f"redis://127.0.0.1:{redis_server.port}/{redis_server.test_db}", set_as_current=False)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if worker.proc.poll() is not None:
+                raise RuntimeError(f"worker {node} exited:\n{worker.log_tail()}")
+            if any(f"{node}@" in list(reply)[0] for reply in control.control.ping(timeout=1.0)):
+                return worker, node
+            if time.monotonic() > deadline:
+                worker.stop()
+                raise RuntimeError(f"worker {node} did not come up:\n{worker.log_tail()}")
+    finally:
+        control.close()
+
+
+@pytest.fixture(scope="session")
+def private_stack(private_redis, django_db_setup, django_db_blocker) -> Iterator[Stack]:
+    """An ASGI server and a Celery worker (with beat) of our own, on the private Redis. The worker re-sends
+    documents stalled for more than 6 s (checked every 2 s), so a job lost with Redis comes back within the test."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        server = start_live_server(connection.settings_dict, LOG_DIR, name="faults-asgi", extra_env=private_env(
+            private_redis, DATABASE_URL=named_database_url(connection.settings_dict, ASGI_APPLICATION_NAME)))
+        try:
+            worker, node = start_private_worker(
+                connection.settings_dict, private_redis, name="faults-worker",
+                DATABASE_URL=named_database_url(connection.settings_dict, WORKER_APPLICATION_NAME),
+                DOCUMENT_STALLED_AFTER="6", DOCUMENT_STALLED_SWEEP_EVERY="2", DOCUMENT_RETRY_BACKOFF_MAX="4",
+                EMBEDDING_THREADS="1",  # two processes on a shared 2-core machine: no oversubscription
+            )
+        except BaseException:
+            server.process.stop()
+            raise
+    stack = Stack(redis=private_redis, server=server, worker=worker, worker_node=node)
+    yield stack
+    worker.stop()
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def knowledge(django_db_setup, django_db_blocker):
+    """A workspace whose knowledge base answers the router questions of tests/chat/test_protocol.py (built-in
+    answerer)."""
+    from tests.chat.test_protocol import MANUAL, knowledge_seed
+    from tests.factories import workspace_with_owner
+
+    with django_db_blocker.unblock():
+        workspace = workspace_with_owner(name="Faults Router Support")
+        knowledge_seed(workspace.workspace, ("Acme Router X200 manual", MANUAL))
+        return workspace
+
+
+@pytest.fixture
+def redis_restored(private_redis) -> Iterator[PrivateRedis]:
+    """Whatever a test did to the private Redis, the next test finds it running."""
+    yield private_redis
+    if not private_redis.is_up():
+        private_redis.stop()
+        private_redis.start()
+
+
+def wait_until(condition, timeout: float, every: float = 0.1, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"not true within {timeout} s")
+        time.sleep(every)
