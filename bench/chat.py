@@ -5,9 +5,9 @@ echo consumer (bench/echo_asgi.py) measured in the same run as the stack's own l
     python -m bench chat --quick    # 100
 
 Setup (subprocesses, so this module needs no Django of its own): a database of its own (`<db>_bench_chat`, created
-and migrated on first use) and Redis db BENCH_REDIS_DB (14), a fresh workspace with a small knowledge base ingested
-through the real pipeline, N conversations and a logged-in owner session. Answers come from the built-in answerer
-(no network). The workspace is deleted at the end.
+and migrated on first use) and Redis db BENCH_REDIS_DB (14), a fresh workspace (enterprise plan: each answer spends
+a credit) with a small knowledge base ingested through the real pipeline, N conversations and a logged-in owner
+session. Answers come from the built-in answerer (no network). The workspace is deleted at the end.
 
 Phases, each against a freshly started server process:
 * burst: all N sockets open and resumed, then every one asks at the same instant. First-token and full-answer
@@ -25,135 +25,42 @@ import json
 import os
 import random
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("CCGPT_DATA_DIR", BASE_DIR / ".data"))
-PASSWORD = "Bench-password-4711"
+from bench._support import (
+    CONNECT_CONCURRENCY,
+    DATA_DIR,
+    PASSWORD,
+    QUESTIONS,
+    RssSampler,
+    Server,
+    bounded,
+    database_prepare,
+    knowledge_ingest,
+    percentiles,
+    ratio,
+    seed_run,
+    workspace_delete,
+)
+from bench._support import bench_env as _bench_env
+
+FOLDER = DATA_DIR / "bench-chat"
 CONVERSATION_TIMEOUT = 600.0
-CONNECT_CONCURRENCY = 100
-
-DOCUMENTS = [
-    ("Acme Router X200 manual", """# Acme Router X200 manual
-
-## Resetting the admin password
-
-To reset the admin password of the Acme Router X200, hold the recessed reset button on the back panel for ten
-seconds until the power light blinks amber. The router restarts with the factory password printed on the label under
-the device. Log in at http://192.168.8.1 and choose a new admin password right away.
-
-## Firmware updates
-
-The X200 checks for firmware updates every night at 3 a.m. To update by hand, open Settings, then System, then
-Firmware, and press Check now. Never unplug the router while the firmware update runs.
-
-## Wireless channels
-
-The X200 picks the least crowded wireless channel at start-up. To pin a channel, open Settings, then Wireless, and
-choose a channel from 1 to 11 for 2.4 GHz or from 36 to 165 for 5 GHz.
-"""),
-    ("Warranty and returns", """# Warranty and returns
-
-## Warranty
-
-Every Acme router comes with a three-year warranty covering hardware faults. Keep your receipt: the warranty claim
-form asks for the purchase date and the serial number printed on the label.
-
-## Returns
-
-You can return a router within 30 days of delivery for a full refund if it is unused and in its original box.
-Print the prepaid return label from your account page and drop the parcel at any post office.
-"""),
-    ("Shipping", """# Shipping
-
-Orders placed before 2 p.m. on a working day ship the same day. Standard delivery takes two to four working days;
-express delivery arrives the next working day. Tracking links are emailed as soon as the parcel leaves our
-warehouse. We ship to every country of the European Union.
-"""),
-]
-QUESTIONS = [
-    "How do I reset the admin password of the X200 router?",
-    "How long is the warranty on the router?",
-    "How can I update the firmware by hand?",
-    "How long does standard delivery take?",
-    "Can I return a router I do not want?",
-    "How do I choose a wireless channel?",
-]
 
 
 # --- environment: a database, Redis db and folders of the bench's own ------------------------------------------
-def _services_env() -> dict[str, str]:
-    values: dict[str, str] = {}
-    env_file = DATA_DIR / "services.env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip()
-    values.update({k: v for k, v in os.environ.items() if k in ("DATABASE_URL", "REDIS_URL")})
-    return values
-
-
 def bench_env() -> dict[str, str]:
-    services = _services_env()
-    database = urlsplit(services.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/customercare"))
-    name = (database.path.lstrip("/") or "customercare") + "_bench_chat"
-    redis = urlsplit(services.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    folder = DATA_DIR / "bench-chat"
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.local",
-        DJANGO_DEBUG="false",
-        DATABASE_URL=urlunsplit(database._replace(path=f"/{name}")),
-        REDIS_URL=urlunsplit(redis._replace(path=f"/{os.environ.get('BENCH_REDIS_DB', '14')}")),
-        CHROMA_PATH=str(folder / "chroma"),
-        MEDIA_ROOT=str(folder / "media"),
-        LOG_LEVEL="WARNING",
-        WORKSPACE_POOL_SIZE="1",
-        WORKSPACE_POOL_REFILL="inline",
-        PYTHONUNBUFFERED="1",
-        # The paced phase keeps sockets open, silent, until their turn to ask.
-        CHAT_WS_IDLE_TIMEOUT="1800",
-    )
-    return env
-
-
-def _database_create(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _manage(env: dict[str, str], *args: str, timeout: float = 900) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result.stdout
+    # The paced phase keeps sockets open, silent, until their turn to ask.
+    return _bench_env(name="chat", redis_db_variable="BENCH_REDIS_DB", redis_db_default=14, folder=FOLDER,
+                      CHAT_WS_IDLE_TIMEOUT="1800")
 
 
 def prepare(env: dict[str, str], conversations: int) -> dict[str, Any]:
-    _database_create(env["DATABASE_URL"])
-    _manage(env, "migrate_schemas", "--noinput", "-v", "0")
-    _manage(env, "setup_platform", "--json")
-    result = subprocess.run([sys.executable, "-m", "bench.chat", "seed", str(conversations)], cwd=BASE_DIR, env=env,
-                            capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        raise RuntimeError(f"seeding failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    database_prepare(env)
+    return seed_run(env, "bench.chat", str(conversations))
 
 
 def seed_main(count: int) -> None:
@@ -168,20 +75,14 @@ def seed_main(count: int) -> None:
 
     from accounts.services import workspace_signup
     from chat.models import Channel, Conversation
-    from documents import pipeline
-    from documents import services as document_services
 
     slug = f"bench-chat-{secrets.token_hex(3)}"
+    # Enterprise: every answer spends a credit, and the free plan's 100 would run out in the first phase.
     owner, signup = workspace_signup(email=f"owner@{slug}.test", password=PASSWORD, workspace_name="Bench Chat",
-                                     slug=slug)
+                                     slug=slug, plan="enterprise")
     workspace = signup.workspace
     connection.set_tenant(workspace)
-    for title, text in DOCUMENTS:
-        document = document_services.document_create_text(title=title, text=text, markdown=True)
-        document.refresh_from_db()
-        outcome = pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token)
-        if outcome.result != "indexed":
-            raise RuntimeError(f"{title}: {outcome.result}")
+    knowledge_ingest()
     conversations = Conversation.objects.bulk_create(
         [Conversation(channel=Channel.DASHBOARD, title=f"bench {i}") for i in range(count)], batch_size=500
     )
@@ -216,57 +117,7 @@ def _answerer_alone(rounds: int = 5) -> dict[str, Any]:
             answer(question)
             wall.append((time.perf_counter() - started) * 1000)
             cpu.append((time.process_time() - started_cpu) * 1000)
-    return {"answers": len(wall), "wall_ms": _percentiles(wall), "cpu_ms_mean": round(statistics.mean(cpu), 1)}
-
-
-# --- servers -----------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, app: str, env: dict[str, str], name: str) -> None:
-        self.port = _free_port()
-        self.log = DATA_DIR / "bench-chat" / f"{name}.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws-per-message-deflate", "false", "--log-level", "warning", "--backlog", "4096",
-                "--timeout-keep-alive", "30"]
-        self.proc = subprocess.Popen(argv, cwd=BASE_DIR, env={**env, "PUBLIC_PORT": str(self.port)},
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{app} exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{app} did not start")
-
-    def rss_mb(self) -> float:
-        import psutil
-
-        return round(psutil.Process(self.proc.pid).memory_info().rss / 2**20, 1)
-
-    def cpu_s(self) -> float:
-        import psutil
-
-        times = psutil.Process(self.proc.pid).cpu_times()
-        return times.user + times.system
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+    return {"answers": len(wall), "wall_ms": percentiles(wall), "cpu_ms_mean": round(statistics.mean(cpu), 1)}
 
 
 # --- the client --------------------------------------------------------------------------------------------------
@@ -336,51 +187,9 @@ class Conversation:
                 pass
 
 
-async def _bounded(items: list[Any], fn: Callable[[Any], Awaitable[None]], limit: int) -> list[BaseException | None]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(item: Any) -> BaseException | None:
-        async with semaphore:
-            try:
-                await fn(item)
-                return None
-            except Exception as exc:
-                return exc
-
-    return await asyncio.gather(*(one(item) for item in items))
-
-
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "max": None}
-    ordered = sorted(values)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 1)
-
-    return {"p50": pick(0.50), "p95": pick(0.95), "max": round(ordered[-1], 1)}
-
-
-class RssSampler:
-    def __init__(self, server: Server) -> None:
-        self.server, self.peak, self.task = server, 0.0, None  # type: ignore[assignment]
-
-    async def _run(self) -> None:
-        while True:
-            self.peak = max(self.peak, self.server.rss_mb())
-            await asyncio.sleep(0.25)
-
-    def __enter__(self) -> RssSampler:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.task.cancel()
-
-
 async def _open_all(clients: list[Conversation]) -> tuple[float, list[str]]:
     started = time.perf_counter()
-    failures = await _bounded(clients, lambda c: c.open(), CONNECT_CONCURRENCY)
+    failures = await bounded(clients, lambda c: c.open(), CONNECT_CONCURRENCY)
     errors = [f"connect: {type(f).__name__}: {f}" for f in failures if f is not None]
     return round(time.perf_counter() - started, 2), errors
 
@@ -396,8 +205,8 @@ def _summarise(clients: list[Conversation], wall: float, server: Server, rss_idl
     return {
         "sockets": len(clients),
         "connect_seconds": connect_s,
-        "first_token_ms": _percentiles(first),
-        "full_answer_ms": _percentiles(full),
+        "first_token_ms": percentiles(first),
+        "full_answer_ms": percentiles(full),
         "replies": len(done),
         "replies_per_s": round(len(done) / wall, 1) if wall else None,
         "wall_seconds": round(wall, 2),
@@ -486,7 +295,7 @@ async def _fanout(server: Server, seed: dict[str, Any], ids: list[str], tabs: in
             "connect_errors": len(connect_errors), "wall_seconds": round(wall, 2),
             "watchers": len(watchers), "watcher_streams_identical_to_asker": identical,
             "seq_gaps": sum(c.gaps() for c in everyone),
-            "watcher_completion_lag_ms": _percentiles(lag),
+            "watcher_completion_lag_ms": percentiles(lag),
             "errors": len(connect_errors) + sum(1 for c in everyone if c.error or c.completed_at is None),
         }
     finally:
@@ -518,18 +327,18 @@ def run(quick: bool) -> dict[str, Any]:
         "load_average_1m": {"before": round(os.getloadavg()[0], 2)},
     }
     try:
-        server = Server("config.asgi:application", env, "ours")
+        server = Server("config.asgi:application", env, "ours", folder=FOLDER)
         try:
             asyncio.run(_warm_up(server, seed, warmups[0]))
             result["ours"], throughput = asyncio.run(_burst(server, seed, ids[:count]))
         finally:
             server.stop()
-        echo = Server("bench.echo_asgi:application", env, "echo")
+        echo = Server("bench.echo_asgi:application", env, "echo", folder=FOLDER)
         try:
             result["echo"], _ = asyncio.run(_burst(echo, seed, ids[:count]))
         finally:
             echo.stop()
-        server = Server("config.asgi:application", env, "ours-paced")
+        server = Server("config.asgi:application", env, "ours-paced", folder=FOLDER)
         try:
             asyncio.run(_warm_up(server, seed, warmups[1]))
             result["ours_paced"] = asyncio.run(_paced(server, seed, ids[count:2 * count], max(1.0, throughput / 2)))
@@ -537,10 +346,6 @@ def run(quick: bool) -> dict[str, Any]:
         finally:
             server.stop()
         ours, echo_result = result["ours"], result["echo"]
-
-        def ratio(a: float | None, b: float | None) -> float | None:
-            return float(f"{a / b:.3g}") if a and b else None
-
         alone_cpu = seed["answerer_alone"]["cpu_ms_mean"]
         result["stack_cpu_ms_per_reply"] = {
             # What the server spends per reply beyond the answer engine's own CPU (measured alone, same answers):
@@ -558,24 +363,10 @@ def run(quick: bool) -> dict[str, Any]:
         }
     finally:
         result["load_average_1m"]["after"] = round(os.getloadavg()[0], 2)
-        result["cleanup_error"] = _cleanup(env, seed["slug"])
+        result["cleanup_error"] = workspace_delete(env, seed["slug"])
         if result["cleanup_error"] is None:
             del result["cleanup_error"]
     return result
-
-
-def _cleanup(env: dict[str, str], slug: str) -> str | None:
-    """Delete the bench workspace (schema, vectors, files, its Redis keys). The servers' connections may take a
-    moment to go away, so a failure is retried; a leftover in the bench's own database would be harmless."""
-    error = None
-    for _attempt in range(3):
-        try:
-            _manage(env, "delete_workspace", "--slug", slug, "--yes", "--json", timeout=300)
-            return None
-        except Exception as exc:
-            error = str(exc)[-1500:]
-            time.sleep(5)
-    return error
 
 
 if __name__ == "__main__":

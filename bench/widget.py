@@ -29,103 +29,51 @@ import asyncio
 import functools
 import gzip
 import json
-import os
 import secrets
-import socket
-import subprocess
 import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("CCGPT_DATA_DIR", BASE_DIR / ".data"))
+from bench._support import (
+    BASE_DIR,
+    CONNECT_CONCURRENCY,
+    DATA_DIR,
+    PASSWORD,
+    Server,
+    database_prepare,
+    free_port,
+    percentiles,
+    seed_run,
+    widget_limits_raised,
+    workspace_delete,
+)
+from bench._support import bench_env as _bench_env
+# bench/analytics.py imports these three from here.
+from bench._support import database_create as _database_create  # noqa: F401
+from bench._support import manage as _manage  # noqa: F401
+from bench._support import services_env as _services_env  # noqa: F401
+
 FOLDER = DATA_DIR / "bench-widget"
 LOADER = BASE_DIR / "static" / "widget" / "loader.js"
-CONNECT_CONCURRENCY = 100
 PLAYWRIGHT_DISABLED_FEATURES = (
     "AvoidUnnecessaryBeforeUnloadCheckSync,DestroyProfileOnBrowserClose,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,"
     "LensOverlay,MediaRouter,PaintHolding,AvoidCorsURLLoaderRestartOnRedirect,OptimizationHints,"
     "NetworkTimeServiceQuerying,AimEnabled,PreconnectToSearch"
 )
-HUGE = "1000000/m"
 
 
 # --- environment ---------------------------------------------------------------------------------------------------
-def _services_env() -> dict[str, str]:
-    values: dict[str, str] = {}
-    env_file = DATA_DIR / "services.env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip()
-    values.update({k: v for k, v in os.environ.items() if k in ("DATABASE_URL", "REDIS_URL")})
-    return values
-
-
 def bench_env() -> dict[str, str]:
-    services = _services_env()
-    database = urlsplit(services.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/customercare"))
-    name = (database.path.lstrip("/") or "customercare") + "_bench_widget"
-    redis = urlsplit(services.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.local",
-        DJANGO_DEBUG="false",
-        DATABASE_URL=urlunsplit(database._replace(path=f"/{name}")),
-        REDIS_URL=urlunsplit(redis._replace(path=f"/{os.environ.get('BENCH_WIDGET_REDIS_DB', '13')}")),
-        CHROMA_PATH=str(FOLDER / "chroma"),
-        MEDIA_ROOT=str(FOLDER / "media"),
-        LOG_LEVEL="WARNING",
-        WORKSPACE_POOL_SIZE="1",
-        WORKSPACE_POOL_REFILL="inline",
-        PYTHONUNBUFFERED="1",
-        CHAT_WS_IDLE_TIMEOUT="1800",
-        WIDGET_TOKEN_TTL="7200",
-        **{name: HUGE for name in ("WIDGET_RATE_HTTP_IP", "WIDGET_RATE_HTTP_EMBED", "WIDGET_RATE_HTTP_WORKSPACE",
-                                   "WIDGET_RATE_SESSION_IP", "WIDGET_RATE_SOCKET_IP", "WIDGET_RATE_MESSAGE_IP",
-                                   "WIDGET_RATE_MESSAGE_EMBED", "WIDGET_RATE_MESSAGE_WORKSPACE")},
-    )
-    return env
-
-
-def _database_create(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _manage(env: dict[str, str], *args: str, timeout: float = 900) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return _bench_env(name="widget", redis_db_variable="BENCH_WIDGET_REDIS_DB", redis_db_default=13, folder=FOLDER,
+                      CHAT_WS_IDLE_TIMEOUT="1800", WIDGET_TOKEN_TTL="7200", **widget_limits_raised())
 
 
 def prepare(env: dict[str, str], *, sockets: int, host_origin: str) -> dict[str, Any]:
-    _database_create(env["DATABASE_URL"])
-    _manage(env, "migrate_schemas", "--noinput", "-v", "0")
-    _manage(env, "setup_platform", "--json")
-    result = subprocess.run([sys.executable, "-m", "bench.widget", "seed", str(sockets), host_origin], cwd=BASE_DIR,
-                            env=env, capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        raise RuntimeError(f"seeding failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    database_prepare(env)
+    return seed_run(env, "bench.widget", str(sockets), host_origin)
 
 
 def seed_main(count: int, host_origin: str) -> None:
@@ -140,7 +88,7 @@ def seed_main(count: int, host_origin: str) -> None:
     from embeds import services
 
     slug = f"bench-widget-{secrets.token_hex(3)}"
-    _owner, signup = workspace_signup(email=f"owner@{slug}.test", password="Bench-password-4711",
+    _owner, signup = workspace_signup(email=f"owner@{slug}.test", password=PASSWORD,
                                       workspace_name="Bench Widget", slug=slug, plan="enterprise")
     workspace = signup.workspace
     connection.set_tenant(workspace)
@@ -157,43 +105,6 @@ def seed_main(count: int, host_origin: str) -> None:
 
 
 # --- servers -----------------------------------------------------------------------------------------------------
-class Server:
-    def __init__(self, app: str, env: dict[str, str], name: str, factory: bool = False) -> None:
-        self.port = _free_port()
-        self.log = FOLDER / f"{name}.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws-per-message-deflate", "false", "--log-level", "warning", "--backlog", "4096",
-                "--timeout-keep-alive", "30", *(["--factory"] if factory else [])]
-        self.proc = subprocess.Popen(argv, cwd=BASE_DIR, env={**env, "PUBLIC_PORT": str(self.port)},
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{app} exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{app} did not start")
-
-    def rss_mb(self) -> float:
-        import psutil
-
-        return round(psutil.Process(self.proc.pid).memory_info().rss / 2**20, 1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-
 def empty_django_application() -> Any:
     """(uvicorn --factory) The baseline for HTTP: Django with one view that returns an empty JSON object — no
     middleware, no database, no cache."""
@@ -223,17 +134,6 @@ def __getattr__(name: str) -> Any:  # urlpatterns for the baseline app, built on
     raise AttributeError(name)
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 2)}
-
-
 # --- HTTP --------------------------------------------------------------------------------------------------------
 async def _http_load(url: str, headers: dict[str, str], *, seconds: float, concurrency: int) -> dict[str, Any]:
     import aiohttp
@@ -261,12 +161,12 @@ async def _http_load(url: str, headers: dict[str, str], *, seconds: float, concu
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {"requests_per_s": round(len(latencies) / elapsed, 1), "ok": len(latencies), "errors": errors,
-            "latency_ms": _percentiles(latencies), "concurrency": concurrency, "seconds": round(elapsed, 1)}
+            "latency_ms": percentiles(latencies, digits=2), "concurrency": concurrency, "seconds": round(elapsed, 1)}
 
 
 def http_phase(env: dict[str, str], seed: dict[str, Any], *, seconds: float, host_origin: str) -> dict[str, Any]:
     concurrency = 32
-    ours = Server("config.asgi:application", env, "asgi-http")
+    ours = Server("config.asgi:application", env, "asgi-http", folder=FOLDER)
     try:
         config_url = f"http://127.0.0.1:{ours.port}/widget/v1/config/{seed['key']}/"
         headers = {"Host": f"{seed['host']}:{ours.port}", "Origin": host_origin}
@@ -282,7 +182,7 @@ def http_phase(env: dict[str, str], seed: dict[str, Any], *, seconds: float, hos
                                        seconds=seconds, concurrency=concurrency))
     finally:
         ours.stop()
-    empty = Server("bench.widget:empty_django_application", env, "empty-django", factory=True)
+    empty = Server("bench.widget:empty_django_application", env, "empty-django", factory=True, folder=FOLDER)
     try:
         url = f"http://127.0.0.1:{empty.port}/empty/"
         asyncio.run(_http_load(url, {}, seconds=1, concurrency=4))
@@ -353,11 +253,11 @@ async def _hold(port: int, targets: list[tuple[str, dict[str, str], str]], *, ho
     held = sum(await asyncio.gather(*(gated_alive(ws) for ws in opened)))
     await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
     return {"attempted": len(targets), "opened": len(opened), "held": held, "errors": errors,
-            "open_all_seconds": round(open_seconds, 1), "connect_ms": _percentiles(connect_ms)}
+            "open_all_seconds": round(open_seconds, 1), "connect_ms": percentiles(connect_ms, digits=2)}
 
 
 def socket_phase(env: dict[str, str], seed: dict[str, Any], *, hold: float) -> dict[str, Any]:
-    ours = Server("config.asgi:application", env, "asgi-ws")
+    ours = Server("config.asgi:application", env, "asgi-ws", folder=FOLDER)
     try:
         own = f"http://{seed['host']}:{ours.port}"
         targets = [(f"/widget/v1/ws/{conversation}/?token={token}", {"Origin": own}, seed["host"])
@@ -367,7 +267,7 @@ def socket_phase(env: dict[str, str], seed: dict[str, Any], *, hold: float) -> d
         widget["rss_mb"] = {"idle": idle, "after": ours.rss_mb()}
     finally:
         ours.stop()
-    echo = Server("bench.echo_asgi:application", env, "echo")
+    echo = Server("bench.echo_asgi:application", env, "echo", folder=FOLDER)
     try:
         targets = [(f"/ws/chat/{conversation}/", {}, "localhost") for conversation, _token in seed["visitors"]]
         idle = echo.rss_mb()
@@ -398,7 +298,7 @@ def browser_phase(env: dict[str, str], seed: dict[str, Any], *, loads: int, site
     from playwright.sync_api import sync_playwright
 
     folder.mkdir(parents=True, exist_ok=True)
-    ours = Server("config.asgi:application", env, "asgi-browser")
+    ours = Server("config.asgi:application", env, "asgi-browser", folder=FOLDER)
     server = ThreadingHTTPServer(("127.0.0.1", site_port), functools.partial(_Quiet, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://{seed['host']}:{ours.port}"
@@ -444,9 +344,9 @@ def browser_phase(env: dict[str, str], seed: dict[str, Any], *, loads: int, site
         server.server_close()
         ours.stop()
     return {"loads": len(interactive), "errors": errors,
-            "host_page_load_event_ms": _percentiles(page_load),
-            "launcher_drawn_ms": _percentiles(launcher),
-            "chat_interactive_ms": _percentiles(interactive)}
+            "host_page_load_event_ms": percentiles(page_load),
+            "launcher_drawn_ms": percentiles(launcher),
+            "chat_interactive_ms": percentiles(interactive)}
 
 
 # --- run -----------------------------------------------------------------------------------------------------------
@@ -463,7 +363,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     loads = 3 if quick else 10
     env = bench_env()
     FOLDER.mkdir(parents=True, exist_ok=True)
-    site_port = _free_port()
+    site_port = free_port()
     host_origin = f"http://shop.localhost:{site_port}"
     result: dict[str, Any] = {"loader": loader_size()}
     seed = prepare(env, sockets=sockets, host_origin=host_origin)
@@ -472,10 +372,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         result["http"] = http_phase(env, seed, seconds=seconds, host_origin=host_origin)
         result["websocket"] = socket_phase(env, seed, hold=5.0 if quick else 15.0)
     finally:
-        try:
-            _manage(env, "delete_workspace", "--slug", seed["slug"], "--yes", "--json")
-        except Exception as exc:  # noqa: BLE001
-            result["cleanup_error"] = str(exc)[:200]
+        cleanup_error = workspace_delete(env, seed["slug"])
+        if cleanup_error:
+            result["cleanup_error"] = cleanup_error[-200:]
     result["setup"] = {"sockets": sockets, "http_seconds": seconds, "page_loads": loads,
                        "server": "one uvicorn process each, --ws-per-message-deflate false",
                        "rate_limits": "raised for the run (one client IP plays every visitor)"}
