@@ -42,17 +42,18 @@ def hammer(server, host: str, path: str, cookie: str, stop: threading.Event, res
             results.append(("exception", time.monotonic() - started, repr(exc)))
 
 
-def ask_until_answered(tab: ChatSocket, text: str, client_id: str, timeout: float) -> tuple[dict[str, Any], int]:
-    """Send (and re-send, same client_id) until the answer completes; refusals must be clear errors."""
+def ask_until_answered(tab: ChatSocket, text: str, client_id: str, timeout: float) -> tuple[dict[str, Any], list[str]]:
+    """Send (and re-send, same client_id) until the answer completes; refusals must be clear errors. Returns the
+    completed event and the codes of the refusals on the way."""
     deadline = time.monotonic() + timeout
-    attempts = 0
+    refusals: list[str] = []
     while True:
-        attempts += 1
         tab.ask(text, client_id=client_id)
         frames = tab.until(lambda f: f["type"] in ("agent_completed", "error"), timeout=timeout)
         if frames[-1]["type"] == "agent_completed":
-            return frames[-1], attempts
+            return frames[-1], refusals
         assert frames[-1]["code"] in ("service_unavailable", "answer_failed", "rate_limited"), frames[-1]
+        refusals.append(frames[-1]["code"])
         assert time.monotonic() < deadline, f"still refused after {timeout} s: {frames[-1]}"
         time.sleep(1.0)
 
@@ -96,14 +97,20 @@ def test_requests_and_chat_survive_cut_database_connections(private_stack, knowl
 
         # Cut once more, with every thread of the socket idle for less than the 30 s after which it would check its
         # connection anyway: the socket must still get answers (the dead connection is noticed and replaced).
+        # First let the work of the in-flight answer settle (seq records, on-commit receivers): on a loaded machine it
+        # can trail the answer by a moment, and a cut in the middle of it is the case above, not this one.
+        time.sleep(3)
         backends_terminate(ASGI_APPLICATION_NAME)
         if ended["type"] == "agent_completed":
-            final, attempts = ask_until_answered(tab, "Where is the reset button of the X200?", "c-pg-after", 30)
+            final, refusals = ask_until_answered(tab, "Where is the reset button of the X200?", "c-pg-after", 30)
         else:
             assert ended["type"] == "error" and ended["code"] in ("service_unavailable", "answer_failed"), ended
-            final, attempts = ask_until_answered(tab, WARRANTY_QUESTION, in_flight_id, 30)
+            final, refusals = ask_until_answered(tab, WARRANTY_QUESTION, in_flight_id, 30)
         assert final["message"]["answered"] is True
-        assert attempts == 1, "the threads' cut connections are checked and replaced before use, not failed on"
+        # The socket's per-connection question rate may refuse a quick re-ask (rate_limited, unrelated to the cut);
+        # a refusal because of the cut connection would be service_unavailable / answer_failed.
+        assert [code for code in refusals if code != "rate_limited"] == [], \
+            f"the threads' cut connections are checked and replaced before use, not failed on: {refusals}"
 
     # The next requests all succeed.
     for _ in range(10):
