@@ -47,7 +47,7 @@ run: seed
 	@echo "    readiness        http://demo.localhost:$(PORT)/readyz"
 	@echo ""
 	@trap 'kill 0' EXIT INT TERM; \
-	  EMBEDDING_THREADS=$${EMBEDDING_THREADS:-1} $(VENV)/bin/celery -A config worker -l warning -Q default,ingest,ingest_large -c 2 & \
+	  EMBEDDING_THREADS=$${EMBEDDING_THREADS:-1} $(VENV)/bin/celery -A config worker -B --schedule .data/celerybeat-schedule -l warning -Q default,ingest,ingest_large -c 2 & \
 	  $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --ws-per-message-deflate false --log-level warning
 
 test: services browser
