@@ -153,7 +153,7 @@ def test_a_worker_whose_connection_is_cut_mid_task_retries_and_indexes_once(priv
     settled = wait_status(workspace.workspace, document_id, ("indexed", "failed"), 120)
     assert settled.status == "indexed", (settled.error_code, settled.error_message)
     assert_indexed_exactly_once(workspace.workspace, document_id)
-    log = stack.worker.log_path.read_text(errors="replace")
+    log = stack.worker_log_text()
     assert f"transient failure ingesting document {document_id}" in log
     assert settled.attempts == 2, settled.attempts  # the cut attempt, and its retry
     # The worker's next task gets a fresh connection.

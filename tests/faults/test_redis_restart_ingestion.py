@@ -131,7 +131,7 @@ def test_redis_restart_mid_pipeline_loses_no_document(private_stack, ws, redis_r
     # The lost queued job is sent again by the beat sweeper, after DOCUMENT_STALLED_AFTER without a sign of life.
     rescued = wait_status(workspace, waiting_id, ("indexed",), 60)
     assert time.monotonic() - restarted_at >= 6
-    assert "re-sent the job of stalled document" in stack.worker.log_path.read_text(errors="replace")
+    assert "re-sent the job of stalled document" in stack.worker_log_text()
     assert_indexed_exactly_once(workspace, waiting_id)
     assert rescued.attempts == 1
 
