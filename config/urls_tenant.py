@@ -1,6 +1,6 @@
 """A workspace's host: the dashboard, the API, health."""
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import apis as account_apis
 from accounts import views as account_views
@@ -21,7 +21,9 @@ class PublicSchemaView(SpectacularAPIView):
     permission_classes: list = []
 
 
-class PublicDocsView(SpectacularSwaggerView):
+class PublicDocsView(SpectacularSwaggerSplitView):
+    """Swagger UI; its start-up script is a separate response (`?script=`), so no inline script is needed."""
+
     authentication_classes: list = []
     permission_classes: list = []
 
