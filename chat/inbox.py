@@ -10,10 +10,7 @@
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import threading
 import time
 from typing import Any
 
@@ -21,7 +18,7 @@ from django.db import connection, transaction
 
 from chat.events import _prefix, async_client, sync_client
 from chat.models import Conversation, Message, MessageRole
-from config.channels_layer import workspace_group
+from config.channels_layer import GroupSender, workspace_group
 
 logger = logging.getLogger(__name__)
 
@@ -63,36 +60,7 @@ def agents_online(*, schema_name: str | None = None) -> list[int]:
 
 
 # --- the feed --------------------------------------------------------------------------------------------------------
-class _GroupSender:
-    """One event loop thread per process for channel-layer sends, so their Redis connections are pooled (as
-    documents.services does for knowledge events: async_to_sync would open a loop and a connection per send)."""
-
-    SEND_TIMEOUT = 5.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="inbox-events", daemon=True).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
-
-    def send(self, group: str, message: dict[str, Any]) -> None:
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._running_loop())
-        future.result(timeout=self.SEND_TIMEOUT)
-
-
-_sender = _GroupSender()
+_sender = GroupSender("inbox-events")
 
 
 def _user_brief(user_id: int | None) -> dict[str, Any] | None:

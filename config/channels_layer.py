@@ -13,6 +13,9 @@ they took ~1.3 s and none failed (tests/config/test_websocket.py holds a test of
 """
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer
@@ -39,3 +42,34 @@ class WorkspaceRedisChannelLayer(RedisChannelLayer):
 def workspace_group(schema_name: str, *parts: str) -> str:
     """Channel-layer group names always carry the workspace schema (names allow [a-zA-Z0-9-_.])."""
     return ".".join(["ws", schema_name, *parts])[:99]
+
+
+class GroupSender:
+    """Channel-layer group sends from sync code (tasks, services) through one event loop thread per process, so the
+    layer's Redis connections are pooled and reused (async_to_sync would start a loop, and a connection, for every
+    send; a worker sends many). A forked child starts its own loop."""
+
+    SEND_TIMEOUT = 5.0
+
+    def __init__(self, thread_name: str) -> None:
+        self._thread_name = thread_name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name=self._thread_name, daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def send(self, group: str, message: dict[str, Any]) -> None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._running_loop())
+        future.result(timeout=self.SEND_TIMEOUT)

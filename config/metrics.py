@@ -5,9 +5,11 @@ Nothing secret is ever a label or a value.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -146,11 +148,19 @@ TASK_METRICS_KEY = "ccgpt:metrics:tasks"
 TASK_BUCKETS = (0.05, 0.25, 1, 5, 15, 60, 300, 900)
 
 
+_clients: dict[tuple[int, str], Any] = {}
+
+
 def _metrics_redis():
+    """One client (and connection pool) per process and broker URL: a task observation must not pay a connect."""
     import redis
 
     url = getattr(settings, "CELERY_BROKER_URL", "") or settings.REDIS_URL
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    return client
 
 
 def task_observe(*, task: str, queue: str, state: str, seconds: float) -> None:

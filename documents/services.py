@@ -6,7 +6,6 @@ committed yet. Reads live in selectors.py; the pipeline itself (parse → chunk 
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -14,7 +13,6 @@ import re
 import secrets
 import shutil
 import tempfile
-import threading
 import time
 import unicodedata
 import uuid
@@ -33,7 +31,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from config.channels_layer import workspace_group
+from config.channels_layer import GroupSender, workspace_group
 from config.errors import ApplicationError, Conflict, ErrorCode, NotFound, ServiceUnavailable, ValidationFailed
 from documents.models import Document, DocumentSource, DocumentStage, DocumentStatus
 
@@ -321,36 +319,7 @@ def document_event_payload(document: Document, event_type: str = "document.progr
     }
 
 
-class _EventSender:
-    """One event loop thread per process for channel-layer sends: its Redis connections are pooled and reused
-    (async_to_sync would start a loop, and a connection, for every event; a worker sends many)."""
-
-    SEND_TIMEOUT = 5.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="document-events", daemon=True).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
-
-    def send(self, group: str, message: dict[str, Any]) -> None:
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._running_loop())
-        future.result(timeout=self.SEND_TIMEOUT)
-
-
-_events = _EventSender()
+_events = GroupSender("document-events")
 
 
 def document_event_send(*, schema_name: str, payload: dict[str, Any]) -> None:
