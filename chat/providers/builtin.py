@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,18 +94,20 @@ class Composition:
     units: int = 0
 
 
-_STEMMER = None
+# A snowball stemmer keeps the word it works on in the object: shared between threads (answers run in a thread
+# pool) it raised IndexError or returned wrong stems under load. One per thread.
+_local = threading.local()
 
 
 def stems(text: str) -> frozenset[str]:
-    global _STEMMER
-    if _STEMMER is None:
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
         import snowballstemmer
 
-        _STEMMER = snowballstemmer.stemmer("english")
+        stemmer = _local.stemmer = snowballstemmer.stemmer("english")
     words = [w.strip(".-'’").lower() for w in _WORD.findall(text)]
     words = [w for w in words if w and w not in _STOP and (len(w) > 1 or w.isdigit())]
-    return frozenset(_STEMMER.stemWords(words))
+    return frozenset(stemmer.stemWords(words))
 
 
 def _is_command(line: str) -> bool:
