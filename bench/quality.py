@@ -36,6 +36,7 @@ HANDBOOK = Path("/usr/share/doc/debian-handbook/html/en-US")
 QUESTIONS = Path(__file__).resolve().parent / "quality_questions.jsonl"
 WORKSPACE_SLUG = "bench-quality"
 TOP_K = 5
+MAX_MEDIAN_WORDS = 150
 MRR_DEPTH = 10
 
 
@@ -303,6 +304,58 @@ def ours_answers(questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def composer_grid(questions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The built-in composer's knobs over a small grid, on the same retrieved sources for every setting.
+
+    Selection rule (fixed before looking at the eval half): the highest fit-half keyword recall among settings whose
+    fit-half median answer is at most MAX_MEDIAN_WORDS words (a customer reads the answer; length alone buys
+    keywords); ties go to the shorter answer. The eval half is only reported.
+    """
+    import dataclasses
+    import itertools
+
+    from chat.answering import SOURCES_LIMIT
+    from chat.providers.builtin import DEFAULT_COMPOSE, builtin_compose
+    from chat.retrieval import knowledge_retrieve, retrieval_query_build
+
+    cached = []
+    for item in questions:
+        if item["kind"] != "in":
+            continue
+        query = retrieval_query_build(question=item["question"], history=[tuple(t) for t in item.get("history", [])])
+        retrieval = knowledge_retrieve(query=query, limit=SOURCES_LIMIT)
+        cached.append((item, query, retrieval.chunks if retrieval.covered else []))
+
+    def measure(params: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for split in ("fit", "eval"):
+            recalls, words = [], []
+            for item, query, sources in cached:
+                if item["split"] != split:
+                    continue
+                text = builtin_compose(question=query, sources=sources, params=params).text if sources else ""
+                recalls.append(keyword_recall(text, item.get("keywords", [])) if text else 0.0)
+                words.append(len(text.split()))
+            out[split] = {"keyword_recall": round(statistics.mean(recalls), 3) if recalls else None,
+                          "answer_words_median": statistics.median(words) if words else None}
+        return out
+
+    grid = {"first_words": [80, 100, 120, 140], "second_words": [0, 50, 70], "max_sources": [2, 3, 4]}
+    rows = []
+    for values in itertools.product(*grid.values()):
+        knobs = dict(zip(grid, values))
+        params = dataclasses.replace(DEFAULT_COMPOSE, **{**knobs, "second_words": knobs["second_words"] or 1,
+                                                         "second_max_gap": DEFAULT_COMPOSE.second_max_gap
+                                                         if knobs["second_words"] else -1.0})
+        rows.append({"params": knobs, **measure(params)})
+    eligible = [r for r in rows if r["fit"]["answer_words_median"] <= MAX_MEDIAN_WORDS]
+    chosen = max(eligible, key=lambda r: (r["fit"]["keyword_recall"], -r["fit"]["answer_words_median"]))
+    shipped = {name: getattr(DEFAULT_COMPOSE, name) for name in grid}
+    return {"rule": f"best fit keyword recall with fit median answer <= {MAX_MEDIAN_WORDS} words",
+            "chosen_on_fit": chosen, "shipped": {"params": shipped, **measure(DEFAULT_COMPOSE)},
+            "grid": rows}
+
+
 # --- baseline ------------------------------------------------------------------------------------------------
 
 
@@ -401,6 +454,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     for answer in answers:
         answer["rank"] = by_id[answer["id"]]["rank"]
 
+    composer = composer_grid(questions)
+
     connection.set_schema_to_public()
     store, baseline_chunks = baseline_index(files)
     baseline = baseline_run(store, questions)
@@ -452,6 +507,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                    "out_of_scope": sum(q["kind"] == "out" for q in questions)},
         "figures": {"all": figures_for(None), "fit": figures_for("fit"), "eval": figures_for("eval")},
         "retrieval_variants": variant_figures,
+        "composer_grid": composer,
         "coverage": {
             "auroc_top_similarity_ours": auroc([r["top_similarity"] for r in ours_in],
                                                [r["top_similarity"] for r in ours_out]),

@@ -4,7 +4,7 @@ The best few chunks are split into sentences and command/config lines. A passage
 of one chunk (never opening on "This ..." without what it refers to, never ending on the sentence that introduces a
 command); it scores by the share of the question's informative stemmed words it covers (rarer words weigh more), by
 whether it holds something to type or configure when the question asks how/which/where, and by how much less similar
-its chunk is to the question than the best chunk. The answer is the best passage (at most ~100 words) plus, when
+its chunk is to the question than the best chunk. The answer is the best passage (at most ~120 words) plus, when
 another chunk is about as close, that chunk's best passage (~50 words): answers are often split across two. Each
 passage ends with its inline marker [n]; commands are set in backticks on their own line and never carry a marker.
 It is a LangChain chat model like the others: `.stream()` yields the answer in small word-like pieces.
@@ -32,12 +32,13 @@ BUILTIN_MODEL = "extractive-v1"
 
 @dataclass(frozen=True)
 class ComposeParams:
-    max_sources: int = 3  # passages come from the best few chunks only: lower-ranked ones drift off topic
+    # Chosen on the quality bench's fit half (bench/quality.py `composer_grid`; docs/answers.md).
+    max_sources: int = 4  # passages come from the best few chunks only: lower-ranked ones drift off topic
     weight_lexical: float = 0.6
     weight_action: float = 0.25
     weight_dense: float = 0.0  # sentence-level meaning (the embedding model); costs latency, see above
     dense_units: int = 8
-    first_words: int = 100
+    first_words: int = 120
     second_words: int = 50
     source_decay: float = 0.15  # per rank, when the sources carry no similarity scores
     similarity_gap_weight: float = 2.0  # how much a chunk's lower similarity to the question costs its windows
