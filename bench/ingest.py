@@ -152,6 +152,8 @@ class RssSampler:
         import psutil
 
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.cpu_start = {name: self._cpu(process) for name, process in self.processes.items()}
+        self.machine_start = psutil.cpu_times()
         self.peak_total = dict.fromkeys(pids, 0)
         self.peak_single = dict.fromkeys(pids, 0)
         self.stop = threading.Event()
@@ -171,12 +173,45 @@ class RssSampler:
                 self.peak_total[name] = max(self.peak_total[name], sum(sizes))
                 self.peak_single[name] = max(self.peak_single[name], max(sizes))
 
+    def mark(self) -> None:
+        """CPU is counted from here (after the warm-up)."""
+        import psutil
+
+        self.cpu_start = {name: self._cpu(process) for name, process in self.processes.items()}
+        self.machine_start = psutil.cpu_times()
+
+    @staticmethod
+    def _cpu(process: Any) -> float:
+        """CPU seconds (user + system) of a process and its live children."""
+        import psutil
+
+        total = 0.0
+        try:
+            family = [process, *process.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for member in family:
+            try:
+                times = member.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
     def result(self) -> dict[str, Any]:
+        import psutil
+
         self.stop.set()
         self.thread.join(timeout=2)
         mb = 1024 * 1024
-        return {name: {"peak_rss_mb": round(self.peak_total[name] / mb, 1),
-                       "largest_process_peak_rss_mb": round(self.peak_single[name] / mb, 1)} for name in self.processes}
+        machine = psutil.cpu_times()
+        busy = sum(getattr(machine, f) - getattr(self.machine_start, f) for f in machine._fields if f not in ("idle", "iowait"))
+        out: dict[str, Any] = {name: {"peak_rss_mb": round(self.peak_total[name] / mb, 1),
+                                      "largest_process_peak_rss_mb": round(self.peak_single[name] / mb, 1),
+                                      "cpu_seconds": round(self._cpu(process) - self.cpu_start[name], 1)}
+                               for name, process in self.processes.items()}
+        out["machine_busy_cpu_seconds"] = round(busy, 1)
+        return out
 
 
 # --- 1. end to end ------------------------------------------------------------------------------------------------
@@ -242,6 +277,7 @@ def end_to_end(files: list[Path], quick: bool) -> dict[str, Any]:
                          timeout=60).raise_for_status()
         _wait_all(env["DATABASE_URL"], schema, 2, timeout=300)
 
+        sampler.mark()
         started_wall = time.time()
         started = time.perf_counter()
 
