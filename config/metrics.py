@@ -163,31 +163,74 @@ def _metrics_redis():
     return client
 
 
+INGEST_STAGE_METRICS_KEY = "ccgpt:metrics:ingest_stages"
+INGEST_STAGE_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900)
+
+
+def _hash_observe(pipe: Any, key: str, prefix: str, seconds: float, buckets: tuple[float, ...]) -> None:
+    """One histogram observation as HINCRBY fields `<prefix>|count`, `|sum` and `|le=<bound>` of a Redis hash."""
+    pipe.hincrby(key, f"{prefix}|count", 1)
+    pipe.hincrbyfloat(key, f"{prefix}|sum", seconds)
+    for bound in buckets:
+        if seconds <= bound:
+            pipe.hincrby(key, f"{prefix}|le={bound}", 1)
+
+
 def task_observe(*, task: str, queue: str, state: str, seconds: float) -> None:
     """Called in the worker when a task ends (config.celery). Never raises."""
     try:
         prefix = f"{_label(task, 'task')[:40]}|{_label(queue, 'default')}|{_label(state)}"
         pipe = _metrics_redis().pipeline(transaction=False)
-        pipe.hincrby(TASK_METRICS_KEY, f"{prefix}|count", 1)
-        pipe.hincrbyfloat(TASK_METRICS_KEY, f"{prefix}|sum", seconds)
-        for bound in TASK_BUCKETS:
-            if seconds <= bound:
-                pipe.hincrby(TASK_METRICS_KEY, f"{prefix}|le={bound}", 1)
+        _hash_observe(pipe, TASK_METRICS_KEY, prefix, seconds, TASK_BUCKETS)
         pipe.execute()
     except Exception:  # noqa: BLE001
         pass
+
+
+def ingest_stages_observe(*, timings_ms: dict[str, float], queue: str) -> None:
+    """Called by the pipeline when a document is indexed: the time of each stage of that run (parse, chunk, embed,
+    index; fetch for web pages; queue_wait). Never raises."""
+    try:
+        pipe = _metrics_redis().pipeline(transaction=False)
+        for stage, ms in timings_ms.items():
+            _hash_observe(pipe, INGEST_STAGE_METRICS_KEY, f"{_label(stage)[:20]}|{_label(queue, 'default')}",
+                          float(ms) / 1000, INGEST_STAGE_BUCKETS)
+        pipe.execute()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _hash_histograms(raw: dict[str, str], label_count: int) -> dict[tuple[str, ...], dict[str, float]]:
+    series: dict[tuple[str, ...], dict[str, float]] = {}
+    for key, value in raw.items():
+        *labels, field = key.split("|", label_count)
+        series.setdefault(tuple(labels), {})[field] = float(value)
+    return series
+
+
+def _histogram_family(name: str, documentation: str, labels: list[str], raw: dict[str, str],
+                      buckets: tuple[float, ...]):
+    from prometheus_client.core import HistogramMetricFamily
+
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for values, fields in sorted(_hash_histograms(raw, len(labels)).items()):
+        points = [(str(bound), fields.get(f"le={bound}", 0.0)) for bound in buckets]
+        points.append(("+Inf", fields.get("count", 0.0)))
+        family.add_metric(list(values), points, fields.get("sum", 0.0))
+    return family
 
 
 class BackgroundWorkCollector:
     """Exposes the workers' task histograms (from Redis) and the depth of every Celery queue."""
 
     def collect(self):
-        from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
 
         up = GaugeMetricFamily("ccgpt_background_metrics_up", "1 when the broker could be read for these metrics.")
         try:
             client = _metrics_redis()
             raw = {k.decode(): v.decode() for k, v in client.hgetall(TASK_METRICS_KEY).items()}
+            stages = {k.decode(): v.decode() for k, v in client.hgetall(INGEST_STAGE_METRICS_KEY).items()}
             queues = getattr(settings, "CELERY_METRICS_QUEUES", ("default", "ingest", "ingest_large"))
             depths = {queue: client.llen(queue) for queue in queues}
         except Exception:  # noqa: BLE001 — the broker being down shows as up=0, not as a failed scrape
@@ -200,19 +243,11 @@ class BackgroundWorkCollector:
         for queue, value in depths.items():
             depth.add_metric([queue], value)
         yield depth
-        series: dict[tuple[str, str, str], dict[str, float]] = {}
-        for key, value in raw.items():
-            task, queue, state, field = key.split("|", 3)
-            series.setdefault((task, queue, state), {})[field] = float(value)
-        hist = HistogramMetricFamily(
-            "ccgpt_task_duration_seconds", "Celery task durations by task, queue and final state.",
-            labels=["task", "queue", "state"],
-        )
-        for labels, fields in sorted(series.items()):
-            buckets = [(str(bound), fields.get(f"le={bound}", 0.0)) for bound in TASK_BUCKETS]
-            buckets.append(("+Inf", fields.get("count", 0.0)))
-            hist.add_metric(list(labels), buckets, fields.get("sum", 0.0))
-        yield hist
+        yield _histogram_family("ccgpt_task_duration_seconds", "Celery task durations by task, queue and final state.",
+                                ["task", "queue", "state"], raw, TASK_BUCKETS)
+        yield _histogram_family("ccgpt_ingest_stage_seconds",
+                                "Time of each ingestion stage of indexed documents, by stage and queue.",
+                                ["stage", "queue"], stages, INGEST_STAGE_BUCKETS)
 
 
 def _register_background_collector() -> None:

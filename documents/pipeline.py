@@ -33,6 +33,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.utils import timezone
 
 from config.errors import ApplicationError, ErrorCode
+from config.metrics import ingest_stages_observe
 from documents import events, services
 from documents.models import Chunk, Document, DocumentSource, DocumentStage, DocumentStatus, chunk_vector_id
 
@@ -509,5 +510,6 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
         raise Superseded
     run.status, run.stage, run.stage_progress = DocumentStatus.INDEXED, DocumentStage.DONE, 100
     _publish(run)
+    ingest_stages_observe(timings_ms=run.timings, queue=document.queue)
     _signal_on_commit(events.document_ingested, document=document)
     logger.info("document indexed", extra={"document": document.pk, "chunks": len(drafts)})

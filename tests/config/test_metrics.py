@@ -120,3 +120,27 @@ def test_task_durations_and_queue_depth_come_from_the_workers(live_server, celer
                    task="config.ping_schema") >= before + 1
     assert _sample(text, "ccgpt_background_metrics_up") == 1
     assert 'ccgpt_queue_depth{queue="default"}' in text and 'ccgpt_queue_depth{queue="ingest"}' in text
+
+
+def test_ingestion_stage_times_come_from_the_workers(live_server, celery_worker, tenant):
+    """A document indexed by the real worker adds one observation to every stage it went through."""
+    import time
+
+    from tests.documents.test_pipeline import add_file, manual_text, wait_settled
+
+    def embeds(text: str) -> float:
+        return _sample(text, "ccgpt_ingest_stage_seconds_count", queue="ingest", stage="embed")
+
+    before = _scrape(live_server)
+    document_id = add_file(tenant.workspace, "metrics-stages.md",
+                           manual_text(title="Stage metrics", sections=2, paragraphs=3, seed=5).encode())
+    assert wait_settled(tenant.workspace, document_id).status == "indexed", celery_worker.log_tail()
+    deadline = time.monotonic() + 10
+    text = _scrape(live_server)
+    while embeds(text) < embeds(before) + 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        text = _scrape(live_server)
+    for stage in ("parse", "chunk", "embed", "index", "queue_wait"):
+        assert _sample(text, "ccgpt_ingest_stage_seconds_count", queue="ingest", stage=stage) >= \
+            _sample(before, "ccgpt_ingest_stage_seconds_count", queue="ingest", stage=stage) + 1, stage
+    assert _sample(text, "ccgpt_ingest_stage_seconds_bucket", le="+Inf", queue="ingest", stage="embed") == embeds(text)

@@ -21,6 +21,7 @@ from documents.embedding import (
     MiniLMOnnxEmbedder,
     OpenAICompatibleEmbedder,
     embedder,
+    length_batches,
 )
 
 REFERENCE = json.loads((Path(__file__).resolve().parent / "fixtures" / "minilm_fp32_reference.json").read_text())
@@ -59,6 +60,17 @@ def test_vectors_are_unit_length_float_lists_in_input_order() -> None:
         assert abs(norm(vector) - 1.0) < 1e-4
         alone = embedder().embed([text])[0]
         assert cosine(vector, alone) > 0.9999  # batching and padding do not change a text's vector
+
+
+def test_batches_group_texts_of_about_the_same_length_longest_first() -> None:
+    lengths = [100, 256, 250, 30, 245, 200, 256, 99, 98]
+    batches = length_batches(lengths, 3, 0.95)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))  # every text exactly once
+    assert all(len(batch) <= 3 for batch in batches)
+    for batch in batches:
+        longest = lengths[batch[0]]
+        assert all(lengths[i] <= longest and lengths[i] >= 0.95 * longest for i in batch)
+    assert [[lengths[i] for i in batch] for batch in batches] == [[256, 256, 250], [245], [200], [100, 99, 98], [30]]
 
 
 def test_similar_questions_are_closer_than_unrelated_text() -> None:
