@@ -169,7 +169,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 def error_json_response(error: ApplicationError) -> JsonResponse:
     response = JsonResponse(error.as_dict(), status=error.status_code)
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited) or getattr(error, "retry_after", None):
         response["Retry-After"] = str(error.retry_after)
     return response
 
@@ -210,6 +210,12 @@ def _plain(detail: Any) -> Any:
     return str(detail)
 
 
+def _transaction_conflict(exc: Exception) -> bool:
+    from config.db import is_transaction_conflict
+
+    return is_transaction_conflict(exc)
+
+
 def to_application_error(exc: Exception) -> ApplicationError | None:
     if isinstance(exc, ApplicationError):
         return exc
@@ -224,6 +230,14 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
         # Parsers and serializers catch the known cases first; this keeps the rest a 400 instead of a 500.
         logger.warning("database refused a value: %s", str(exc).splitlines()[0][:200])
         return ValidationFailed("A value in the request cannot be stored.", details={"reason": "unstorable_value"})
+    if isinstance(exc, OperationalError) and _transaction_conflict(exc):
+        # PostgreSQL aborted this request's transaction to break a deadlock (or a serialization conflict) with
+        # another one; nothing of it was kept, and the same request shortly after succeeds.
+        logger.warning("transaction conflict: %s", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        error = ServiceUnavailable("Another change to the same data got in the way; nothing was changed. Try again.",
+                                   details={"reason": "transaction_conflict"})
+        error.retry_after = 1  # type: ignore[attr-defined]
+        return error
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database went away or cut our connection (a restart, a failover, pg_terminate_backend): not the
         # request's fault, and retrying shortly works (the next request reconnects). A 503, not a bare 500.
@@ -240,7 +254,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         logger.exception("unhandled API error", exc_info=exc)
         error = ApplicationError("Something went wrong on our side.", code=ErrorCode.SERVER_ERROR, status_code=500)
     response = Response(error.as_dict(), status=error.status_code)
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited) or getattr(error, "retry_after", None):
         response["Retry-After"] = str(error.retry_after)
     if error.status_code == 401:
         response["WWW-Authenticate"] = 'Api-Key realm="api"'

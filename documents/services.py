@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from config.channels_layer import GroupSender, workspace_group
+from config.db import atomic_with_retry
 from config.errors import ApplicationError, Conflict, ErrorCode, NotFound, ServiceUnavailable, ValidationFailed
 from documents.models import Document, DocumentSource, DocumentStage, DocumentStatus
 
@@ -630,8 +631,10 @@ def document_delete(*, document: Document, actor: Any = None) -> None:
     except Exception as exc:
         logger.exception("vector store refused to delete document %s", document_id)
         raise ServiceUnavailable("The search index is unavailable; nothing was deleted. Try again.") from exc
-    with transaction.atomic():
+
+    def delete_rows() -> None:
         # The row first, then its chunks: the same order as the pipeline's index step, so the two never deadlock.
+        # Anything else holding them in the other order may; PostgreSQL then aborts one side and this runs again.
         if Document.objects.select_for_update().filter(pk=document_id).first() is None:
             return
         _audit("document.deleted", actor=actor, document=document)
@@ -639,6 +642,8 @@ def document_delete(*, document: Document, actor: Any = None) -> None:
         payload = {"type": "document.deleted", "document_id": document_id, "title": title}
         transaction.on_commit(lambda: document_event_send(schema_name=schema, payload=payload))
         transaction.on_commit(lambda: _storage_delete(stored))
+
+    atomic_with_retry(delete_rows)
 
 
 def _restart(document: Document, *, action: str, actor: Any) -> Document:
