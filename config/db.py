@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def atomic_with_retry(work: Callable[[], T], *, attempts: int = RETRY_ATTEMPTS, 
     """Run `work` in a transaction; when PostgreSQL aborts it as a deadlock or serialization victim, run it again
     (at most `attempts` times in all). `work` must not have effects outside the database before it returns (use
     transaction.on_commit for those), since an aborted attempt is thrown away."""
-    if connection.in_atomic_block:
+    if transaction.get_connection(using).in_atomic_block:
         return work()
     for attempt in range(1, attempts + 1):
         try:

@@ -98,6 +98,7 @@ class ApplicationError(Exception):
 
     status_code: int = 400
     default_code: ErrorCode = ErrorCode.INVALID
+    retry_after: int | None = None  # seconds; sent as Retry-After when set
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 def error_json_response(error: ApplicationError) -> JsonResponse:
     response = JsonResponse(error.as_dict(), status=error.status_code)
-    if isinstance(error, RateLimited) or getattr(error, "retry_after", None):
+    if error.retry_after:
         response["Retry-After"] = str(error.retry_after)
     return response
 
@@ -236,7 +237,7 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
         logger.warning("transaction conflict: %s", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
         error = ServiceUnavailable("Another change to the same data got in the way; nothing was changed. Try again.",
                                    details={"reason": "transaction_conflict"})
-        error.retry_after = 1  # type: ignore[attr-defined]
+        error.retry_after = 1
         return error
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database went away or cut our connection (a restart, a failover, pg_terminate_backend): not the
@@ -254,7 +255,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         logger.exception("unhandled API error", exc_info=exc)
         error = ApplicationError("Something went wrong on our side.", code=ErrorCode.SERVER_ERROR, status_code=500)
     response = Response(error.as_dict(), status=error.status_code)
-    if isinstance(error, RateLimited) or getattr(error, "retry_after", None):
+    if error.retry_after:
         response["Retry-After"] = str(error.retry_after)
     if error.status_code == 401:
         response["WWW-Authenticate"] = 'Api-Key realm="api"'

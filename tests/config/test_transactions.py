@@ -89,7 +89,9 @@ def _in_a_deadlock(schema: str, first: int, second: int, run: Callable[[Callable
         list(Document.objects.select_for_update().filter(pk=first))
         ours["pid"] = connection.connection.info.backend_pid
         ours_has_first.set()
+        deadline = time.monotonic() + 20
         while "raw locked second" not in log:
+            assert time.monotonic() < deadline, "the raw side never locked its row"
             time.sleep(0.01)
         list(Document.objects.select_for_update().filter(pk=second))
         Document.objects.filter(pk__in=[first, second]).update(title="Both locked")
