@@ -159,10 +159,24 @@ class ConversationLog:
         token = secrets.token_hex(8)
         if not sync_client().set(self.lock_key, token, nx=True, px=int(ttl * 1000)):
             return None
-        if not _advisory_lock(self.advisory_key, acquire=True):
-            _sync_scripts().release(keys=[self.lock_key], args=[token])
+        try:
+            taken = _advisory_lock(self.advisory_key, acquire=True)
+        except BaseException:
+            # The thread's database connection was cut: the caller refuses the message (the client sends it again),
+            # so the Redis key must not outlive this attempt, or the retry would find the lock taken and wait for
+            # an answer nobody is writing.
+            self._release_key(token)
+            raise
+        if not taken:
+            self._release_key(token)
             return None
         return token
+
+    def _release_key(self, token: str) -> None:
+        try:
+            _sync_scripts().release(keys=[self.lock_key], args=[token])
+        except Exception:  # Redis is away too: the key expires by itself
+            logger.warning("chat: could not release the answer lock key %s", self.lock_key, exc_info=True)
 
     def lock_release(self, token: str) -> None:
         try:
