@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bench._support import free_port, manage, services_env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = BASE_DIR / ".data"
 HANDBOOK = Path("/usr/share/doc/debian-handbook/html/en-US")
 LICENSES = Path("/usr/share/common-licenses")
 SLUG = "bench-ingest"
@@ -82,23 +83,11 @@ def corpus_files(quick: bool) -> tuple[list[Path], dict[str, Any]]:
 # --- environment -------------------------------------------------------------------------------------------------
 
 
-def _services() -> dict[str, str]:
-    values: dict[str, str] = {}
-    env_file = DATA_DIR / "services.env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip()
-    values.update({k: v for k, v in os.environ.items() if k in ("DATABASE_URL", "REDIS_URL")})
-    return values
-
-
 def bench_env(folder: Path, port: int) -> dict[str, str]:
-    services = _services()
+    services = services_env()
     database = urlsplit(services.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/customercare"))
     redis = urlsplit(services.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    redis_url = urlunsplit(redis._replace(path=f"/{os.environ.get('BENCH_INGEST_REDIS_DB', '12')}"))
+    redis_url = urlunsplit(redis._replace(path=f"/{os.environ.get('BENCH_INGEST_REDIS_DB', '10')}"))
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.local", DJANGO_DEBUG="false", LOG_LEVEL="WARNING",
@@ -127,22 +116,6 @@ def _flush_redis(url: str) -> None:
     import redis
 
     redis.Redis.from_url(url).flushdb()
-
-
-def _manage(env: dict[str, str], *args: str, timeout: float = 900) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RssSampler:
@@ -234,18 +207,18 @@ def end_to_end(files: list[Path], quick: bool) -> dict[str, Any]:
     import requests
 
     folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    port = _free_port()
+    port = free_port()
     env = bench_env(folder, port)
     procs: list[subprocess.Popen] = []
     log = open(folder / "processes.log", "w")
     try:
         _database(env["DATABASE_URL"])
         _flush_redis(env["REDIS_URL"])
-        _manage(env, "migrate_schemas", "--noinput", "-v", "0")
-        _manage(env, "setup_platform", "--json")
-        workspace = json.loads(_manage(env, "create_workspace", "--slug", SLUG, "--name", "Bench Ingest",
+        manage(env, "migrate_schemas", "--noinput", "-v", "0")
+        manage(env, "setup_platform", "--json")
+        workspace = json.loads(manage(env, "create_workspace", "--slug", SLUG, "--name", "Bench Ingest",
                                        "--owner-email", "bench-ingest@example.test", "--plan", "pro", "--json"))
-        key = json.loads(_manage(env, "create_api_key", "--workspace", SLUG, "--name", "bench", "--json"))["key"]
+        key = json.loads(manage(env, "create_api_key", "--workspace", SLUG, "--name", "bench", "--json"))["key"]
         web = subprocess.Popen([sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
                                 "--port", str(port), "--log-level", "warning", "--ws-per-message-deflate", "false"],
                                cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -22,7 +22,7 @@ same run, so the ratios show what the product costs over the bare stack.
   the warm-up. The echo consumer does the same soak as the reference for the bare stack's own drift.
 
 Setup (subprocesses, as bench/chat.py and bench/widget.py): a database of its own (`<db>_bench_load`), Redis db
-BENCH_LOAD_REDIS_DB (15: 11 provision, 12 analytics/ingest, 13 widget, 14 chat), a fresh workspace on the enterprise
+BENCH_LOAD_REDIS_DB (15: 10 ingest, 11 provision, 12 analytics, 13 widget, 14 chat), a fresh workspace on the enterprise
 plan with the small knowledge base of bench/_support.py ingested through the real pipeline, one embed and the
 visitors (token and conversation each, minted by the services in the seed subprocess, same SECRET_KEY as the
 server). Answers come from the built-in answerer (no network). A bench client asks far faster than a person, from
