@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export PUBLIC_PORT ?= $(PORT)
+# manage.py, ASGI, WSGI and Celery default to the production settings (fail closed); these targets choose theirs.
+run migrate seed: export DJANGO_SETTINGS_MODULE = config.settings.local
+bench: export DJANGO_SETTINGS_MODULE = config.settings.local
+test: export DJANGO_SETTINGS_MODULE = config.settings.test
 
 .PHONY: run test bench install services migrate seed browser worker web clean-data
 
@@ -48,7 +52,7 @@ run: seed
 	@echo ""
 	@trap 'kill 0' EXIT INT TERM; \
 	  EMBEDDING_THREADS=$${EMBEDDING_THREADS:-1} $(VENV)/bin/celery -A config worker -B --schedule .data/celerybeat-schedule -l warning -Q default,ingest,ingest_large -c 2 & \
-	  $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --ws-per-message-deflate false --log-level warning
+	  $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --ws-per-message-deflate false --no-proxy-headers --log-level warning
 
 test: services browser
 	$(PY) -m pytest $(PYTEST_ARGS)

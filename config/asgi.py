@@ -4,7 +4,8 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# Fail closed: without an explicit choice, the production settings (which refuse to start without secrets).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -15,13 +16,13 @@ from config.ws import WorkspaceAuthMiddleware, WorkspaceHostMiddleware, websocke
 from chat.routing import websocket_urlpatterns as chat_websocket_urlpatterns  # noqa: E402
 from embeds.routing import websocket_urlpatterns as embed_websocket_urlpatterns  # noqa: E402
 
+websocket_routes = websocket_urlpatterns + chat_websocket_urlpatterns + embed_websocket_urlpatterns
+
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": WebSocketMetricsMiddleware(WorkspaceHostMiddleware(
-            SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(
-                websocket_urlpatterns + chat_websocket_urlpatterns + embed_websocket_urlpatterns
-            )))
-        )),
+            SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_routes)))
+        ), routes=websocket_routes),
     }
 )

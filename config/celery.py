@@ -12,7 +12,8 @@ from typing import Any
 from tenant_schemas_celery.app import CeleryApp
 from tenant_schemas_celery.task import TenantTask
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# Fail closed: without an explicit choice, the production settings (which refuse to start without secrets).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 logger = logging.getLogger(__name__)
 
 app = CeleryApp("customercare")

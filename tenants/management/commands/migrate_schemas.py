@@ -28,6 +28,7 @@ from django_tenants.management.commands.migrate_schemas import MigrateSchemasCom
 from django_tenants.migration_executors.base import run_migrations
 from django_tenants.utils import get_public_schema_name, has_multi_type_tenants, schema_exists
 
+from config.commands import JsonStdoutMixin
 from tenants.migrations_fast import (
     SchemaMigrateResult,
     SchemaMigrationFailed,
@@ -42,7 +43,7 @@ from tenants.migrations_fast import (
 FAST_EXECUTOR = "fast"
 
 
-class Command(MigrateSchemasCommand):
+class Command(JsonStdoutMixin, MigrateSchemasCommand):
     help = (
         "Migrate the public schema and every workspace schema (django-tenants' migrate_schemas, fast with many "
         "workspaces), then refresh the provisioning template and warm pool."
@@ -91,8 +92,8 @@ class Command(MigrateSchemasCommand):
                 summary["public"] = bool(self.sync_public)
                 if self._refreshes_template(options):
                     summary["template"], summary["pool_built"] = template_and_pool_refresh()
-        if as_json:
-            self.stdout.write(json.dumps(summary))
+        if as_json:  # everything else (django-tenants' lines, forked workers) went to stderr: JsonStdoutMixin
+            self.json_stdout.write(json.dumps(summary))
         elif options["verbosity"] >= 1 and "template" in summary:
             self.stdout.write(
                 f"Provisioning template {summary['template'][:12]} current; {summary['pool_built']} pool schemas built."

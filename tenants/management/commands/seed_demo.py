@@ -3,6 +3,7 @@ from django.core.management.base import CommandParser
 from accounts.models import User
 from accounts.services import workspace_signup
 from config.commands import OperatorCommand
+from config.errors import Conflict
 from tenants.selectors import workspace_get, workspace_url
 
 DEMO_EMAIL = "demo@customercare.local"
@@ -25,7 +26,9 @@ class Command(OperatorCommand):
             )
             workspace = result.workspace
         elif not User.objects.filter(email=DEMO_EMAIL).exists():
-            raise SystemExit("demo workspace exists without the demo user; delete it with delete_workspace first")
+            # In the error shape (on stdout with --json), not a bare SystemExit message.
+            raise Conflict("The demo workspace exists without the demo user; delete it with delete_workspace first.",
+                           details={"slug": workspace.slug})
         url = workspace_url(workspace=workspace)
         samples = _seed_sample_documents(workspace)
         self.emit(
