@@ -1,4 +1,6 @@
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import ValidationError
 
 from accounts.roles import ROLE_CHOICES
 
@@ -52,3 +54,28 @@ class ApiKeyForm(forms.Form):
         choices=[("read", "read"), ("write", "write"), ("chat", "chat")],
         widget=forms.CheckboxSelectMultiple, initial=["read", "write", "chat"],
     )
+
+
+class ThrottledAdminLoginForm(AdminAuthenticationForm):
+    """The Django admin's login form under the product login's throttle (accounts.throttles): refused while the
+    e-mail or the client address is over budget, every failure counted. The wait is left on the request for the
+    view (accounts.views.admin_login) to answer 429."""
+
+    def clean(self):
+        from accounts import throttles
+        from config.client_ip import client_ip
+
+        email = (self.cleaned_data.get("username") or "").lower()
+        ip = client_ip(self.request)
+        wait = throttles.login_throttle_wait(email=email, ip=ip)
+        if wait:
+            self.request.login_retry_after = wait
+            raise ValidationError(f"Too many failed attempts. Try again in {max(wait // 60, 1)} minute(s).",
+                                  code="throttled")
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            throttles.login_failure_record(email=email, ip=ip)
+            raise
+        throttles.login_success_record(email=email)
+        return cleaned

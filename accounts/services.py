@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, AuditEntry, Invitation, Membership, User
 from accounts.roles import ASSIGNABLE_BY, DEFAULT_SCOPES, SCOPES, Role
+from accounts.signals import membership_changed
 from config.errors import (
     ApplicationError,
     Conflict,
@@ -167,6 +168,11 @@ def _check_can_assign(actor_role: str, role: str) -> None:
         raise PermissionDenied(f"A {actor_role} can't give the {role} role.")
 
 
+def _membership_changed_on_commit(workspace: Workspace, user_id: int) -> None:
+    """Open sockets of this member re-check what they may do once the change is committed (chat listens)."""
+    transaction.on_commit(lambda: membership_changed.send(sender=Membership, workspace=workspace, user_id=user_id))
+
+
 def _owner_count(workspace: Workspace) -> int:
     return Membership.objects.filter(workspace=workspace, role=Role.OWNER).count()
 
@@ -188,6 +194,7 @@ def membership_role_change(*, membership: Membership, role: str, actor: User, ac
             workspace=membership.workspace, actor=actor, action="member.role_changed",
             target=membership.user.email, data={"from": old, "to": role},
         )
+        _membership_changed_on_commit(membership.workspace, membership.user_id)
     return membership
 
 
@@ -199,6 +206,7 @@ def membership_remove(*, membership: Membership, actor: User, actor_role: str) -
         if membership.role == Role.OWNER and _owner_count(membership.workspace) <= 1:
             raise Conflict("A workspace always has an owner; make someone else owner first.", code=ErrorCode.LAST_OWNER)
         audit_record(workspace=membership.workspace, actor=actor, action="member.removed", target=membership.user.email)
+        _membership_changed_on_commit(membership.workspace, membership.user_id)
         membership.delete()
 
 
@@ -226,6 +234,7 @@ def workspace_ownership_transfer(*, workspace: Workspace, to_membership: Members
         target.save(update_fields=["role"])
         mine.role = Role.ADMIN
         mine.save(update_fields=["role"])
+        _membership_changed_on_commit(workspace, mine.user_id)
         audit_record(
             workspace=workspace, actor=actor, action="workspace.ownership_transferred", target=target.user.email,
             data={"from": actor.email, "to": target.user.email, "previous_role": previous, "former_owner_now": "admin"},
@@ -407,8 +416,31 @@ def _usage_threshold_email(sender: Any, *, workspace: Workspace, meter: str, lab
     )
 
 
+def _spend_spike_alert(sender: Any, *, workspace: Workspace, spent: int, baseline: float, multiple: float,
+                       hour_start: Any, **kwargs: Any) -> None:
+    """Owners hear about an unusual hour of spending (a script talking to the widget, a loop in an integration)."""
+    audit_record(workspace=workspace, actor=None, action="billing.spend_spike", target=f"{hour_start:%Y-%m-%d %H}:00",
+                 data={"spent": spent, "hourly_average": round(baseline, 1), "multiple": multiple},
+                 actor_label="system")
+    owners = list(
+        Membership.objects.filter(workspace=workspace, role=Role.OWNER).values_list("user__email", flat=True)
+    )
+    if not owners:
+        return
+    link = workspace_url(workspace=workspace, path=billing.BILLING_PATH)
+    send_mail(
+        subject=f"{workspace.name}: unusual spending, {spent} answers since {hour_start:%H}:00 UTC",
+        message=f"{workspace.name} has used {spent} answers since {hour_start:%Y-%m-%d %H}:00 UTC, more than "
+        f"{multiple:g} times its hourly average of the last day ({baseline:.1f}).\n\nIf you don't expect this, look "
+        f"at the conversations of your chat widgets and API keys. Usage: {link}",
+        from_email=None,
+        recipient_list=owners,
+    )
+
+
 def billing_hooks_connect() -> None:
     """Called from AccountsConfig.ready(): audit billing changes, email owners about usage, count seats."""
     billing.billing_changed.connect(_billing_change_audit, dispatch_uid="accounts.billing_change_audit")
     billing.usage_threshold_reached.connect(_usage_threshold_email, dispatch_uid="accounts.usage_threshold_email")
+    billing.spend_spike_detected.connect(_spend_spike_alert, dispatch_uid="accounts.spend_spike_alert")
     billing.usage_counter_register("seats", lambda workspace: seats_used(workspace=workspace))

@@ -4,50 +4,68 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth.views import PasswordResetView
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import selectors, services
+from accounts import selectors, services, throttles
 from accounts.forms import AcceptInvitationForm, ApiKeyForm, InviteForm, LoginForm, RoleChangeForm
 from accounts.models import User
 from accounts.permissions import workspace_permission_required
 from accounts.roles import role_has_permission
+from config.client_ip import client_ip
 from config.errors import ApplicationError
-from config.throttle import throttle_check, throttle_hit, throttle_reset
 from tenants import billing
 from tenants.selectors import workspace_get, workspace_url
 
 
-def client_ip(request: HttpRequest) -> str:
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
-
-
-def _login_throttled(request: HttpRequest, email: str) -> int:
-    """Seconds to wait, or 0. Counted per email and per IP across every host."""
-    for scope, ident in (("login-email", email), ("login-ip", client_ip(request))):
-        state = throttle_check(scope, ident, settings.LOGIN_THROTTLE)
-        if not state.allowed:
-            return state.retry_after
-    return 0
-
-
 def _check_credentials(request: HttpRequest, form: LoginForm):
     email = form.cleaned_data["email"].lower()
-    wait = _login_throttled(request, email)
+    wait = throttles.login_throttle_wait(email=email, ip=client_ip(request))
     if wait:
-        form.add_error(None, f"Too many failed attempts. Try again in {max(wait // 60, 1)} minute(s).")
+        form.add_error(None, _login_wait_message(wait))
         return None, 429
     user = authenticate(request, username=email, password=form.cleaned_data["password"])
     if user is None:
-        throttle_hit("login-email", email, settings.LOGIN_THROTTLE)
-        throttle_hit("login-ip", client_ip(request), settings.LOGIN_THROTTLE)
+        throttles.login_failure_record(email=email, ip=client_ip(request))
         form.add_error(None, "Email or password is wrong.")
         return None, 400
-    throttle_reset("login-email", email)
+    throttles.login_success_record(email=email)
     return user, 200
+
+
+def _login_wait_message(wait: int) -> str:
+    return f"Too many failed attempts. Try again in {max(wait // 60, 1)} minute(s)."
+
+
+def admin_login(request: HttpRequest) -> HttpResponse:
+    """The platform admin's login (Django admin on the public host) behind the product login's throttle: its form
+    (ThrottledAdminLoginForm) counts and refuses; a refusal is a 429 with Retry-After, like the product login's."""
+    from django.contrib import admin
+
+    response = admin.site.login(request)
+    wait = getattr(request, "login_retry_after", 0)
+    if wait:
+        response.status_code = 429
+        response["Retry-After"] = str(wait)
+    return response
+
+
+class ThrottledPasswordResetView(PasswordResetView):
+    """Django's reset request, counted per client address and per e-mail; over budget: the form again, 429."""
+
+    def form_valid(self, form):
+        wait = throttles.password_reset_throttle_take(email=form.cleaned_data["email"], ip=client_ip(self.request))
+        if wait:
+            form.add_error(None, f"Too many reset requests. Try again in {max(wait // 60, 1)} minute(s).")
+            response = self.form_invalid(form)
+            response.status_code = 429
+            response["Retry-After"] = str(wait)
+            return response
+        return super().form_valid(form)
 
 
 def _redirect_to_workspace(user, workspace) -> HttpResponseRedirect:

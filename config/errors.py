@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     INVITATION_INVALID = "invitation_invalid"
     LAST_OWNER = "last_owner"
     RATE_LIMITED = "rate_limited"
+    VISITOR_DAILY_LIMIT = "visitor_daily_limit"  # the widget's answers per visitor per day (429)
+    EMBED_DAILY_LIMIT = "embed_daily_limit"  # the widget's answers per embed per day (429)
     QUOTA_EXCEEDED = "quota_exceeded"
     PLAN_LIMIT = "plan_limit"
     PLAN_UNKNOWN = "plan_unknown"
@@ -91,6 +93,8 @@ class ErrorCode(StrEnum):
     CONVERSATION_TAKEN = "conversation_taken"
     CONVERSATION_STATE = "conversation_state"
     NOT_ASSIGNED = "not_assigned"
+    ACCESS_REVOKED = "access_revoked"  # an open socket lost its role, embed or workspace (chat.authority)
+    CUSTOMER_ONLY = "customer_only"  # staff and API keys never write as a widget conversation's customer
 
 
 class ApplicationError(Exception):

@@ -25,10 +25,11 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from chat import protocol
+from chat import authority, protocol
 from chat.consumers import ConversationConsumer, SocketPrincipal
 from chat.models import Conversation
 from chat.streaming import run_in_workspace_pool
+from config.client_ip import client_ip
 from config.errors import ApplicationError, RateLimited
 from embeds import limits, selectors
 from embeds.security import VisitorClaims
@@ -52,9 +53,9 @@ def socket_from_frame(scope: dict[str, Any]) -> bool:
     return urlsplit(origin).netloc.lower() == _header(scope, b"host").lower()
 
 
-def _admit(*, token: str) -> tuple[VisitorClaims, int, str]:
+def _admit(*, token: str) -> tuple[VisitorClaims, int, str, bool]:
     claims, embed = selectors.visitor_admit(token=token)
-    return claims, embed.pk, embed.public_key
+    return claims, embed.pk, embed.public_key, embed.show_sources
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,12 @@ def _plan_message_rate(workspace: Any) -> str | None:
 
 class WidgetConversationConsumer(ConversationConsumer):
     claims: VisitorClaims | None = None
+    show_sources = False  # the embed's setting; visitors get sources only when it is on (visitor_frame_redact)
 
     async def connect(self) -> None:
         workspace = self.scope["workspace"]
         self.scope["user"], self.scope["role"] = AnonymousUser(), None
-        self.client_ip = (self.scope.get("client") or ("unknown", 0))[0]
+        self.client_ip = client_ip(self.scope)
         if not socket_from_frame(self.scope):
             await self._refuse(protocol.CLOSE_FORBIDDEN)
             return
@@ -106,12 +108,12 @@ class WidgetConversationConsumer(ConversationConsumer):
             return
         token = (parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token") or [""])[0]
         try:
-            claims, embed_id, public_key = await run_in_workspace_pool(workspace, _admit, token=token)
+            claims, embed_id, public_key, show_sources = await run_in_workspace_pool(workspace, _admit, token=token)
         except ApplicationError as error:
             await self._refuse(protocol.CLOSE_FORBIDDEN, error)
             return
-        self.claims = claims
-        self.embed_id, self.public_key = embed_id, public_key
+        self.claims, self.token = claims, token
+        self.embed_id, self.public_key, self.show_sources = embed_id, public_key, show_sources
         self.plan_message_rate = await run_in_workspace_pool(workspace, _plan_message_rate, workspace)
         self.scope[SCOPE_KEY] = claims
         await super().connect()
@@ -133,27 +135,49 @@ class WidgetConversationConsumer(ConversationConsumer):
         ])
         if wait:
             raise RateLimited("You're sending messages too quickly; please wait a moment.", retry_after=wait)
+        # Daily answer caps (each question may cost the workspace an answer); a verified user is one visitor on
+        # every device.
+        visitor = f"user:{self.claims.user_id}" if self.claims.verified else f"visitor:{self.claims.visitor_id}"
+        spent = await limits.socket_limits_spent(schema=self.scope["workspace"].schema_name,
+                                                 checks=limits.daily_answer_checks(visitor=visitor,
+                                                                                   public_key=self.public_key))
+        if spent:
+            raise limits.daily_cap_error(*spent)
         await super().on_message(feed, data)
 
+    # --- authority, re-checked (chat.authority): the token again, against the embed as it is now ---
+    def revoke_concerns(self, revoke: dict[str, Any]) -> bool:
+        return authority.revoke_concerns(revoke, embed_id=self.embed_id)
+
+    def principal_now(self) -> SocketPrincipal | None:
+        """Raises the door's own error (embed_inactive, origin_not_allowed, visitor_token_invalid, ...) when the
+        visitor may no longer be here; picks up a changed `show_sources`."""
+        _claims, _embed_id, _public_key, self.show_sources = _admit(token=self.token)
+        return super().principal_now()
+
     async def _send_text(self, text: str) -> None:
-        await self.send(text_data=visitor_frame_redact(text))
+        redacted = visitor_frame_redact(text, show_sources=self.show_sources)
+        if redacted is not None:
+            await self.send(text_data=redacted)
 
 
-_REDACTED_TYPES = ('"type":"agent_completed"', '"type":"message"', '"type":"agent_joined"', '"type":"agent_left"')
+# One conversation log feeds staff and visitor sockets alike: what a visitor must not see is cut here, per socket,
+# for live frames, replays (resume) and local frames. Tokens, typing and pongs pass untouched (not parsed).
+_REDACTED_TYPES = tuple(f'"type":"{kind}"' for kind in (
+    "agent_completed", "message", "agent_joined", "agent_left", "tool_completed", "reset", "error"))
 
 
-def visitor_frame_redact(text: str) -> str:
-    """Completed messages carry the business's accounting (provider, model, tokens, cost, timings): a visitor gets
-    the message without it. Only those two (rare) events are parsed; tokens pass through untouched."""
-    head = text[:48]
+def visitor_frame_redact(text: str, *, show_sources: bool) -> str | None:
+    """The frame as a widget visitor gets it (embeds.selectors.visitor_event_redact): no accounting, no document
+    or chunk ids, file names or scores, sources only when the embed shows them, no billing details in errors.
+    None: not for a visitor (a frame that can't be read is not sent rather than sent unredacted)."""
+    head = text[:56]
     if not any(kind in head for kind in _REDACTED_TYPES):
         return text
     try:
         event = json.loads(text)
     except ValueError:
-        return text
-    if isinstance(event.get("message"), dict):
-        event["message"] = selectors.visitor_message_payload(event["message"])
-    if isinstance(event.get("agent"), dict):  # a person's name, not their account id
-        event["agent"] = {"name": event["agent"].get("name", "")}
-    return protocol.encode(event)
+        return None
+    if not isinstance(event, dict):
+        return None
+    return protocol.encode(selectors.visitor_event_redact(event, show_sources=show_sources))

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
-from config.errors import RateLimited
+from config.errors import ErrorCode, RateLimited
 from config.throttle import parse_rate
 
 logger = logging.getLogger(__name__)
@@ -101,26 +101,51 @@ async def socket_limits_take(*, schema: str, checks: list[tuple[str, str, str | 
     """Count one event against each (scope, identity, rate) budget, narrowest first, in one Redis round trip; a
     refused event is not counted against the broader budgets. Returns 0 when all allow it, else the seconds until
     the spent budget's window ends. A rate of None is no limit."""
+    spent = await socket_limits_spent(schema=schema, checks=checks)
+    return spent[1] if spent else 0
+
+
+async def socket_limits_spent(*, schema: str, checks: list[tuple[str, str, str | None]]) -> tuple[str, int] | None:
+    """socket_limits_take that also says which budget is spent: (its scope, seconds until its window ends), or
+    None when all allow the event."""
     now = time.time()
     keys: list[str] = []
     args: list[int] = []
     ends: list[float] = []
+    scopes: list[str] = []
     for scope, ident, rate in checks:
         if not rate:
             continue
+        scopes.append(scope)
         limit, period = parse_rate(rate)
         window = int(now // period)
         keys.append(_socket_key(schema, scope, ident, window))
         args += [limit, period]
         ends.append((window + 1) * period)
     if not keys:
-        return 0
+        return None
     try:
         spent = int(await _socket_client().eval(_TAKE_SCRIPT, len(keys), *keys, *args))
     except (redis.RedisError, OSError):
         # Redis unreachable: the conversation itself can't work either; don't add a second failure on top.
         logger.warning("widget: rate limits unavailable (Redis)", exc_info=True)
-        return 0
+        return None
     if not spent:
-        return 0
-    return max(1, int(ends[spent - 1] - now + 0.999))
+        return None
+    return scopes[spent - 1], max(1, int(ends[spent - 1] - now + 0.999))
+
+
+def daily_answer_checks(*, visitor: str, public_key: str) -> list[tuple[str, str, str | None]]:
+    """The daily answer caps of the widget (settings WIDGET_ANSWERS_PER_VISITOR_DAY / _PER_EMBED_DAY; 0 = none),
+    visitor first, as socket_limits_spent checks. Days are UTC days."""
+    per_visitor, per_embed = settings.WIDGET_ANSWERS_PER_VISITOR_DAY, settings.WIDGET_ANSWERS_PER_EMBED_DAY
+    return [("answers.visitor", visitor, f"{per_visitor}/d" if per_visitor > 0 else None),
+            ("answers.embed", public_key, f"{per_embed}/d" if per_embed > 0 else None)]
+
+
+def daily_cap_error(scope: str, retry_after: int) -> RateLimited:
+    if scope == "answers.visitor":
+        return RateLimited("You have asked as many questions as we can answer today; please come back tomorrow.",
+                           code=ErrorCode.VISITOR_DAILY_LIMIT, retry_after=retry_after)
+    return RateLimited("This chat has answered as many questions as it can today; please try again tomorrow.",
+                       code=ErrorCode.EMBED_DAILY_LIMIT, retry_after=retry_after)

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.forms import SignupForm
 from accounts.permissions import workspace_permission_required
 from accounts.services import login_handoff_token, workspace_signup
-from accounts.views import client_ip
+from config.client_ip import client_ip
 from config.errors import ApplicationError
 from config.throttle import throttle_check, throttle_hit
 from tenants import billing, services

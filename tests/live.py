@@ -114,7 +114,7 @@ def start_live_server(
     port = free_port()
     env = process_env(settings_dict, **{"PUBLIC_PORT": str(port), **(extra_env or {})})
     argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-            "--ws-per-message-deflate", "false", "--log-level", "warning"]
+            "--ws-per-message-deflate", "false", "--no-proxy-headers", "--log-level", "warning"]
     # A second server in the same run needs its own `name`, or it would overwrite the first one's log.
     server = LiveServer(process=start_process(name, argv, env, log_dir), port=port)
     deadline = time.monotonic() + 60

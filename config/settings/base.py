@@ -180,6 +180,13 @@ LOGIN_REDIRECT_URL = "/"
 # Failed logins per (email) and per (IP) allowed in the window before the form refuses with a clear message.
 LOGIN_THROTTLE = env.str("LOGIN_THROTTLE", default="10/15m")
 SIGNUP_THROTTLE = env.str("SIGNUP_THROTTLE", default="10/h")
+# Password-reset requests per IP and per e-mail address (counted whether or not the address has an account).
+PASSWORD_RESET_THROTTLE_IP = env.str("PASSWORD_RESET_THROTTLE_IP", default="10/h")
+PASSWORD_RESET_THROTTLE_EMAIL = env.str("PASSWORD_RESET_THROTTLE_EMAIL", default="3/h")
+# Our own reverse proxies (IPs or CIDRs, comma-separated). X-Forwarded-For is read only from these; empty = trust
+# nobody, the socket's peer is the client (config/client_ip.py, docs/operations.md "Client addresses").
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+RATELIMIT_IP_META_KEY = "config.client_ip.client_ip"  # django-ratelimit's "ip" key (the widget's HTTP limits)
 INVITATION_TTL_DAYS = 7
 
 SESSION_COOKIE_HTTPONLY = True
@@ -248,8 +255,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "config.parsers.StrictJSONParser", "config.parsers.StrictFormParser", "config.parsers.StrictMultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.ApiPagination",
     "PAGE_SIZE": 50,
+    # Per API key, per signed-in user, per anonymous client address: API_THROTTLE_RATES (accounts.api_throttles).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "accounts.api_throttles.ApiKeyRateThrottle", "accounts.api_throttles.ApiUserRateThrottle",
+        "accounts.api_throttles.ApiAnonRateThrottle",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -264,6 +276,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+# REST API requests per fixed window (config.throttle.parse_rate format), counted per workspace; over it: 429
+# `rate_limited` with Retry-After. `?limit=` of paginated lists is capped at API_PAGE_MAX_LIMIT (docs/api.md).
+API_THROTTLE_RATES = {
+    "api_key": env.str("API_THROTTLE_KEY", default="1200/m"),
+    "api_user": env.str("API_THROTTLE_USER", default="600/m"),
+    "api_anon": env.str("API_THROTTLE_ANON", default="60/m"),
+}
+API_PAGE_MAX_LIMIT = env.int("API_PAGE_MAX_LIMIT", default=200)
 CORS_URLS_REGEX = r"^/widget/.*$"
 CORS_ALLOWED_ORIGINS: list[str] = []
 
@@ -299,6 +319,9 @@ CHAT_WS_FRAME_RATE = env.float("CHAT_WS_FRAME_RATE", default=10.0)  # frames per
 CHAT_WS_FRAME_BURST = env.int("CHAT_WS_FRAME_BURST", default=30)
 CHAT_WS_MESSAGE_RATE = env.float("CHAT_WS_MESSAGE_RATE", default=0.5)  # questions per second per socket, sustained
 CHAT_WS_MESSAGE_BURST = env.int("CHAT_WS_MESSAGE_BURST", default=5)
+# A socket's authority (role, embed, workspace status) is re-read before a state-changing frame once it is older
+# than this many seconds, and at once on a revocation broadcast (chat.authority).
+CHAT_WS_AUTHORITY_TTL = env.float("CHAT_WS_AUTHORITY_TTL", default=2.0)
 CHAT_ANSWER_WORKERS = env.int("CHAT_ANSWER_WORKERS", default=16)  # threads (and DB connections) answering per process
 CHAT_ANSWER_TIMEOUT = env.float("CHAT_ANSWER_TIMEOUT", default=180.0)
 CHAT_EVENT_LOG_MAXLEN = env.int("CHAT_EVENT_LOG_MAXLEN", default=5000)  # events kept per conversation for resume
@@ -323,3 +346,12 @@ WIDGET_RATE_SOCKET_IP = env.str("WIDGET_RATE_SOCKET_IP", default="60/m")
 WIDGET_RATE_MESSAGE_IP = env.str("WIDGET_RATE_MESSAGE_IP", default="20/m")
 WIDGET_RATE_MESSAGE_EMBED = env.str("WIDGET_RATE_MESSAGE_EMBED", default="600/m")
 WIDGET_RATE_MESSAGE_WORKSPACE = env.str("WIDGET_RATE_MESSAGE_WORKSPACE", default="1200/m")
+# Daily answer caps of the widget (UTC days; 0 = no cap): questions a visitor, and an embed, may ask per day, so a
+# script can't burn a workspace's credits anonymously (visitor_daily_limit / embed_daily_limit, 429 + Retry-After).
+WIDGET_ANSWERS_PER_VISITOR_DAY = env.int("WIDGET_ANSWERS_PER_VISITOR_DAY", default=200)
+WIDGET_ANSWERS_PER_EMBED_DAY = env.int("WIDGET_ANSWERS_PER_EMBED_DAY", default=10000)
+# Spend spike alert: credits spent by a workspace in the current hour above SPEND_SPIKE_MULTIPLE x its hourly
+# average of the previous 24 hours (and at least SPEND_SPIKE_MIN_ANSWERS) logs a warning and e-mails the owners,
+# once per hour (tenants/billing.py). 0 = off.
+SPEND_SPIKE_MULTIPLE = env.float("SPEND_SPIKE_MULTIPLE", default=5.0)
+SPEND_SPIKE_MIN_ANSWERS = env.int("SPEND_SPIKE_MIN_ANSWERS", default=100)

@@ -103,7 +103,8 @@ def widget_server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:
 
 
 # Tight limits, counted per hour so that a test never straddles a window boundary. Clients are told apart by
-# X-Forwarded-For (uvicorn trusts it from 127.0.0.1), so each test can play many IPs.
+# X-Forwarded-For: the limited server trusts it from 127.0.0.1 (TRUSTED_PROXIES, as a reverse proxy there would be),
+# so each test can play many IPs. The untrusted one has the same limits and trusts nobody (the default).
 TIGHT_LIMITS = {
     "WIDGET_RATE_HTTP_IP": "30/h", "WIDGET_RATE_HTTP_EMBED": "40/h", "WIDGET_RATE_HTTP_WORKSPACE": "60/h",
     "WIDGET_RATE_SESSION_IP": "8/h", "WIDGET_RATE_SOCKET_IP": "20/h", "WIDGET_RATE_MESSAGE_IP": "2/h",
@@ -115,7 +116,18 @@ TIGHT_LIMITS = {
 def limited_server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:
     """The same server with tight widget rate limits."""
     with django_db_blocker.unblock():
-        server = start_live_server(connection.settings_dict, LOG_DIR, extra_env=TIGHT_LIMITS, name="asgi-widget-limits")
+        server = start_live_server(connection.settings_dict, LOG_DIR, name="asgi-widget-limits",
+                                   extra_env={**TIGHT_LIMITS, "TRUSTED_PROXIES": "127.0.0.1"})
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def untrusted_limited_server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:
+    """Tight limits and no trusted proxy: X-Forwarded-For from anyone is just a header."""
+    with django_db_blocker.unblock():
+        server = start_live_server(connection.settings_dict, LOG_DIR, name="asgi-widget-untrusted",
+                                   extra_env={**TIGHT_LIMITS, "TRUSTED_PROXIES": ""})
     yield server
     server.process.stop()
 

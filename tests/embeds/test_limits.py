@@ -1,7 +1,8 @@
 """Rate limits of the widget against a server with tight limits (tests/embeds/conftest.py TIGHT_LIMITS, counted per
 hour): HTTP per IP, per embed and per workspace (429 + Retry-After in the error shape), visitor sessions per IP,
 and on the socket: questions per IP, per embed and per workspace (`error {code: "rate_limited", retry_after}`), the
-socket staying usable. Each test plays its own IPs (X-Forwarded-For) in a workspace of its own."""
+socket staying usable. Each test plays its own IPs (X-Forwarded-For, trusted from 127.0.0.1 by that server) in a
+workspace of its own; a server that trusts no proxy counts a rotating X-Forwarded-For as one client."""
 from __future__ import annotations
 
 import json
@@ -104,8 +105,9 @@ def test_socket_questions_per_ip(limited):
         refused = ask(socket, "c")
         assert refused["type"] == "error" and refused["code"] == "rate_limited" and refused["retry_after"] >= 1
         socket.send(json.dumps({"type": "ping", "nonce": "still-here"}))  # the socket stays usable
+        deadline = time.monotonic() + 30
         while (frame := json.loads(socket.recv(timeout=30)))["type"] != "pong":
-            pass
+            assert time.monotonic() < deadline, f"no pong within 30 s, frames kept coming: {frame}"
         assert frame["nonce"] == "still-here"
     # Another visitor (IP) of the same embed may still ask.
     with opened(door, key, ip()) as socket:
@@ -144,3 +146,25 @@ def test_socket_connections_per_ip(limited):
     with pytest.raises(ConnectionClosed) as closed:
         socket.recv(timeout=30)
     assert closed.value.rcvd.code == 4429
+
+
+def test_forwarded_for_from_an_untrusted_peer_does_not_escape_the_per_ip_limits(django_db_blocker,
+                                                                               untrusted_limited_server):
+    """A script rotating X-Forwarded-For at a server that trusts no proxy (the default) is one client: its visitor
+    sessions and its socket connections stop at the per-IP budgets (TIGHT_LIMITS: 8 sessions, 20 sockets)."""
+    with django_db_blocker.unblock():
+        ws = workspace_on_plan("Spoof Co", plan="pro")
+        door = Door(untrusted_limited_server, ws.host)
+        key = embed_make(ws.workspace, [SHOP]).public_key
+    session = door.token(key, SHOP, ip=ip())
+    conversation = door.conversation_new(session["token"])
+    for _ in range(7):
+        assert door.session(key, SHOP, ip=ip()).status_code == 200
+    assert_rate_limited(door.session(key, SHOP, ip=ip()))
+
+    for _ in range(20):
+        with door.socket(conversation, session["token"], X_Forwarded_For=ip()) as socket:
+            assert json.loads(socket.recv(timeout=30))["type"] == "welcome"
+    with door.socket(conversation, session["token"], X_Forwarded_For=ip()) as socket:
+        frame = json.loads(socket.recv(timeout=30))
+    assert frame["type"] == "error" and frame["code"] == "rate_limited"
