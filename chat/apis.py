@@ -6,14 +6,16 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import ApiKeyPrincipal
+from accounts.roles import role_has_permission, scopes_have_permission
 from chat import protocol, selectors, services
 from chat.models import Channel, Conversation, ConversationStatus
-from config.errors import NotFound
+from config.errors import ErrorCode, NotFound, PermissionDenied
+from config.pagination import ApiPagination
 
 
 class MessageOutputSerializer(serializers.Serializer):
@@ -63,7 +65,9 @@ class ConversationOutputSerializer(serializers.Serializer):
 
 class ConversationDetailOutputSerializer(ConversationOutputSerializer):
     metadata = serializers.DictField()
-    messages = MessageOutputSerializer(many=True, help_text="Oldest first.")
+    messages = MessageOutputSerializer(
+        many=True, source="visible_messages",
+        help_text="Oldest first; internal notes only for people who handle conversations.")
 
 
 def _conversation(public_id: Any) -> Conversation:
@@ -73,7 +77,18 @@ def _conversation(public_id: Any) -> Conversation:
     return conversation
 
 
-def _detail(conversation: Conversation) -> dict[str, Any]:
+def _may_read_notes(request: Request) -> bool:
+    """Internal notes are for the people who handle conversations (conversations.handle): not viewers, and no
+    API-key scope grants it."""
+    user = request.user
+    if isinstance(user, ApiKeyPrincipal):
+        return scopes_have_permission(user.api_key.scopes, "conversations.handle")
+    return role_has_permission(getattr(request._request, "role", None), "conversations.handle")
+
+
+def _detail(conversation: Conversation, *, include_notes: bool) -> dict[str, Any]:
+    conversation.visible_messages = selectors.message_list(  # type: ignore[attr-defined]
+        conversation=conversation, include_notes=include_notes)
     return ConversationDetailOutputSerializer(conversation).data
 
 
@@ -106,7 +121,7 @@ class ConversationListCreateApi(APIView):
             status=data.get("status"), channel=data.get("channel"), search=data.get("q"),
             visitor_id=data.get("visitor_id"),
         )
-        paginator = LimitOffsetPagination()
+        paginator = ApiPagination()
         page = paginator.paginate_queryset(conversations, request, view=self)
         return paginator.get_paginated_response(ConversationOutputSerializer(page, many=True).data)
 
@@ -124,7 +139,7 @@ class ConversationDetailApi(APIView):
 
     @extend_schema(responses=ConversationDetailOutputSerializer)
     def get(self, request: Request, conversation_id: Any) -> Response:
-        return Response(_detail(_conversation(conversation_id)))
+        return Response(_detail(_conversation(conversation_id), include_notes=_may_read_notes(request)))
 
 
 class ConversationMessageApi(APIView):
@@ -142,7 +157,8 @@ class ConversationMessageApi(APIView):
     @extend_schema(responses=MessageOutputSerializer(many=True))
     def get(self, request: Request, conversation_id: Any) -> Response:
         conversation = _conversation(conversation_id)
-        return Response(MessageOutputSerializer(selectors.message_list(conversation=conversation), many=True).data)
+        messages = selectors.message_list(conversation=conversation, include_notes=_may_read_notes(request))
+        return Response(MessageOutputSerializer(messages, many=True).data)
 
     @extend_schema(
         request=MessagePostInputSerializer, responses={201: AnswerOutputSerializer, 200: AnswerOutputSerializer},
@@ -152,6 +168,11 @@ class ConversationMessageApi(APIView):
     )
     def post(self, request: Request, conversation_id: Any) -> Response:
         conversation = _conversation(conversation_id)
+        if conversation.channel == Channel.WIDGET:
+            raise PermissionDenied(
+                "Only the visitor writes as the customer of a widget conversation. Reply as an agent: join it, then "
+                "post to its agent-messages endpoint.", code=ErrorCode.CUSTOMER_ONLY,
+            )
         serializer = self.MessagePostInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -3,3 +3,9 @@ from django.apps import AppConfig
 
 class ChatConfig(AppConfig):
     name = "chat"
+
+    def ready(self) -> None:
+        from chat.authority import authority_receivers_connect
+
+        # Membership and workspace status changes (accounts, tenants: floors below) close the sockets they concern.
+        authority_receivers_connect()

@@ -19,10 +19,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.conf import settings
 
 from accounts.roles import role_has_permission
-from chat import handoff, inbox, protocol, selectors, services
-from chat.events import ConversationLog, LoopSink, SocketFeed, hub
+from chat import authority, handoff, inbox, protocol, selectors, services
+from chat.events import ConversationLog, LoopSink, SocketFeed, authority_channel, hub
 from chat.models import Conversation
 from chat.streaming import conversation_message_start, run_in_workspace_pool
 from config.errors import ApplicationError, ErrorCode, PermissionDenied, RateLimited
@@ -70,6 +71,61 @@ def socket_authenticator_register(authenticator: SocketAuthenticator) -> None:
         socket_authenticators.append(authenticator)
 
 
+def _workspace_active(workspace_id: int) -> bool:
+    from tenants.models import Workspace, WorkspaceStatus
+
+    return Workspace.objects.filter(pk=workspace_id, status=WorkspaceStatus.ACTIVE).exists()
+
+
+def member_role_now(*, workspace_id: int, user: Any) -> str | None:
+    """The member's role in the workspace as the database says now (None: suspended workspace, inactive user, not a
+    member any more)."""
+    from accounts.models import User
+    from accounts.selectors import membership_role
+
+    if not getattr(user, "pk", None) or not _workspace_active(workspace_id):
+        return None
+    if not User.objects.filter(pk=user.pk, is_active=True).exists():
+        return None
+    return membership_role(user_id=user.pk, workspace_id=workspace_id)
+
+
+def socket_principal_refresh(*, scope: dict[str, Any], conversation_id: int) -> SocketPrincipal | None:
+    """Who the socket of `scope` is now, asking the authenticators again with the member's current role (the
+    connect-time role in the scope may be stale); None when it may no longer open the conversation."""
+    workspace_id = scope["workspace"].pk
+    if scope.get("role"):  # a member when it connected
+        role = member_role_now(workspace_id=workspace_id, user=scope.get("user"))
+    elif _workspace_active(workspace_id):
+        role = None
+    else:
+        return None
+    fresh = {**scope, "role": role}
+    principal = next((p for p in (auth(fresh) for auth in socket_authenticators) if p is not None), None)
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if principal is None or conversation is None or not principal.may_open(conversation):
+        return None
+    return principal
+
+
+def authority_lost(before: SocketPrincipal, now: SocketPrincipal | None) -> bool:
+    """A socket that lost anything it was admitted with is closed (a promotion changes nothing until it reconnects)."""
+    if now is None or now.kind != before.kind:
+        return True
+    if before.can_post and not now.can_post:
+        return True
+    return before.speaks_as == "agent" and not role_has_permission(now.role, "conversations.handle")
+
+
+def access_revoked_error() -> PermissionDenied:
+    return PermissionDenied("Your access to this conversation has changed; reconnect if you still have it.",
+                            code=ErrorCode.ACCESS_REVOKED)
+
+
+# Client frames that change something: the socket's authority is re-checked before each (chat.authority).
+STATE_CHANGING_FRAMES = frozenset({"message", "feedback", "request_human", "contact"})
+
+
 def conversation_open(*, scope: dict[str, Any], public_id: str) -> tuple[int, SocketPrincipal | None, Conversation | None]:
     """(close code or 0, principal, conversation). Unknown and not-yours look the same (4404): ids can't be probed.
     Nobody is told anything about a conversation before they are authenticated (4403)."""
@@ -106,6 +162,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 role_has_permission(principal.role, "conversations.handle"):
             # The inbox's conversation pane: typing shows as the agent's, messages are the agent's replies.
             principal = dataclasses.replace(principal, speaks_as="agent")
+        elif principal.kind == "member" and conversation.channel == "widget":
+            # The visitor is the customer of a widget conversation: staff write there as agents (as=agent) or not at
+            # all, never in the visitor's name ("You:" in their transcript).
+            principal = dataclasses.replace(principal, can_post=False)
         self.principal = principal
         self.conversation = conversation
         self.limits = protocol.ProtocolLimits.from_settings()
@@ -116,10 +176,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.last_rate_error = 0.0
         self.last_typing: tuple[bool, float] = (False, 0.0)
         self.log = ConversationLog.of(workspace.schema_name, conversation)
+        self.authority_checked_at = time.monotonic()
         self.feed = SocketFeed(log=self.log, send=self._send_text, on_idle=self._close_idle,
-                               on_broken=self._close_unavailable)
+                               on_broken=self._close_unavailable, on_revoke=self._on_revoke)
         try:
             await hub().join(self.log.channel, self.feed)
+            await hub().join(authority_channel(workspace.schema_name), self.feed)
             self.welcome_seq, oldest = await self.log.bounds()
         except Exception:  # Redis is unreachable: nothing can be streamed; the client reconnects later
             logger.exception("chat: could not open the event stream of %s", conversation.public_id)
@@ -137,6 +199,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if feed is not None:
             feed.stop()
             await hub().leave(self.log.channel, feed)
+            await hub().leave(authority_channel(self.log.schema), feed)
 
     async def _send_text(self, text: str) -> None:
         await self.send(text_data=text)
@@ -158,6 +221,46 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.feed is not None:
             self.feed.frame(frame)
 
+    # --- authority, re-checked (chat.authority) ---
+    def revoke_concerns(self, revoke: dict[str, Any]) -> bool:
+        return authority.revoke_concerns(revoke, user_id=getattr(self.principal.user, "pk", None))
+
+    def principal_now(self) -> SocketPrincipal | None:
+        """Who this socket is now (in a worker thread, in the workspace's schema). Raises an ApplicationError to
+        say why it may no longer be here."""
+        return socket_principal_refresh(scope=self.scope, conversation_id=self.conversation.pk)
+
+    async def _on_revoke(self, revoke: dict[str, Any]) -> None:
+        if not self.closing and self.revoke_concerns(revoke):
+            await self._authority_recheck()
+
+    async def _authority_ensure(self, **extra: Any) -> bool:
+        """True when the socket may still act; otherwise it has been told why and closed (4403)."""
+        if time.monotonic() - self.authority_checked_at < settings.CHAT_WS_AUTHORITY_TTL:
+            return True
+        return await self._authority_recheck(**extra)
+
+    async def _authority_recheck(self, **extra: Any) -> bool:
+        error: ApplicationError | None = None
+        try:
+            now = await run_in_workspace_pool(self.scope["workspace"], self.principal_now)
+        except ApplicationError as refused:
+            now, error = None, refused
+        except Exception:  # the database is unreachable: the action itself fails; ask again next time
+            logger.warning("chat: could not re-check the authority of a socket", exc_info=True)
+            return True
+        if not authority_lost(self.principal, now):
+            self.authority_checked_at = time.monotonic()
+            return True
+        if not self.closing:
+            error = error or access_revoked_error()
+            try:  # straight to the socket: the feed stops with the close and would drop a queued frame
+                await self._send_text(protocol.encode(protocol.error_frame(error, **extra)))
+            except Exception:
+                pass
+            await self._close(protocol.CLOSE_FORBIDDEN)
+        return False
+
     # --- frames in ---
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         feed = self.feed
@@ -177,6 +280,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except protocol.ProtocolError as error:
             feed.error(error, **({"client_id": error.client_id} if error.client_id else {}))
             return
+        if frame.type in STATE_CHANGING_FRAMES:
+            client_id = frame.data.get("client_id")
+            if not await self._authority_ensure(**({"client_id": client_id} if client_id else {})):
+                return
         try:
             await getattr(self, f"on_{frame.type}")(feed, frame.data)
         except ApplicationError as error:
@@ -300,6 +407,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
             return
         self.schema = self.scope["workspace"].schema_name
         self.user_id = user.pk
+        self.authority_checked_at = time.monotonic()
         self.group = inbox.inbox_group(self.schema)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self._touch()
@@ -328,6 +436,8 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             frame = None
         if isinstance(frame, dict) and frame.get("type") == "ping":
+            if not await self._authority_ensure():
+                return
             await self._touch()
             await self.send_json({"type": "pong", "nonce": frame.get("nonce")})
             return
@@ -335,4 +445,38 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(protocol.error_frame(error))
 
     async def inbox_event(self, event: dict[str, Any]) -> None:
+        # Summaries and internal notes: only while the agent still holds the inbox (a missed revocation ends here).
+        if self.group is None or not await self._authority_ensure():
+            return
         await self.send_json(event["payload"])
+
+    async def authority_revoke(self, event: dict[str, Any]) -> None:
+        """chat.authority's broadcast on the inbox group: someone's role changed, or the workspace's status."""
+        if self.group is not None and authority.revoke_concerns(event, user_id=self.user_id):
+            await self._authority_recheck()
+
+    async def _authority_ensure(self) -> bool:
+        if time.monotonic() - self.authority_checked_at < settings.CHAT_WS_AUTHORITY_TTL:
+            return True
+        return await self._authority_recheck()
+
+    async def _authority_recheck(self) -> bool:
+        try:
+            role = await run_in_workspace_pool(self.scope["workspace"], member_role_now,
+                                               workspace_id=self.scope["workspace"].pk, user=self.scope["user"])
+        except Exception:  # the database is unreachable: ask again next time
+            logger.warning("chat: could not re-check the authority of an inbox socket", exc_info=True)
+            return True
+        if role_has_permission(role, "conversations.handle"):
+            self.authority_checked_at = time.monotonic()
+            return True
+        group, self.group = self.group, None  # nothing more reaches this socket
+        if group is not None:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            try:
+                await inbox.agent_presence_clear(schema_name=self.schema, user_id=self.user_id)
+            except Exception:
+                logger.warning("chat: presence not cleared", exc_info=True)
+            await self.send_json(protocol.error_frame(access_revoked_error()))
+            await self.close(code=INBOX_CLOSE_FORBIDDEN)
+        return False

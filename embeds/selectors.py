@@ -204,27 +204,69 @@ def visitor_conversation_get(*, claims: VisitorClaims, public_id: Any) -> Conver
     return conversation
 
 
-# Message fields a visitor sees; the rest (provider, model, tokens, cost, timings) is the business's.
+# Message fields a visitor sees; the rest (provider, model, tokens, cost, timings, confidence) is the business's.
 VISITOR_MESSAGE_FIELDS = ("id", "role", "content", "client_id", "reply_to", "created_at", "seq", "feedback",
                           "citations", "answered", "author_name")
-VISITOR_CITATION_FIELDS = ("title", "section", "page", "snippet")
+# What a visitor sees of a source, and only when the embed shows sources: never document or chunk ids, file names,
+# scores (docs/widget.md "What a visitor sees").
+VISITOR_CITATION_FIELDS = ("title", "section", "page", "url", "snippet")
+# Details of an error a visitor may see: about their own frame (which field, how long), never the workspace's plan,
+# credits or the provider that failed.
+VISITOR_ERROR_DETAILS = frozenset({"field", "max_chars", "chars", "max_bytes", "retry_after", "last_seq",
+                                   "requested", "oldest_seq", "type", "known", "message_id", "origin"})
+# Billing refusals say only that the assistant can't answer now: the plan and the balance are the business's.
+VISITOR_OPAQUE_ERRORS = frozenset({"quota_exceeded", "plan_limit"})
+VISITOR_OPAQUE_MESSAGE = "The assistant can't answer right now. Please try again later, or ask for a person."
 
 
-def visitor_message_payload(payload: dict[str, Any]) -> dict[str, Any]:
+def visitor_citations(citations: Any, *, show_sources: bool) -> list[dict[str, Any]]:
+    """Sources as a visitor may see them: none when the embed hides sources, else only the shown fields."""
+    if not show_sources or not isinstance(citations, list):
+        return []
+    return [{name: citation[name] for name in VISITOR_CITATION_FIELDS if name in citation}
+            for citation in citations if isinstance(citation, dict)]
+
+
+def visitor_message_payload(payload: dict[str, Any], *, show_sources: bool = False) -> dict[str, Any]:
     """A message as the chat protocol shapes it (chat.protocol.message_payload), cut down to what a visitor sees."""
     data = {name: payload[name] for name in VISITOR_MESSAGE_FIELDS if name in payload}
-    if isinstance(data.get("citations"), list):
-        data["citations"] = [
-            {name: citation.get(name) for name in VISITOR_CITATION_FIELDS}
-            for citation in data["citations"] if isinstance(citation, dict)
-        ]
+    if "citations" in data:
+        data["citations"] = visitor_citations(data["citations"], show_sources=show_sources)
     return data
 
 
-def visitor_message_list(*, conversation: Conversation) -> list[dict[str, Any]]:
-    """The transcript a visitor sees: customer, assistant, agent and system messages (never internal notes)."""
+def visitor_event_redact(event: dict[str, Any], *, show_sources: bool) -> dict[str, Any]:
+    """One server event or frame as a widget visitor's socket sends it (live, replayed and local frames alike)."""
+    kind = event.get("type")
+    if isinstance(event.get("message"), dict) and kind in ("message", "agent_completed", "agent_joined", "agent_left"):
+        event["message"] = visitor_message_payload(event["message"], show_sources=show_sources)
+    if isinstance(event.get("agent"), dict):  # a person's name, not their account id
+        event["agent"] = {"name": event["agent"].get("name", "")}
+    if kind == "tool_completed":
+        event["sources"] = visitor_citations(event.get("sources"), show_sources=show_sources)
+    elif kind == "reset":
+        event.pop("provider", None)  # which vendor failed is the business's
+    elif kind == "error":
+        details = event.get("details") if isinstance(event.get("details"), dict) else {}
+        if event.get("code") in VISITOR_OPAQUE_ERRORS:
+            event["message"], details = VISITOR_OPAQUE_MESSAGE, {}
+        event["details"] = {name: value for name, value in details.items() if name in VISITOR_ERROR_DETAILS}
+    return event
+
+
+def embed_shows_sources(*, embed_id: int | None) -> bool:
+    """Whether the widget of `embed_id` shows sources (an embed that is gone shows none)."""
+    return bool(Embed.objects.filter(pk=embed_id).values_list("show_sources", flat=True).first()) if embed_id else False
+
+
+def visitor_message_list(*, conversation: Conversation, show_sources: bool | None = None) -> list[dict[str, Any]]:
+    """The transcript a visitor sees: customer, assistant, agent and system messages (never internal notes), with
+    sources only when the conversation's embed shows them (`show_sources` None: ask the embed)."""
+    if show_sources is None:
+        show_sources = embed_shows_sources(embed_id=conversation.embed_id)
     messages = message_list(conversation=conversation, include_notes=False)
-    return [visitor_message_payload(protocol.message_payload(message)) for message in messages]
+    return [visitor_message_payload(protocol.message_payload(message), show_sources=show_sources)
+            for message in messages]
 
 
 def visitor_conversation_payload(conversation: Conversation) -> dict[str, Any]:

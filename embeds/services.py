@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.services import audit_record
+from chat.authority import socket_authority_revoke_on_commit
 from chat.models import Channel, Conversation
 from chat.services import conversation_start
 from config.errors import ApplicationError, NotAuthenticated, PermissionDenied, ValidationFailed
@@ -59,8 +60,10 @@ def _changed() -> None:
 
 def _audit(embed: Embed, actor: Any, action: str, data: dict[str, Any] | None = None) -> None:
     """A user acts as themselves; an API key or an operator command is named in the label. Every audited change is
-    a change the widget's doors must see: the embeds version moves with it."""
+    a change the widget's doors must see: the embeds version moves with it, and the embed's open visitor sockets
+    re-check their token against it (chat.authority: a deactivated embed or a removed origin closes them)."""
     _changed()
+    socket_authority_revoke_on_commit(schema_name=connection.schema_name, embed_id=embed.pk)
     user = actor if getattr(actor, "pk", None) and getattr(actor, "is_authenticated", False) else None
     audit_record(
         workspace=_workspace(), actor=user, action=action, target=f"{embed.name} ({embed.public_key})",

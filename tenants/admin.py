@@ -21,6 +21,13 @@ class WorkspaceAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:  # purge goes through delete_workspace
         return False
 
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "status" in form.changed_data:  # suspended here: its open sockets close too
+            from tenants.services import workspace_status_announce
+
+            workspace_status_announce(workspace=obj)
+
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):

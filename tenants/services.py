@@ -16,8 +16,8 @@ from django.utils.text import slugify
 
 from config.errors import Conflict, ErrorCode, NotFound, ValidationFailed
 from tenants import billing, provisioning
-from tenants.models import Domain, Workspace
-from tenants.signals import workspace_purging
+from tenants.models import Domain, Workspace, WorkspaceStatus
+from tenants.signals import workspace_purging, workspace_status_changed
 
 logger = logging.getLogger(__name__)
 
@@ -194,3 +194,22 @@ def workspace_retention_set(*, workspace: Workspace, days: int) -> Workspace:
     Workspace.objects.filter(pk=workspace.pk).update(conversation_retention_days=days)
     workspace.conversation_retention_days = days
     return workspace
+
+
+def workspace_status_set(*, workspace: Workspace, status: str) -> Workspace:
+    """Suspend or reactivate a workspace. HTTP refuses a suspended workspace from the next request on; its open
+    sockets are told once this commits (workspace_status_announce) and close."""
+    if status not in WorkspaceStatus.values:
+        raise ValidationFailed("Unknown workspace status.", details={"field": "status", "allowed": WorkspaceStatus.values})
+    with transaction.atomic():
+        changed = Workspace.objects.filter(pk=workspace.pk).exclude(status=status).update(status=status)
+        workspace.status = status
+        if changed:
+            workspace_status_announce(workspace=workspace)
+    return workspace
+
+
+def workspace_status_announce(*, workspace: Workspace) -> None:
+    """After the commit: tell the floors above that the workspace's status changed (its sockets re-check)."""
+    transaction.on_commit(lambda: workspace_status_changed.send(
+        sender=Workspace, workspace=workspace, status=workspace.status))

@@ -11,3 +11,7 @@ workspace_purging = Signal()
 # they return (part name, short description) or None when the archive has nothing of theirs.
 workspace_exporting = Signal()
 workspace_importing = Signal()
+
+# A workspace's status changed (suspended, reactivated), after the change is committed. Arguments: workspace, status.
+# chat closes the workspace's open sockets (chat.authority).
+workspace_status_changed = Signal()

@@ -60,6 +60,7 @@ def inbox_until(socket: Any, done: Any, timeout: float = 30) -> list[dict[str, A
         frames.append(frame)
         if done(frame):
             return frames
+        assert time.monotonic() < deadline, f"frames kept coming for {timeout} s, none the awaited: {frames[-5:]}"
 
 
 def close_code(socket: Any, timeout: float = 10) -> int | None:
@@ -139,7 +140,9 @@ def test_inbox_is_live_and_notes_never_reach_the_customer_stream(shop, agents, p
         assert recv_json(inbox)["type"] == "welcome"
         listing = alice.call("GET", f"{API}inbox/?tab=waiting").json()
         assert listing["agents_online"] >= 1  # Alice's open inbox counts
-        conversation = in_workspace(shop.workspace, services.conversation_start, channel="widget",
+        # A dashboard conversation: the owner's socket plays the customer (in a widget conversation only the visitor
+        # may, docs/websocket-protocol.md).
+        conversation = in_workspace(shop.workspace, services.conversation_start, channel="dashboard",
                                     visitor_id="v-live", title="Broken router")
         cid = str(conversation.public_id)
         with ChatSocket(live_server, shop.host, cid, session_cookie(shop.owner)) as customer:
@@ -165,17 +168,13 @@ def test_inbox_is_live_and_notes_never_reach_the_customer_stream(shop, agents, p
             try:
                 assert recv_json(pane)["type"] == "welcome"
                 pane.send(json.dumps({"type": "resume", "last_seq": 0}))
-                while recv_json(pane)["type"] != "resumed":
-                    pass
+                inbox_until(pane, lambda f: f["type"] == "resumed")
                 pane.send(json.dumps({"type": "typing", "state": True}))
                 typing = customer.until(lambda f: f["type"] == "typing")
                 assert typing[-1] == {"type": "typing", "role": "agent", "state": True}
                 customer.send({"type": "typing", "state": True})
-                while True:
-                    frame = recv_json(pane)
-                    if frame["type"] == "typing":
-                        assert frame["role"] == "customer"
-                        break
+                frame = inbox_until(pane, lambda f: f["type"] == "typing")[-1]
+                assert frame["role"] == "customer"
                 # A note: to the staff's inbox, never to the conversation's stream.
                 note = alice.call("POST", f"{API}{cid}/notes/", {"text": "Internal: refund approved by Carol"})
                 assert note.status_code == 201 and note.json()["role"] == "note"
@@ -254,10 +253,12 @@ def test_an_agent_of_one_workspace_never_sees_another_workspaces_inbox(shop, age
         assert other_agent.call("POST", f"{API}{sid}/agent-messages/", {"text": "Zebra reply"}).status_code == 201
         heard = inbox_until(theirs, lambda f: f.get("event") == "message" and f["conversation"]["id"] == sid)
         assert any(f.get("event") == "waiting" for f in heard)
+        quiet_deadline = time.monotonic() + 60
         with pytest.raises(TimeoutError):
             while True:  # anything Alice's inbox gets must be her own workspace's; there is none in 3 s
                 frame = recv_json(mine, timeout=3)
                 assert sid not in json.dumps(frame) and "Zebra" not in json.dumps(frame), frame
+                assert time.monotonic() < quiet_deadline, f"Alice's inbox never went quiet: {frame}"
         # Over HTTP, on her own host: the other workspace's conversation does not exist.
         for path in (f"{API}{sid}/join/", f"{API}{sid}/notes/", f"{API}{sid}/hand-back/", f"{API}{sid}/close/"):
             response = alice.call("POST", path, {"text": "x"})
