@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import logging
 import secrets
 import threading
@@ -47,8 +48,11 @@ from config.errors import ApplicationError, ErrorCode
 
 logger = logging.getLogger(__name__)
 
-# KEYS: seq counter, stream. ARGV: seq floor (from PostgreSQL), stream maxlen, ttl, pub/sub channel, event bodies...
-# Each body is a JSON object without its seq; the script splices `"seq":N,` in front of its first member.
+# KEYS: seq counter, stream, answer lock. ARGV: seq floor (from PostgreSQL), stream maxlen, ttl, pub/sub channel,
+# answer-lock token to release ('' for none), event bodies... Each body is a JSON object without its seq; the script
+# splices `"seq":N,` in front of its first member. The lock is released in the same step that logs the batch (an
+# answer's `agent_completed`): whoever takes the lock next finds that event in the log, and no client that has seen
+# it can find the lock still taken.
 APPEND_SCRIPT = """
 local seqkey, stream = KEYS[1], KEYS[2]
 if redis.call('EXISTS', seqkey) == 0 then
@@ -61,19 +65,20 @@ if redis.call('EXISTS', seqkey) == 0 then
   end
   redis.call('SET', seqkey, floor)
 end
-local n = #ARGV - 4
+local n = #ARGV - 5
 local last = redis.call('INCRBY', seqkey, n)
 local first = last - n + 1
 local out = {}
 for i = 1, n do
   local seq = first + i - 1
-  local body = '{"seq":' .. seq .. ',' .. string.sub(ARGV[4 + i], 2)
+  local body = '{"seq":' .. seq .. ',' .. string.sub(ARGV[5 + i], 2)
   redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', body)
   out[i] = body
 end
 local ttl = tonumber(ARGV[3])
 redis.call('EXPIRE', stream, ttl)
 redis.call('EXPIRE', seqkey, ttl * 7)
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
 redis.call('PUBLISH', ARGV[4], first .. ' ' .. last .. '\\n' .. table.concat(out, '\\n'))
 return first
 """
@@ -136,16 +141,31 @@ class ConversationLog:
     def channel(self) -> str:
         return f"{_prefix()}:{workspace_group(self.schema, 'conversation', self.conversation)}"
 
-    def _append_args(self, bodies: list[str]) -> tuple[list[str], list[Any]]:
-        args: list[Any] = [self.floor, settings.CHAT_EVENT_LOG_MAXLEN, settings.CHAT_EVENT_LOG_TTL, self.channel]
-        return [self.seq_key, self.stream_key], args + bodies
+    def _append_args(self, bodies: list[str], release_lock: str | None = None) -> tuple[list[str], list[Any]]:
+        args: list[Any] = [self.floor, settings.CHAT_EVENT_LOG_MAXLEN, settings.CHAT_EVENT_LOG_TTL, self.channel,
+                           release_lock or ""]
+        return [self.seq_key, self.stream_key, self.lock_key], args + bodies
 
     # --- sync (services, REST, worker threads) ---
-    def append_sync(self, events: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    def append_sync(self, events: list[dict[str, Any]], *, release_lock: str | None = None) -> list[tuple[int, str]]:
+        """Log `events` (one seq each); with `release_lock`, give back the answer lock of that token in the same
+        step."""
         bodies = [protocol.encode(event) for event in events]
-        keys, args = self._append_args(bodies)
+        keys, args = self._append_args(bodies, release_lock)
         first = int(_sync_scripts().append(keys=keys, args=args))
         return sequenced(first, bodies)
+
+    def answer_announcement_find(self, *, message_id: int, depth: int = 500) -> int | None:
+        """The seq of the logged `agent_completed` of answer `message_id`, if the retained log has one (newest
+        first, at most `depth` events back)."""
+        needle = f'"id":{message_id},'.encode()
+        for entry_id, fields in sync_client().xrevrange(self.stream_key, max="+", min="-", count=depth):
+            body = fields[b"e"]
+            if b'"type":"agent_completed"' in body and needle in body:
+                event = json.loads(body)
+                if (event.get("message") or {}).get("id") == message_id:
+                    return int(entry_id.split(b"-", 1)[0])
+        return None
 
     def bounds_sync(self) -> tuple[int, int]:
         current, oldest = _sync_scripts().bounds(keys=[self.seq_key, self.stream_key], args=[self.floor])
@@ -172,6 +192,29 @@ class ConversationLog:
             return None
         return token
 
+    def lock_take_over_if_abandoned(self, *, ttl: float, grace: float = 2.0) -> str | None:
+        """The lock's key is taken: is anyone still answering? A live answer holds the advisory half on its thread's
+        connection until its final event; a process that died (a deploy, a crash, an OOM kill) lost its PostgreSQL
+        session and with it the advisory lock, but its Redis key would stay for the whole TTL, and a retried
+        question would wait for an answer nobody writes. So: if the advisory lock is free, wait `grace` seconds for
+        the key (an answer in its last milliseconds releases it with its final event); still taken then, the holder
+        is gone — take the lock over. None while someone is answering."""
+        if not _advisory_lock(self.advisory_key, acquire=True):
+            return None
+        try:
+            deadline = time.monotonic() + grace
+            token = secrets.token_hex(8)
+            while time.monotonic() < deadline:
+                if sync_client().set(self.lock_key, token, nx=True, px=int(ttl * 1000)):
+                    return token
+                time.sleep(0.1)
+            sync_client().set(self.lock_key, token, px=int(ttl * 1000))
+            logger.warning("chat: took over the abandoned answer lock of %s", self.conversation)
+            return token
+        except BaseException:
+            _advisory_lock(self.advisory_key, acquire=False)
+            raise
+
     def _release_key(self, token: str) -> None:
         try:
             _sync_scripts().release(keys=[self.lock_key], args=[token])
@@ -179,10 +222,16 @@ class ConversationLog:
             logger.warning("chat: could not release the answer lock key %s", self.lock_key, exc_info=True)
 
     def lock_release(self, token: str) -> None:
+        """Give the lock back (a no-op for a token whose key is gone already, e.g. released with the final event)."""
         try:
             _sync_scripts().release(keys=[self.lock_key], args=[token])
         finally:
-            _advisory_lock(self.advisory_key, acquire=False)
+            self.lock_release_advisory()
+
+    def lock_release_advisory(self) -> None:
+        """Give back only this thread's advisory half of the lock; the Redis key goes with the answer's final event
+        (`append_sync`/`append` with `release_lock`)."""
+        _advisory_lock(self.advisory_key, acquire=False)
 
     @property
     def advisory_key(self) -> int:
@@ -193,12 +242,12 @@ class ConversationLog:
         return bool(sync_client().exists(self.lock_key))
 
     # --- async (the ASGI process) ---
-    async def append(self, events: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    async def append(self, events: list[dict[str, Any]], *, release_lock: str | None = None) -> list[tuple[int, str]]:
         bodies = [protocol.encode(event) for event in events]
-        return await self.append_encoded(bodies)
+        return await self.append_encoded(bodies, release_lock=release_lock)
 
-    async def append_encoded(self, bodies: list[str]) -> list[tuple[int, str]]:
-        keys, args = self._append_args(bodies)
+    async def append_encoded(self, bodies: list[str], *, release_lock: str | None = None) -> list[tuple[int, str]]:
+        keys, args = self._append_args(bodies, release_lock)
         first = int(await _async_scripts().append(keys=keys, args=args))
         return sequenced(first, bodies)
 
@@ -230,13 +279,24 @@ class ConversationLog:
         sync_client().publish(self.channel, f"E - -\n{protocol.encode(event)}")
 
 
+def authority_channel(schema: str) -> str:
+    """The workspace's revocation channel: every conversation socket of the workspace listens on it through its
+    process's hub (chat.authority publishes "someone's authority changed: re-check")."""
+    return f"{_prefix()}:{workspace_group(schema, 'authority')}"
+
+
+def authority_publish_sync(schema: str, revoke: dict[str, Any]) -> None:
+    sync_client().publish(authority_channel(schema), f"R\n{protocol.encode(revoke)}")
+
+
 _advisory_held = threading.local()
 
 
 def _advisory_lock(key: int, *, acquire: bool) -> bool:
     """Take (without waiting) or give back a session-level PostgreSQL advisory lock on this thread's connection. A
     connection that is gone has released it already."""
-    from django.db import DatabaseError, connection
+    from django.db import Error as DatabaseError  # InterfaceError too: a connection closed after a cut
+    from django.db import connection
 
     held: set[int] = getattr(_advisory_held, "keys", None) or set()
     _advisory_held.keys = held
@@ -421,6 +481,11 @@ class ConversationHub:
         if not feeds:
             return
         head, _, rest = data.partition(b"\n")
+        if head == b"R":  # a revocation (authority_publish_sync): each feed's socket decides whether it concerns it
+            revoke = json.loads(rest)
+            for feed in list(feeds):
+                feed.revoke(revoke)
+            return
         if head.startswith(b"E "):
             _e, process, origin = head.decode().split(" ", 2)
             if process != PROCESS_ID:  # our own ephemeral events were dispatched locally already
@@ -522,6 +587,7 @@ class SocketFeed:
     on_idle: Callable[[], Awaitable[None]]
     max_queued_batches: int = 2000
     on_broken: Callable[[], Awaitable[None]] | None = None  # the feed stopped on an error: close the socket
+    on_revoke: Callable[[dict[str, Any]], Awaitable[None]] | None = None  # someone's authority changed: re-check
     id: str = field(default_factory=lambda: secrets.token_hex(6))
     cursor: int | None = None  # last seq sent; None until the client resumes
     queued_seq: int = 0
@@ -585,6 +651,12 @@ class SocketFeed:
         if not self._expired:
             self._expired = True
             task = asyncio.create_task(self.on_idle())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+    def revoke(self, revoke: dict[str, Any]) -> None:
+        if self.on_revoke is not None:
+            task = asyncio.create_task(self.on_revoke(revoke))
             _closing.add(task)
             task.add_done_callback(_closing.discard)
 
@@ -705,11 +777,17 @@ class LoopSink:
         self.done = asyncio.Event()
         # Set once the message is stored or refused (its first reply): the asker's next message may go then.
         self.submitted = asyncio.Event()
+        self.release_lock: str | None = None  # the answer lock to release with the next append (the final event)
 
     # --- called from the worker thread ---
-    def emit(self, event: dict[str, Any]) -> Future[int]:
+    def emit(self, event: dict[str, Any], *, release_lock: str | None = None) -> Future[int]:
+        """Log `event` (its seq comes back through the future); with `release_lock`, the answer lock of that token
+        is released in the same Redis step that logs it."""
         future: Future[int] = Future()
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, ("event", event, future))
+        if release_lock:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, ("event_release", (event, release_lock), future))
+        else:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, ("event", event, future))
         return future
 
     def reply(self, frame: dict[str, Any], *, seq_future: Future[int] | None = None) -> None:
@@ -736,6 +814,9 @@ class LoopSink:
             events: list[dict[str, Any]] = []
             futures: list[list[Future[int]]] = []
             for kind, payload, future in items:
+                if kind == "event_release":  # logged together with what is queued before it, then the lock goes
+                    payload, self.release_lock = payload
+                    kind = "event"
                 if kind == "close":
                     closed = True
                 elif kind == "reply":
@@ -766,8 +847,9 @@ class LoopSink:
     async def _flush(self, events: list[dict[str, Any]], futures: list[list[Future[int]]]) -> None:
         if not events:
             return
+        release, self.release_lock = self.release_lock, None
         try:
-            appended = await self.log.append(events)
+            appended = await self.log.append(events, release_lock=release)
         except Exception as exc:
             logger.exception("chat: appending events failed")
             for group in futures:
@@ -805,8 +887,12 @@ class SyncSink:
         self.first_pending_at = 0.0
         self.replies: list[dict[str, Any]] = []
 
-    def emit(self, event: dict[str, Any]) -> Future[int]:
+    def emit(self, event: dict[str, Any], *, release_lock: str | None = None) -> Future[int]:
         future: Future[int] = Future()
+        if release_lock:
+            self.pending.append((event, [future]))
+            self.flush(release_lock=release_lock)
+            return future
         if event["type"] == "token" and self.pending and self.pending[-1][0]["type"] == "token":
             last, group = self.pending[-1]
             self.pending[-1] = ({**last, "text": last["text"] + event["text"]}, [*group, future])
@@ -828,12 +914,12 @@ class SyncSink:
         except Exception:
             logger.warning("chat: typing indicator not sent", exc_info=True)
 
-    def flush(self) -> None:
+    def flush(self, *, release_lock: str | None = None) -> None:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
         try:
-            appended = self.log.append_sync([event for event, _ in pending])
+            appended = self.log.append_sync([event for event, _ in pending], release_lock=release_lock)
         except Exception as exc:
             for _event, group in pending:
                 for future in group:

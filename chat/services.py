@@ -34,7 +34,7 @@ SEQ_WAIT_SECONDS = 30.0
 
 
 class EventSink(Protocol):
-    def emit(self, event: dict[str, Any]) -> Future[int]: ...
+    def emit(self, event: dict[str, Any], *, release_lock: str | None = None) -> Future[int]: ...
 
     def reply(self, frame: dict[str, Any], *, seq_future: Future[int] | None = None) -> None: ...
 
@@ -144,7 +144,20 @@ def assistant_answer_persist(
     *, conversation: Conversation, reply_to: Message, result: dict[str, Any], latency_first_token_ms: int | None,
     latency_total_ms: int | None,
 ) -> Message:
-    """Store the answerer's final message (the `completed` event's data) with its accounting."""
+    """Store the answerer's final message (the `completed` event's data) with its accounting, in one transaction:
+    an answer is either stored with its conversation's bookkeeping or not at all (a cut connection half-way must not
+    leave a stored answer that the customer was told had failed)."""
+    with transaction.atomic():
+        return _assistant_answer_store(
+            conversation=conversation, reply_to=reply_to, result=result, latency_first_token_ms=latency_first_token_ms,
+            latency_total_ms=latency_total_ms,
+        )
+
+
+def _assistant_answer_store(
+    *, conversation: Conversation, reply_to: Message, result: dict[str, Any], latency_first_token_ms: int | None,
+    latency_total_ms: int | None,
+) -> Message:
     confidence = result.get("confidence")
     answer = Message.objects.create(
         conversation=conversation, role=MessageRole.ASSISTANT, reply_to=reply_to,
@@ -231,14 +244,19 @@ def customer_message_submit(
         reply = selectors.reply_for(message=existing)
         lock = None
         if reply is None and conversation.status == ConversationStatus.BOT:
-            lock = log.lock_acquire(ttl=settings.CHAT_ANSWER_TIMEOUT + 30)  # None: its answer is being written
+            lock = _answer_lock_take(log)  # None: its answer is being written
+            if lock is not None and (reply := selectors.reply_for(message=existing)) is not None:
+                log.lock_release(lock)  # answered meanwhile: that answer's final event released the lock
+                lock = None
         sink.reply(_ack(existing, duplicate=True))
+        if reply is not None and reply.seq is None and reply.role == MessageRole.ASSISTANT:
+            _answer_announce_if_unannounced(conversation=conversation, question=existing, answer=reply, sink=sink)
         return MessageSubmitResult(existing, created=False, reply=reply, lock_token=lock, seq_future=None)
     if conversation.status == ConversationStatus.CLOSED:
         raise Conflict("The conversation is closed.", code=ErrorCode.CONVERSATION_CLOSED)
     lock = None
     if conversation.status == ConversationStatus.BOT:
-        lock = log.lock_acquire(ttl=settings.CHAT_ANSWER_TIMEOUT + 30)
+        lock = _answer_lock_take(log)
         if lock is None:
             raise Conflict(
                 "The assistant is still answering the previous message.", code=ErrorCode.ANSWER_IN_PROGRESS,
@@ -280,6 +298,37 @@ def customer_message_submit(
     return MessageSubmitResult(message, created=True, reply=None, lock_token=lock, seq_future=seq_future)
 
 
+def _answer_lock_take(log: ConversationLog) -> str | None:
+    """The conversation's answer lock, or None while an answer is being written. A lock left by a process that died
+    mid-answer is taken over (ConversationLog.lock_take_over_if_abandoned) instead of refusing for its whole TTL."""
+    ttl = settings.CHAT_ANSWER_TIMEOUT + 30
+    return log.lock_acquire(ttl=ttl) or log.lock_take_over_if_abandoned(ttl=ttl)
+
+
+def _answer_announce_if_unannounced(
+    *, conversation: Conversation, question: Message, answer: Message, sink: EventSink
+) -> None:
+    """A retried message whose answer is stored but has no seq: its `agent_completed` may never have been logged
+    (Redis was away, or the process died between storing and announcing), and then the customer would wait for it
+    forever. Under the answer lock — which the answering thread gives back only in the same Redis step that logs its
+    `agent_completed` — the log tells whether it was: if so, record its seq; if not, announce the answer now."""
+    log = conversation_log(conversation)
+    lock = _answer_lock_take(log)
+    if lock is None:  # the answering thread still holds it: its final event is on the way
+        return
+    try:
+        seq = log.answer_announcement_find(message_id=answer.pk)
+        if seq is None:
+            future = _final_emit(log, sink, protocol.conversation_event(
+                "agent_completed", reply_to=question.pk, message=protocol.message_payload(answer),
+            ), lock)
+            _record_when_known(conversation, {answer.pk: future})
+        else:
+            message_seqs_record(conversation=conversation, seqs={answer.pk: seq})
+    finally:
+        log.lock_release(lock)  # by token: a no-op when the announcement's append released it already
+
+
 def _record_when_known(conversation: Conversation, futures: dict[int, Future[int] | None]) -> dict[int, int]:
     seqs: dict[int, int] = {}
     for message_id, future in futures.items():
@@ -306,39 +355,87 @@ def conversation_answer_stream(
     cancelled: Callable[[], bool] = lambda: False, failure: list[ApplicationError] | None = None,
 ) -> Message | None:
     """Answer `question` with the answer engine, streaming its events into the conversation's log, and store the
-    answer. Holds the conversation's answer lock and releases it before the final event, so a client may ask again
-    as soon as it sees the answer. Returns the stored answer, or None after an `error` event (answer_failed) when
-    the engine failed: the customer always gets one or the other."""
+    answer. Returns the stored answer, or None after an `error` event (answer_failed, or the credit refused): the
+    customer always gets one or the other.
+
+    The answer lock (`lock_token`) is held from the customer's message until the answer's `agent_completed` is in
+    the log, and released in that same Redis step, so a client may ask again as soon as it sees the answer, and a
+    retry of the same message never finds the lock taken by an answer that nobody writes any more: every way out of
+    this function gives it back. Once the answer is stored it stands: nothing after that turns it into an error."""
+    log = conversation_log(conversation)
+    started = time.monotonic()
+    # What the credit was charged under (a retry after a refunded failure gets `message:N#2`, tenants.billing).
+    credit_reference = [f"message:{question.pk}"]
+    answer: Message | None = None
+    try:
+        answer = _answer_compose_and_store(
+            conversation=conversation, question=question, sink=sink, cancelled=cancelled, failure=failure,
+            started=started, credit_reference=credit_reference, lock_token=lock_token,
+        )
+        if answer is None:
+            return None
+        # The answer stands from here on.
+        sink.typing("bot", False)
+        answer_seq = _final_emit(log, sink, protocol.conversation_event(
+            "agent_completed", reply_to=question.pk, message=protocol.message_payload(answer),
+        ), lock_token)
+        try:
+            answer.seq = _record_when_known(conversation, {answer.pk: answer_seq}).get(answer.pk)
+        except Exception:  # the seq is bookkeeping; a retry of the message finds the logged event (see above)
+            logger.warning("chat: the seq of answer %s was not recorded", answer.pk, exc_info=True)
+        try:
+            from chat import handoff
+
+            handoff.bot_answer_completed(conversation=conversation, answer=answer)  # the unanswered rule, the inbox
+        except Exception:  # the answer stands; a handoff rule must never turn it into an error
+            logger.exception("chat: handoff check after message %s failed", question.pk)
+        return answer
+    finally:
+        _answer_lock_release(log, lock_token)  # by token: a no-op once the final event's append released it
+        if answer is None:
+            _credit_refund(credit_reference[-1])
+
+
+def _final_emit(log: ConversationLog, sink: EventSink, event: dict[str, Any], lock_token: str) -> Future[int]:
+    """The answer's last event (agent_completed or error): the thread's advisory half of the answer lock goes first,
+    the Redis key in the same step that logs the event, so whoever sees the event finds the lock free."""
+    try:
+        log.lock_release_advisory()
+    except Exception:  # the connection is gone, and its session's locks with it
+        logger.warning("chat: advisory answer lock of %s not released", log.conversation, exc_info=True)
+    return sink.emit(event, release_lock=lock_token)
+
+
+def _answer_lock_release(log: ConversationLog, token: str) -> None:
+    try:
+        log.lock_release(token)
+    except Exception:  # it expires by itself
+        logger.warning("chat: could not release the answer lock of %s", log.conversation, exc_info=True)
+
+
+def _answer_compose_and_store(
+    *, conversation: Conversation, question: Message, sink: EventSink, cancelled: Callable[[], bool],
+    failure: list[ApplicationError] | None, started: float, credit_reference: list[str], lock_token: str,
+) -> Message | None:
+    """Take the answer's credit, stream the engine's events, store the answer. None after an `error` event, which
+    gives the answer lock back as it is logged (the customer may send the message again at once)."""
     from chat import answering  # the answer engine; imported late: it loads models and indexes
 
-    log = conversation_log(conversation)
-    lock: list[str] = [lock_token]
-
-    def unlock() -> None:
-        if lock:
-            try:
-                log.lock_release(lock.pop())
-            except Exception:  # it expires by itself
-                logger.warning("chat: could not release the answer lock of %s", conversation.public_id)
-
-    started = time.monotonic()
-    first_token_ms: int | None = None
     reply_to = question.pk
     bot_typing = False
-    # Every answer costs a credit, taken before the work starts and given back if no answer comes (tenants.billing).
-    credit_reference = f"message:{question.pk}"
+    first_token_ms: int | None = None
     try:
-        billing.credits_consume(workspace=_current_workspace(), reference=credit_reference)
-    except ApplicationError as refused:  # quota_exceeded / plan_limit: a clear error event instead of an answer
-        if failure is not None:
-            failure.append(refused)
-        unlock()
-        sink.emit(protocol.conversation_event(
-            "error", reply_to=reply_to, code=refused.code, message=refused.message, details=refused.details,
-        ))
-        return None
-    answered = False
-    try:
+        # Every answer costs a credit, taken before the work starts and given back if no answer comes.
+        try:
+            charged = billing.credits_consume(workspace=_current_workspace(), reference=credit_reference[0])
+            credit_reference.append(charged.reference)
+        except ApplicationError as refused:  # quota_exceeded / plan_limit: a clear error event instead of an answer
+            if failure is not None:
+                failure.append(refused)
+            _final_emit(conversation_log(conversation), sink, protocol.conversation_event(
+                "error", reply_to=reply_to, code=refused.code, message=refused.message, details=refused.details,
+            ), lock_token)
+            return None
         sink.emit(protocol.conversation_event("agent_started", reply_to=reply_to))
         sink.typing("bot", True)
         bot_typing = True
@@ -371,41 +468,21 @@ def conversation_answer_stream(
                 close()
         if completed is None:
             raise RuntimeError("the answer engine ended without a completed event")
-        answer = assistant_answer_persist(
+        return assistant_answer_persist(
             conversation=conversation, reply_to=question, result=completed,
             latency_first_token_ms=first_token_ms, latency_total_ms=int((time.monotonic() - started) * 1000),
         )
-        unlock()
-        sink.typing("bot", False)
-        bot_typing = False
-        answer_seq = sink.emit(protocol.conversation_event(
-            "agent_completed", reply_to=reply_to, message=protocol.message_payload(answer),
-        ))
-        answer.seq = _record_when_known(conversation, {answer.pk: answer_seq}).get(answer.pk)
-        answered = True
-        try:
-            from chat import handoff
-
-            handoff.bot_answer_completed(conversation=conversation, answer=answer)  # the unanswered rule, the inbox
-        except Exception:  # the answer stands; a handoff rule must never turn it into an error
-            logger.exception("chat: handoff check after message %s failed", question.pk)
-        return answer
     except Exception as exc:
         logger.exception("chat: answering message %s failed", question.pk)
         error = _engine_failure(exc)
         if failure is not None:
             failure.append(error)
-        unlock()
         if bot_typing:
             sink.typing("bot", False)
-        sink.emit(protocol.conversation_event(
+        _final_emit(conversation_log(conversation), sink, protocol.conversation_event(
             "error", reply_to=reply_to, code=error.code, message=error.message, details=error.details,
-        ))
+        ), lock_token)
         return None
-    finally:
-        unlock()
-        if not answered:
-            _credit_refund(credit_reference)
 
 
 def _current_workspace() -> Any:

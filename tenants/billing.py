@@ -53,6 +53,9 @@ billing_changed = Signal()
 # Sent after commit when a meter first reaches 80 % or 100 % of its limit in a period; accounts emails the owners.
 # kwargs: workspace, meter, label, threshold, used, limit, period_end.
 usage_threshold_reached = Signal()
+# Sent when a workspace's credit spend in the current hour spikes (spend_spike_watch); accounts e-mails the owners.
+# kwargs: workspace, spent, baseline (hourly average of the previous 24 h), multiple, hour_start.
+spend_spike_detected = Signal()
 
 
 # --- meters ----------------------------------------------------------------------------------------------------
@@ -133,11 +136,19 @@ def _usage_for_display(workspace: Workspace, meter: str) -> int | None:
 # --- plans -----------------------------------------------------------------------------------------------------
 
 
-def plan_get(*, code: str) -> Plan:
-    """The plan with this code, or ValidationFailed `plan_unknown` naming the plans there are."""
-    plan = Plan.objects.filter(code=(code or "").strip()).first()
+def plan_get(*, code: str, selectable_from: str | None = None) -> Plan:
+    """The plan with this code, or ValidationFailed `plan_unknown` naming the plans there are.
+
+    With `selectable_from` (a workspace's current plan code): only what that workspace's owner may choose, the
+    public plans and the current one; a hidden plan (offered by staff to someone else) is as unknown as a typo, and
+    the error names the public plans only."""
+    plans = Plan.objects.all()
+    if selectable_from is not None:
+        plans = plans.filter(Q(is_public=True) | Q(code=selectable_from))
+    plan = plans.filter(code=(code or "").strip()).first()
     if plan is None:
-        known = list(Plan.objects.order_by("tier", "code").values_list("code", flat=True))
+        listed = plans if selectable_from is None else Plan.objects.filter(is_public=True)
+        known = list(listed.order_by("tier", "code").values_list("code", flat=True))
         raise ValidationFailed(
             f"There is no plan {code!r}.", code=ErrorCode.PLAN_UNKNOWN,
             details={"field": "plan", "plan": str(code)[:40], "allowed": known},
@@ -405,6 +416,8 @@ def credits_consume(
     *, workspace: Workspace, amount: int = 1, reason: str = "answer", reference: str, now: datetime | None = None
 ) -> LedgerEntry:
     """Spend `amount` credits for `reference` (e.g. "message:42"), atomically; call it before the work starts.
+    The entry's `reference` says under which reference it was charged: a reference that was charged and refunded
+    (a failed attempt) is charged again as `message:42#2`, then `#3`, … — refund what the entry names.
 
     Returns the USAGE entry (or the OVERAGE entry when nothing was covered by credits; a consumption that is partly
     covered writes both, with the same reference). Idempotent per reference: a retry returns the first entry and
@@ -422,7 +435,15 @@ def credits_consume(
         earlier = (LedgerEntry.objects.filter(workspace_id=workspace.pk, reference=reference,
                                               kind__in=[LedgerKind.USAGE, LedgerKind.OVERAGE]).order_by("id").first())
         if earlier is not None:
-            return earlier
+            if not LedgerEntry.objects.filter(workspace_id=workspace.pk, kind=LedgerKind.REFUND,
+                                              reference=reference).exists():
+                return earlier
+            # That attempt failed and was given back (an answer retried after an error): this one is charged anew,
+            # under the next attempt's reference (`message:42#2`), which the caller refunds if it fails too.
+            base, _, attempt = reference.partition("#")
+            following = int(attempt) + 1 if attempt.isdigit() else 2
+            return credits_consume(workspace=workspace, amount=amount, reason=reason, now=now,
+                                   reference=f"{base}#{following}")
         totals = _period_totals(workspace.pk, subscription.period_start)
         covered = max(0, min(totals.balance, amount))
         beyond = amount - covered
@@ -443,7 +464,48 @@ def credits_consume(
             alerts = _alerts_raise(workspace=locked.workspace, meter=CREDITS, used=after.used, limit=after.available,
                                    period_start=subscription.period_start, period_end=subscription.period_end)
     metrics.credits_observe(reason, amount)
+    spend_spike_watch(workspace=workspace, amount=amount, now=now)
     return entries[0]
+
+
+_SPIKE_BASELINE_HOURS = 24
+
+
+def spend_spike_watch(*, workspace: Workspace, amount: int, now: datetime) -> bool:
+    """Count `amount` credits into this workspace's hourly spend (Redis, keyed by its schema) and, the first time in
+    an hour that the hour's spend reaches SPEND_SPIKE_MIN_ANSWERS and exceeds SPEND_SPIKE_MULTIPLE times the hourly
+    average of the previous 24 hours, log a warning and send `spend_spike_detected` (accounts e-mails the owners
+    and records it in the audit log). True when it alerted. Redis trouble never stops an answer."""
+    import redis
+    from django.core.cache import cache
+
+    multiple = float(settings.SPEND_SPIKE_MULTIPLE)
+    if multiple <= 0:
+        return False
+    hour = int(now.timestamp() // 3600)
+    prefix = f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}:spend:{workspace.schema_name}"
+    try:
+        client = cache._cache.get_client(write=True)
+        with client.pipeline() as pipe:
+            pipe.incrby(f"{prefix}:{hour}", amount)
+            pipe.expire(f"{prefix}:{hour}", (_SPIKE_BASELINE_HOURS + 2) * 3600)
+            pipe.mget([f"{prefix}:{h}" for h in range(hour - _SPIKE_BASELINE_HOURS, hour)])
+            spent, _expiry, earlier = pipe.execute()
+        baseline = sum(int(v or 0) for v in earlier) / _SPIKE_BASELINE_HOURS
+        if spent < settings.SPEND_SPIKE_MIN_ANSWERS or spent <= multiple * baseline:
+            return False
+        if not client.set(f"{prefix}:alerted:{hour}", 1, nx=True, ex=2 * 3600):
+            return False  # already told this hour
+    except (redis.RedisError, OSError):
+        logger.warning("billing: spend spike watch unavailable (Redis)", exc_info=True)
+        return False
+    hour_start = datetime.fromtimestamp(hour * 3600, tz=UTC)
+    logger.warning("billing: spend spike in %s: %s credits since %s, hourly average %.1f over the previous %s h",
+                   workspace.schema_name, spent, hour_start.isoformat(), baseline, _SPIKE_BASELINE_HOURS)
+    transaction.on_commit(lambda: spend_spike_detected.send_robust(
+        sender=Workspace, workspace=workspace, spent=int(spent), baseline=baseline, multiple=multiple,
+        hour_start=hour_start))
+    return True
 
 
 def _quota_exceeded(plan: Plan, subscription: Subscription, totals: CreditTotals, amount: int) -> QuotaExceeded:
@@ -565,7 +627,7 @@ class PlanChange:
 
 
 def plan_change(
-    *, workspace: Workspace, code: str, actor: Any = None, now: datetime | None = None
+    *, workspace: Workspace, code: str, actor: Any = None, now: datetime | None = None, include_hidden: bool = False
 ) -> PlanChange:
     """Move a workspace to another plan. The rule (docs/billing.md):
 
@@ -574,8 +636,11 @@ def plan_change(
       difference times that fraction (rounded to the cent). A scheduled downgrade is dropped.
     - Downgrade (same or lower tier): scheduled for the end of the period; until then the current plan's limits and
       credits stay. Choosing the current plan again drops a scheduled downgrade.
+
+    Owners choose among the public plans (and their current one); `include_hidden` is for platform staff and the
+    payment gateway moving a workspace onto a plan that isn't offered.
     """
-    new = plan_get(code=code)
+    new = plan_get(code=code, selectable_from=None if include_hidden else workspace.plan)
     now = _utc(now or timezone.now())
     with transaction.atomic():
         locked = _locked(workspace, now)
