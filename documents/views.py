@@ -92,8 +92,8 @@ def knowledge_failed(request: HttpRequest) -> HttpResponse:
     return render(request, "documents/failed.html", {"rows": [_row(d) for d in page.object_list], "page": page})
 
 
-@require_POST
 @workspace_permission_required("knowledge.manage")
+@require_POST
 @_action
 def knowledge_add_text(request: HttpRequest) -> HttpResponse:
     document = services.document_create_text(
@@ -104,8 +104,8 @@ def knowledge_add_text(request: HttpRequest) -> HttpResponse:
     return redirect("knowledge-detail", document_id=document.pk)
 
 
-@require_POST
 @workspace_permission_required("knowledge.manage")
+@require_POST
 @_action
 def knowledge_add_faq(request: HttpRequest) -> HttpResponse:
     document = services.document_create_faq(
@@ -115,8 +115,8 @@ def knowledge_add_faq(request: HttpRequest) -> HttpResponse:
     return redirect("knowledge-detail", document_id=document.pk)
 
 
-@require_POST
 @workspace_permission_required("knowledge.manage")
+@require_POST
 @_action
 def knowledge_import_url(request: HttpRequest) -> HttpResponse:
     document = services.document_import_url(
@@ -126,8 +126,8 @@ def knowledge_import_url(request: HttpRequest) -> HttpResponse:
     return redirect("knowledge-detail", document_id=document.pk)
 
 
-@require_POST
 @workspace_permission_required("knowledge.manage")
+@require_POST
 @_action
 def knowledge_reindex_all(request: HttpRequest) -> HttpResponse:
     count = services.workspace_reindex(actor=request.user)
@@ -135,8 +135,8 @@ def knowledge_reindex_all(request: HttpRequest) -> HttpResponse:
     return redirect("knowledge")
 
 
-@require_POST
 @workspace_permission_required("knowledge.manage")
+@require_POST
 @_action
 def knowledge_delete(request: HttpRequest, document_id: int) -> HttpResponse:
     document = selectors.document_get(document_id=document_id)
@@ -145,8 +145,8 @@ def knowledge_delete(request: HttpRequest, document_id: int) -> HttpResponse:
     return redirect("knowledge")
 
 
-@require_POST
 @workspace_permission_required("knowledge.manage")
+@require_POST
 @_action
 def knowledge_retry(request: HttpRequest, document_id: int) -> HttpResponse:
     document = services.document_retry(document=selectors.document_get(document_id=document_id), actor=request.user)
@@ -156,8 +156,8 @@ def knowledge_retry(request: HttpRequest, document_id: int) -> HttpResponse:
     return redirect("knowledge-detail", document_id=document.pk)
 
 
-@require_POST
 @workspace_permission_required("knowledge.manage")
+@require_POST
 @_action
 def knowledge_reindex(request: HttpRequest, document_id: int) -> HttpResponse:
     document = services.document_reindex(document=selectors.document_get(document_id=document_id),
@@ -166,8 +166,8 @@ def knowledge_reindex(request: HttpRequest, document_id: int) -> HttpResponse:
     return redirect("knowledge-detail", document_id=document.pk)
 
 
-@require_POST
 @workspace_permission_required("knowledge.manage")
+@require_POST
 @_action
 def knowledge_new_version(request: HttpRequest, document_id: int) -> HttpResponse:
     document = selectors.document_get(document_id=document_id)

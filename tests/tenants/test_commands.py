@@ -53,6 +53,8 @@ def test_create_list_key_delete_roundtrip():
     connection.set_tenant(workspace)
     cache.set("purge-probe", "x")
     connection.set_schema_to_public()
+    # the probe is there under the pattern checked below (else that check could not fail)
+    assert list(cache._cache.get_client(write=True).scan_iter(match=f"*:{workspace.schema_name}:*"))
     media = settings.MEDIA_ROOT / "workspaces" / workspace.schema_name
     media.mkdir(parents=True, exist_ok=True)
     (media / "f.txt").write_text("x")
