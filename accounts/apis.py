@@ -122,6 +122,8 @@ class ApiKeyOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     last_used_at = serializers.DateTimeField(allow_null=True)
     revoked_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="Refused from then on; null: never expires.")
+    is_active = serializers.BooleanField(help_text="Neither revoked nor expired.")
 
 
 class ApiKeyListCreateApi(APIView):
@@ -130,6 +132,8 @@ class ApiKeyListCreateApi(APIView):
     class ApiKeyInputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         scopes = serializers.ListField(child=serializers.ChoiceField(choices=list(SCOPES)), required=False, min_length=1)
+        expires_at = serializers.DateTimeField(
+            required=False, allow_null=True, help_text="Optional: refused from then on (401 api_key_expired).")
 
     class ApiKeyCreatedSerializer(ApiKeyOutputSerializer):
         key = serializers.CharField(help_text="The secret. Shown once; store it now.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -315,12 +315,17 @@ def invitation_revoke(*, invitation: Invitation, actor: User) -> None:
 
 
 def api_key_create(
-    *, workspace: Workspace, name: str, scopes: list[str] | tuple[str, ...] | None = None, created_by: User | None = None
+    *, workspace: Workspace, name: str, scopes: list[str] | tuple[str, ...] | None = None,
+    created_by: User | None = None, expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; the returned secret is shown once and only its hash is kept."""
+    """Create a key; the returned secret is shown once and only its hash is kept. With `expires_at` (in the future)
+    the key is refused from then on (401 api_key_expired)."""
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise ValidationFailed("A key needs a name of at most 100 characters.", details={"field": "name"})
+    if expires_at is not None and (timezone.is_naive(expires_at) or expires_at <= timezone.now()):
+        raise ValidationFailed("A key's expiry is a time in the future, with its time zone.",
+                               details={"fields": {"expires_at": ["A future date and time with a time zone."]}})
     scopes = list(dict.fromkeys(scopes or DEFAULT_SCOPES))
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown:
@@ -330,9 +335,11 @@ def api_key_create(
     raw = f"{API_KEY_PREFIX}_{prefix}_{secret}"
     with transaction.atomic():
         key = ApiKey.objects.create(
-            workspace=workspace, name=name, prefix=prefix, key_hash=_sha256(raw), scopes=scopes, created_by=created_by
+            workspace=workspace, name=name, prefix=prefix, key_hash=_sha256(raw), scopes=scopes, created_by=created_by,
+            expires_at=expires_at,
         )
-        audit_record(workspace=workspace, actor=created_by, action="api_key.created", target=name, data={"scopes": scopes})
+        audit_record(workspace=workspace, actor=created_by, action="api_key.created", target=name,
+                     data={"scopes": scopes, "expires_at": expires_at.isoformat() if expires_at else None})
     return key, raw
 
 
@@ -355,6 +362,9 @@ def api_key_authenticate(*, workspace: Workspace, raw: str) -> ApiKey:
     if key.revoked_at is not None:
         raise ApplicationError("The API key was revoked.", code=ErrorCode.API_KEY_REVOKED, status_code=401)
     now = timezone.now()
+    if key.expires_at is not None and key.expires_at <= now:
+        raise ApplicationError("The API key has expired; create a new one.", code=ErrorCode.API_KEY_EXPIRED,
+                               status_code=401)
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):  # don't write on every request
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now

@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
+from config.body_caps import RequestBodyCapMiddleware  # noqa: E402
 from config.metrics import WebSocketMetricsMiddleware  # noqa: E402
 from config.ws import WorkspaceAuthMiddleware, WorkspaceHostMiddleware, websocket_urlpatterns  # noqa: E402
 from chat.routing import websocket_urlpatterns as chat_websocket_urlpatterns  # noqa: E402
@@ -20,7 +21,7 @@ websocket_routes = websocket_urlpatterns + chat_websocket_urlpatterns + embed_we
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": RequestBodyCapMiddleware(django_asgi_app),  # upload bodies over their cap: 413 before reading
         "websocket": WebSocketMetricsMiddleware(WorkspaceHostMiddleware(
             SessionMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_routes)))
         ), routes=websocket_routes),

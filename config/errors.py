@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     AUTHENTICATION_FAILED = "authentication_failed"
     INVALID_API_KEY = "invalid_api_key"
     API_KEY_REVOKED = "api_key_revoked"
+    API_KEY_EXPIRED = "api_key_expired"
     PERMISSION_DENIED = "permission_denied"
     NOT_A_MEMBER = "not_a_member"
     NOT_FOUND = "not_found"

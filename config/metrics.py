@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -24,11 +24,21 @@ WS_CONNECTIONS = Gauge("ccgpt_websocket_connections", "Open WebSocket connection
 WS_EVENTS = Counter("ccgpt_websocket_events_total", "WebSocket events sent and received.", ["route", "direction", "type"])
 
 
+UNMATCHED = "<unmatched>"  # every request no URL pattern matched (404s, unknown hosts): one series, never the path
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
 def _route(request: HttpRequest) -> str:
     match = getattr(request, "resolver_match", None)
     if match is not None and match.route:
         return "/" + match.route
-    return "unmatched"
+    return UNMATCHED
+
+
+def _method(request: HttpRequest) -> str:
+    """The method is client-chosen text too: anything but the standard verbs is one value, "other"."""
+    method = (request.method or "").upper()
+    return method if method in _METHODS else "other"
 
 
 class MetricsMiddleware:
@@ -38,7 +48,7 @@ class MetricsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
-        labels = (_route(request), request.method or "", f"{response.status_code // 100}xx")
+        labels = (_route(request), _method(request), f"{response.status_code // 100}xx")
         HTTP_LATENCY.labels(*labels).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels(*labels).inc()
         return response
@@ -52,36 +62,45 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 # --- WebSocket -----------------------------------------------------------------------------------------------------
-_ID_SEGMENT = re.compile(r"/(?:[0-9a-fA-F-]{32,36}|\d+|[A-Za-z0-9_-]{20,})(?=/|$)")
 _FRAME_TYPE = re.compile(r'"type"\s*:\s*"([a-z_]{1,24})"')
+# What a client may send (docs/websocket-protocol.md); any other `type` a client writes is counted as "other".
+_CLIENT_FRAME_TYPES = frozenset({"message", "typing", "feedback", "request_human", "contact", "ping", "resume"})
 
 
-def ws_route(path: str) -> str:
-    """The socket's route with ids collapsed (`/ws/conversations/<id>/`), so labels stay low-cardinality."""
-    return _ID_SEGMENT.sub("/<id>", path or "/")[:80]
+def ws_route(path: str, routes: Sequence[Any] = ()) -> str:
+    """The URL pattern the socket's path matches (`/ws/chat/<str:conversation_id>/`), or "<unmatched>": the path is
+    client-chosen text (sockets refused by the host check are accepted then closed), so it is never a label."""
+    relative = (path or "/").lstrip("/")
+    for route in routes:
+        if route.pattern.match(relative):
+            return "/" + str(route.pattern)
+    return UNMATCHED
 
 
-def _frame_type(text: str | None) -> str:
+def _frame_type(text: str | None, known: frozenset[str] | None = None) -> str:
     match = _FRAME_TYPE.search(text[:120]) if text else None
-    return match.group(1) if match else ("binary" if text is None else "other")
+    if match is None:
+        return "binary" if text is None else "other"
+    return match.group(1) if known is None or match.group(1) in known else "other"
 
 
 class WebSocketMetricsMiddleware:
     """Counts open sockets and the frames each way, by route and frame type (the `type` field of our JSON frames)."""
 
-    def __init__(self, app: Callable) -> None:
+    def __init__(self, app: Callable, routes: Sequence[Any] = ()) -> None:
         self.app = app
+        self.routes = tuple(routes)  # the URLRouter's patterns: labels are these, never the path
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope.get("type") != "websocket":
             return await self.app(scope, receive, send)
-        route = ws_route(scope.get("path", ""))
+        route = ws_route(scope.get("path", ""), self.routes)
         accepted = False
 
         async def counting_receive() -> dict:
             message = await receive()
             if message.get("type") == "websocket.receive":
-                WS_EVENTS.labels(route, "in", _frame_type(message.get("text"))).inc()
+                WS_EVENTS.labels(route, "in", _frame_type(message.get("text"), _CLIENT_FRAME_TYPES)).inc()
             return message
 
         async def counting_send(message: dict) -> None:

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApplicationError, ErrorCode, ValidationFailed
+from config.pagination import ApiPagination
 from documents import selectors, services
 from documents.models import DocumentSource, DocumentStatus
 
@@ -189,7 +190,7 @@ class DocumentListUploadApi(DocumentsApiView):
             search=filters.validated_data.get("q"), status=filters.validated_data.get("status"),
             source=filters.validated_data.get("source"),
         )
-        paginator = LimitOffsetPagination()
+        paginator = ApiPagination()
         page = paginator.paginate_queryset(documents, request, view=self)
         return paginator.get_paginated_response(DocumentOutputSerializer(page, many=True).data)
 
@@ -297,7 +298,7 @@ class DocumentFailedListApi(DocumentsApiView):
 
     @extend_schema(responses=DocumentOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
+        paginator = ApiPagination()
         page = paginator.paginate_queryset(selectors.document_failed_list(), request, view=self)
         return paginator.get_paginated_response(DocumentOutputSerializer(page, many=True).data)
 

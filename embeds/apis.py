@@ -29,6 +29,8 @@ class EmbedOutputSerializer(serializers.Serializer):
     behaviour = serializers.SerializerMethodField()
     identity_verification = serializers.BooleanField(source="identity_verification_enabled")
     identity_secret_hint = serializers.CharField(help_text="The last characters of the identity secret.")
+    identity_legacy_hashes = serializers.BooleanField(
+        help_text="Also accepts user hashes signed without a timestamp (they never expire).")
     snippet = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -101,6 +103,9 @@ class EmbedDetailApi(APIView):
     required_permission = {"GET": "widgets.view", "PATCH": "widgets.manage"}
 
     class EmbedUpdateInputSerializer(_EmbedInputSerializer):
+        identity_legacy_hashes = serializers.BooleanField(
+            required=False, help_text="Accept user hashes without `user_ts` (the old form); off for new widgets.")
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, partial=True, **kwargs)
 

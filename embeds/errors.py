@@ -15,3 +15,6 @@ class EmbedErrorCode(StrEnum):
     VISITOR_TOKEN_EXPIRED = "visitor_token_expired"
     IDENTITY_INVALID = "identity_invalid"
     IDENTITY_NOT_CONFIGURED = "identity_not_configured"
+    IDENTITY_EXPIRED = "identity_expired"  # user_ts older than WIDGET_IDENTITY_MAX_AGE
+    IDENTITY_TIMESTAMP_INVALID = "identity_timestamp_invalid"  # not Unix seconds, or ahead of our clock beyond skew
+    IDENTITY_TIMESTAMP_REQUIRED = "identity_timestamp_required"  # legacy hash (no user_ts) on an embed refusing it

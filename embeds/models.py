@@ -40,6 +40,9 @@ class Embed(models.Model):
     identity_secret_encrypted = models.TextField(blank=True)
     identity_secret_hint = models.CharField(max_length=8, blank=True, help_text="Last characters, for recognition.")
     identity_secret_rotated_at = models.DateTimeField(null=True, blank=True)
+    # Accept the legacy user_hash (HMAC of the bare user id, no timestamp: valid forever once leaked). Off for new
+    # embeds; set by migration 0002 on embeds that verified identities before timestamps existed.
+    identity_legacy_hashes = models.BooleanField(default=False)
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -2,8 +2,9 @@
 
 * **Public key** (`pk_...`): names an embed in the snippet. Not a secret.
 * **Identity secret** (`ccis_...`): shared with the business's backend, which signs its user ids with it
-  (`user_hash = HMAC-SHA256(secret, user_id)`, hex). We must compute the same HMAC to verify, so the secret is stored
-  encrypted (Fernet: AES-128-CBC + HMAC-SHA256) under a key derived from SECRET_KEY with HKDF — a database dump
+  (`user_hash = HMAC-SHA256(secret, "<user_ts>:<user_id>")`, hex; `user_ts` in Unix seconds, accepted for
+  WIDGET_IDENTITY_MAX_AGE; the bare-user-id legacy form only where the embed allows it). We must compute the
+  same HMAC to verify, so the secret is stored encrypted (Fernet: AES-128-CBC + HMAC-SHA256) under a key derived from SECRET_KEY with HKDF — a database dump
   alone does not reveal it; SECRET_KEY_FALLBACKS keep old ciphertexts readable after a SECRET_KEY rotation.
 * **Visitor id**: issued by the server, never chosen by the browser, and handed to the frame as a signed
   credential it keeps in its own localStorage. Nobody can present a visitor id they were not given.
@@ -77,15 +78,32 @@ def identity_secret_decrypt(ciphertext: str) -> str | None:
         return None
 
 
-def identity_hash(secret: str, user_id: str) -> str:
-    """What the business's backend computes: hex HMAC-SHA256 of the user id under the identity secret."""
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+def identity_message(user_id: str, timestamp: int | None = None) -> str:
+    """What is signed: `"<unix seconds>:<user_id>"`; the legacy form (no timestamp) is the bare user id."""
+    return user_id if timestamp is None else f"{timestamp}:{user_id}"
 
 
-def identity_hash_valid(secret: str, user_id: str, user_hash: str) -> bool:
+def identity_hash(secret: str, user_id: str, timestamp: int | None = None) -> str:
+    """What the business's backend computes: hex HMAC-SHA256 under the identity secret of `"<timestamp>:<user_id>"`
+    (docs/widget.md "Identity verification"), or of the bare user id in the legacy form."""
+    return hmac.new(secret.encode(), identity_message(user_id, timestamp).encode(), hashlib.sha256).hexdigest()
+
+
+def identity_hash_valid(secret: str, user_id: str, user_hash: str, timestamp: int | None = None) -> bool:
     if not isinstance(user_hash, str) or len(user_hash) != 64:
         return False
-    return hmac.compare_digest(identity_hash(secret, user_id), user_hash.lower())
+    return hmac.compare_digest(identity_hash(secret, user_id, timestamp), user_hash.lower())
+
+
+def identity_timestamp_parse(value: object) -> int | None:
+    """Unix seconds as an integer or a string of digits (at most 12); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 10**12 else None
+    if isinstance(value, str) and 0 < len(value) <= 12 and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def user_id_valid(user_id: object) -> bool:

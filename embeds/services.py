@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
@@ -33,6 +34,7 @@ from embeds.security import (
     identity_secret_decrypt,
     identity_secret_encrypt,
     identity_secret_new,
+    identity_timestamp_parse,
     public_key_new,
     user_id_valid,
     visitor_credential_issue,
@@ -146,9 +148,13 @@ def embed_create(
 def embed_update(
     *, embed: Embed, actor: Any = None, name: str | None = None, allowed_origins: list[str] | str | None = None,
     theme: dict[str, Any] | None = None, behaviour: dict[str, Any] | None = None,
+    identity_legacy_hashes: bool | None = None,
 ) -> Embed:
-    """Change what is given; a change of the allowed origins is recorded with the lists before and after."""
+    """Change what is given; a change of the allowed origins is recorded with the lists before and after.
+    `identity_legacy_hashes`: accept user hashes without a timestamp (docs/widget.md "Identity verification")."""
     values = _fields_clean(name=name, allowed_origins=allowed_origins, theme=theme, behaviour=behaviour)
+    if identity_legacy_hashes is not None:
+        values["identity_legacy_hashes"] = bool(identity_legacy_hashes)
     with transaction.atomic():
         embed = Embed.objects.select_for_update().get(pk=embed.pk)
         before = {name: getattr(embed, name) for name in values}
@@ -244,13 +250,42 @@ class VisitorSession:
     claims: VisitorClaims
 
 
+def _identity_timestamp_check(*, embed: Embed, user_ts: object) -> int | None:
+    """The signed timestamp to verify with (None: the legacy form, where the embed still allows it); refuses one
+    that is malformed, too old (WIDGET_IDENTITY_MAX_AGE) or too far ahead of our clock (WIDGET_IDENTITY_CLOCK_SKEW)."""
+    if user_ts is None or user_ts == "":
+        if embed.identity_legacy_hashes:
+            return None
+        raise PermissionDenied(
+            "Sign the user id with a timestamp: user_hash = HMAC(secret, \"<user_ts>:<user_id>\"), and send user_ts.",
+            code=EmbedErrorCode.IDENTITY_TIMESTAMP_REQUIRED,
+        )
+    timestamp = identity_timestamp_parse(user_ts)
+    if timestamp is None:
+        raise ValidationFailed("`user_ts` is the signing time in Unix seconds.",
+                               code=EmbedErrorCode.IDENTITY_TIMESTAMP_INVALID,
+                               details={"fields": {"user_ts": ["Unix seconds, an integer."]}})
+    now = int(timezone.now().timestamp())
+    skew, max_age = settings.WIDGET_IDENTITY_CLOCK_SKEW, settings.WIDGET_IDENTITY_MAX_AGE
+    if timestamp > now + skew:
+        raise PermissionDenied("`user_ts` is ahead of our clock; sign with your server's current time.",
+                               code=EmbedErrorCode.IDENTITY_TIMESTAMP_INVALID,
+                               details={"user_ts": timestamp, "now": now, "clock_skew": skew})
+    if timestamp < now - max_age:
+        raise PermissionDenied("This identity signature has expired; sign the user id again.",
+                               code=EmbedErrorCode.IDENTITY_EXPIRED,
+                               details={"user_ts": timestamp, "now": now, "max_age": max_age})
+    return timestamp
+
+
 def visitor_session_start(
     *, embed: Embed, host_origin: str, visitor_credential: str | None = None, user_id: str | None = None,
-    user_hash: str | None = None,
+    user_hash: str | None = None, user_ts: object = None,
 ) -> VisitorSession:
     """A visitor token for a frame mounted on `host_origin` (already admitted for this embed). The visitor keeps
-    their id if they present a credential we issued, else gets a new one. With `user_id` and `user_hash`, the
-    token carries the verified user id — only if the hash is the HMAC of the id under the embed's secret."""
+    their id if they present a credential we issued, else gets a new one. With `user_id`, `user_hash` and
+    `user_ts`, the token carries the verified user id — only if the hash is the HMAC of `"<user_ts>:<user_id>"`
+    under the embed's secret and `user_ts` is recent (or, on embeds that still allow it, the HMAC of the bare id)."""
     schema = connection.schema_name
     visitor_id = visitor_credential_read(schema=schema, credential=visitor_credential) or visitor_id_new()
     verified = ""
@@ -260,10 +295,12 @@ def visitor_session_start(
                 "This widget does not verify identities; turn identity verification on first.",
                 code=EmbedErrorCode.IDENTITY_NOT_CONFIGURED,
             )
+        timestamp = _identity_timestamp_check(embed=embed, user_ts=user_ts)
         secret = identity_secret_decrypt(embed.identity_secret_encrypted)
-        if secret is None or not user_id_valid(user_id) or not identity_hash_valid(secret, user_id, user_hash or ""):
+        if secret is None or not user_id_valid(user_id) or \
+                not identity_hash_valid(secret, user_id, user_hash or "", timestamp):
             raise PermissionDenied(
-                "The user's identity could not be verified (user_hash is not the HMAC of user_id).",
+                "The user's identity could not be verified (user_hash is not the HMAC of user_ts:user_id).",
                 code=EmbedErrorCode.IDENTITY_INVALID,
             )
         verified = str(user_id)

@@ -237,7 +237,7 @@ def _string_or_none(data: dict[str, Any], name: str) -> str | None:
 @require_POST
 def widget_session(request: HttpRequest, public_key: str) -> HttpResponse:
     """A visitor token for the frame, bound to the embed, the visitor and the host page's origin; with
-    `user_id` + `user_hash`, to the verified user as well."""
+    `user_id` + `user_hash` + `user_ts`, to the verified user as well."""
     try:
         _from_frame(request, require_origin=True)
         limits.session_limit_take(request)
@@ -249,6 +249,7 @@ def widget_session(request: HttpRequest, public_key: str) -> HttpResponse:
             embed=embed, host_origin=request_origin_parse(host_origin) or "",
             visitor_credential=_string_or_none(data, "visitor"),
             user_id=_string_or_none(data, "user_id"), user_hash=_string_or_none(data, "user_hash"),
+            user_ts=data.get("user_ts"),  # Unix seconds, a number or a string of digits (checked by the service)
         )
     except ApplicationError as error:
         return _error(error)

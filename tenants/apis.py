@@ -4,12 +4,12 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ValidationFailed
+from config.pagination import ApiPagination
 from tenants import billing
 
 
@@ -59,7 +59,7 @@ class LedgerApi(APIView):
         if request.query_params.get("period") == "current":
             period_start = billing.subscription_get(workspace=workspace).period_start
         entries = billing.ledger_history(workspace=workspace, period_start=period_start)
-        paginator = LimitOffsetPagination()
+        paginator = ApiPagination()
         page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(LedgerEntryOutputSerializer(page, many=True).data)
 

@@ -83,6 +83,7 @@ FIELD_VALUES = {
     "metadata": lambda ids: {},
     "channel": lambda ids: "api",
     "value": lambda ids: 1,
+    "expires_at": lambda ids: None,  # an API key's optional expiry: never
 }
 
 # The dashboard's forms (their views take form posts, not the API's JSON).

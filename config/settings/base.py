@@ -230,6 +230,8 @@ EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=30.0)
 DOCUMENT_MAX_BYTES = env.int("DOCUMENT_MAX_BYTES", default=25 * 1024 * 1024)
 DOCUMENT_RETRY_MAX = env.int("DOCUMENT_RETRY_MAX", default=5)
 DOCUMENT_RETRY_BACKOFF_MAX = env.int("DOCUMENT_RETRY_BACKOFF_MAX", default=600)
+# {"queue": [soft, hard]} seconds, over documents.services.DEFAULT_TIME_LIMITS; applied by whoever sends the job.
+DOCUMENT_TIME_LIMITS = env.json("DOCUMENT_TIME_LIMITS", default={})
 DOCUMENT_URL_TIMEOUT = env.int("DOCUMENT_URL_TIMEOUT", default=20)  # seconds for a whole URL import
 # A queued, processing or retrying document with no sign of life (queueing, heartbeat, due retry) for this many
 # seconds has lost its job (a broker restarted without persistence); beat sends it again (documents/tasks.py).
@@ -333,6 +335,9 @@ METRICS_REQUIRE_TOKEN = env.bool("METRICS_REQUIRE_TOKEN", default=False)
 
 # --- widget: embeds, the loader, the frame and its visitors (embeds/, docs/widget.md) ---------------------------
 WIDGET_TOKEN_TTL = env.int("WIDGET_TOKEN_TTL", default=900)  # seconds a visitor token is accepted
+# Identity verification: a signed `user_ts` is accepted this long (s), and this far ahead of our clock (docs/widget.md).
+WIDGET_IDENTITY_MAX_AGE = env.int("WIDGET_IDENTITY_MAX_AGE", default=86400)
+WIDGET_IDENTITY_CLOCK_SKEW = env.int("WIDGET_IDENTITY_CLOCK_SKEW", default=300)
 WIDGET_CONFIG_MAX_AGE = env.int("WIDGET_CONFIG_MAX_AGE", default=60)  # browser cache of /widget/v1/config/
 WIDGET_LOADER_MAX_AGE = env.int("WIDGET_LOADER_MAX_AGE", default=86400)  # browser/CDN cache of loader.js
 # Rate limits ("count/[n]unit", e.g. "120/m", "10/5m"). HTTP: every widget request, per IP, per embed, per workspace;

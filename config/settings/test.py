@@ -24,6 +24,9 @@ CHROMA_PATH = DATA_DIR / f"{TEST_DATABASE_NAME}-chroma"
 WORKSPACE_POOL_SIZE = env.int("WORKSPACE_POOL_SIZE", default=3)
 WORKSPACE_POOL_REFILL = env.str("WORKSPACE_POOL_REFILL", default="inline")
 SIGNUP_THROTTLE = env.str("SIGNUP_THROTTLE", default="1000/h")
+# The suite (fuzzing, isolation sweeps) makes thousands of API calls with one key; throttle tests override these.
+API_THROTTLE_RATES = {scope: env.str(f"API_THROTTLE_{scope.split('_')[1].upper()}", default="100000/m")
+                      for scope in ("api_key", "api_user", "api_anon")}
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.locmem.EmailBackend")
 LOG_LEVEL = env.str("LOG_LEVEL", default="WARNING")
 LOGGING["root"]["level"] = LOG_LEVEL  # noqa: F405

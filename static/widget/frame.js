@@ -101,7 +101,8 @@
 
   function identityValid(who) {
     return who && typeof who.user_id === "string" && typeof who.user_hash === "string" &&
-      who.user_id.length > 0 && who.user_id.length <= 200 && /^[0-9a-fA-F]{64}$/.test(who.user_hash) ? who : null;
+      who.user_id.length > 0 && who.user_id.length <= 200 && /^[0-9a-fA-F]{64}$/.test(who.user_hash) &&
+      (who.user_ts === undefined || /^[0-9]{1,12}$/.test(who.user_ts)) ? who : null;
   }
 
   window.addEventListener("message", function (event) {
@@ -155,7 +156,10 @@
   function session(force) {
     if (!force && token && Date.now() - tokenAt < (cfg.token_ttl - 60) * 1000) return Promise.resolve(token);
     var body = { host_origin: parentOrigin, visitor: store.get("visitor") };
-    if (identity) { body.user_id = identity.user_id; body.user_hash = identity.user_hash; }
+    if (identity) {
+      body.user_id = identity.user_id; body.user_hash = identity.user_hash;
+      if (identity.user_ts !== undefined) body.user_ts = identity.user_ts;
+    }
     return api("POST", cfg.paths.session, body, false).then(function (data) {
       token = data.token;
       tokenAt = Date.now();

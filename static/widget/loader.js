@@ -2,8 +2,8 @@
  * Dependency-free. Asks the workspace whether this page's origin may show the widget (the answer is readable by
  * allowed origins only: CORS per embed), then draws a launcher in a shadow root (the page's CSS can't reach
  * it) and, when opened, an iframe of the chat served from the workspace host. window.CustomerCare: open, close,
- * toggle, identify({user_id, user_hash}), reset. Messages to and from the frame are checked both ways: origin and
- * source window. Docs: docs/widget.md
+ * toggle, identify({user_id, user_hash, user_ts}), reset. Messages to and from the frame are checked both ways:
+ * origin and source window. Docs: docs/widget.md
  */
 (function (w, d) {
   "use strict";
@@ -155,6 +155,7 @@
     identify: function (who) {
       if (!who || typeof who.user_id !== "string" || typeof who.user_hash !== "string") return;
       identity = { user_id: who.user_id, user_hash: who.user_hash };
+      if (typeof who.user_ts === "number" || typeof who.user_ts === "string") identity.user_ts = String(who.user_ts);
       if (ready) post({ type: "ccw:identify", identity: identity });
     },
     reset: function () { identity = null; post({ type: "ccw:reset" }); },

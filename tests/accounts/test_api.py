@@ -125,3 +125,65 @@ def test_openapi_schema_and_docs_are_served(ws, host_client):
 def test_api_is_not_served_on_the_public_host(host_client):
     response = host_client("localhost").get("/api/v1/me/")
     assert response.status_code == 404
+
+
+# --- expiring keys ---------------------------------------------------------------------------------------------------
+def test_an_expired_key_gets_401_api_key_expired(ws, host_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client = host_client(ws.host)
+    key, raw = api_key_create(workspace=ws.workspace, name="temp", scopes=["read"],
+                              expires_at=timezone.now() + timedelta(hours=1))
+    assert client.get("/api/v1/me/", HTTP_AUTHORIZATION=f"Api-Key {raw}").status_code == 200
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))  # an hour later
+    assert_error(client.get("/api/v1/me/", HTTP_AUTHORIZATION=f"Api-Key {raw}"), 401, "api_key_expired")
+    _forever, forever = api_key_create(workspace=ws.workspace, name="forever", scopes=["read"])
+    assert client.get("/api/v1/me/", HTTP_AUTHORIZATION=f"Api-Key {forever}").status_code == 200
+
+
+def test_keys_are_created_with_an_expiry_over_the_api(ws, host_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client = host_client(ws.host)
+    client.force_login(ws.owner)
+    when = (timezone.now() + timedelta(days=30)).replace(microsecond=0)
+    created = client.post("/api/v1/api-keys/", {"name": "quarterly", "scopes": ["read"],
+                                                "expires_at": when.isoformat()}, content_type="application/json")
+    assert created.status_code == 201, created.content
+    assert created.json()["is_active"] is True
+    assert ApiKey.objects.get(pk=created.json()["id"]).expires_at == when
+    listed = {k["name"]: k for k in client.get("/api/v1/api-keys/").json()}
+    assert listed["quarterly"]["expires_at"] and listed["quarterly"]["is_active"] is True
+    past = (timezone.now() - timedelta(days=1)).isoformat()
+    assert_error(client.post("/api/v1/api-keys/", {"name": "stale", "expires_at": past},
+                             content_type="application/json"), 400, "invalid")
+    assert client.post("/api/v1/api-keys/", {"name": "open-ended", "expires_at": None},
+                       content_type="application/json").json()["expires_at"] is None
+    # The dashboard list says until when a key works.
+    page = client.get("/settings/api-keys/").content.decode()
+    assert f"active until {when:%Y-%m-%d}" in page
+
+
+def test_create_api_key_command_takes_expires_in_days(ws):
+    import io
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    out = io.StringIO()
+    call_command("create_api_key", "--workspace", ws.workspace.slug, "--name", "ci-week", "--expires-in-days", "7",
+                 "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    expires_at = ApiKey.objects.get(pk=data["id"]).expires_at
+    assert data["expires_at"] and abs(expires_at - (timezone.now() + timedelta(days=7))) < timedelta(minutes=5)
+    refused = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("create_api_key", "--workspace", ws.workspace.slug, "--name", "ci-0", "--expires-in-days", "0",
+                     "--json", stdout=refused)
+    assert json.loads(refused.getvalue())["error"]["code"] == "invalid"
+    assert not ApiKey.objects.filter(name="ci-0").exists()

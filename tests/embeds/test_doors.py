@@ -262,7 +262,8 @@ def test_tampered_and_expired_tokens_are_refused(doors):
 def test_identity_verification(doors):
     door: Door = doors["door"]
     key, secret = doors["identified"].public_key, doors["secret"]
-    alice = {"user_id": "user-alice", "user_hash": identity_hash(secret, "user-alice")}
+    now = int(time.time())  # signed with the id (docs/widget.md; expiry: tests/embeds/test_identity_expiry.py)
+    alice = {"user_id": "user-alice", "user_ts": now, "user_hash": identity_hash(secret, "user-alice", now)}
     laptop = door.token(key, SHOP, **alice)
     assert laptop["verified"] is True
     conversation = door.conversation_new(laptop["token"])
@@ -276,14 +277,14 @@ def test_identity_verification(doors):
     assert door.visitor_call("GET", f"/widget/v1/conversations/{conversation}/messages/",
                              anonymous["token"]).status_code == 404
     # Nobody can claim Alice: a hash of another id, a wrong secret, a bare id, a hash with another case of id.
-    for claim in ({"user_id": "user-alice", "user_hash": identity_hash(secret, "user-bob")},
-                  {"user_id": "user-alice", "user_hash": identity_hash("ccis_wrong", "user-alice")},
+    for claim in ({"user_id": "user-alice", "user_hash": identity_hash(secret, "user-bob", now)},
+                  {"user_id": "user-alice", "user_hash": identity_hash("ccis_wrong", "user-alice", now)},
                   {"user_id": "user-alice", "user_hash": ""},
-                  {"user_id": "User-Alice", "user_hash": identity_hash(secret, "user-alice")},
+                  {"user_id": "User-Alice", "user_hash": identity_hash(secret, "user-alice", now)},
                   {"user_id": "user-alice", "user_hash": "0" * 64}):
-        response = door.session(key, SHOP, **claim)
+        response = door.session(key, SHOP, user_ts=now, **claim)
         assert response.status_code == 403 and error_code(response) == "identity_invalid", claim
-    bob = door.token(key, SHOP, user_id="user-bob", user_hash=identity_hash(secret, "user-bob"))
+    bob = door.token(key, SHOP, user_id="user-bob", user_ts=now, user_hash=identity_hash(secret, "user-bob", now))
     assert conversation not in {c["id"] for c in door.visitor_call(
         "GET", "/widget/v1/conversations/", bob["token"]).json()["conversations"]}
     code, _frames = close_code(door.socket(conversation, bob["token"]))

@@ -322,13 +322,15 @@ def test_verified_customer_finds_their_conversations_on_another_device(browser, 
                                  embed=support["embed"])
     snippet = snippet_for(widget_server, support["host"], embed)
 
+    signed_at = int(time.time())
+
     def page_for(user_id: str, user_hash: str) -> str:
-        # What the business's page does after its backend computed user_hash = HMAC(secret, user_id).
+        # What the business's page does after its backend computed user_hash = HMAC(secret, "<user_ts>:<user_id>").
         identify = (f"<script>window.CustomerCare = {{q: [['identify', {{user_id: {json.dumps(user_id)}, "
-                    f"user_hash: {json.dumps(user_hash)}}}]]}};</script>")
+                    f"user_ts: {signed_at}, user_hash: {json.dumps(user_hash)}}}]]}};</script>")
         return host_site.page(f"account-{abs(hash((user_id, user_hash)))}.html", host_page_html(snippet, head=identify))
 
-    alice_page = page_for("alice-42", identity_hash(secret, "alice-42"))
+    alice_page = page_for("alice-42", identity_hash(secret, "alice-42", signed_at))
     laptop = browser.new_context()
     try:
         page = laptop.new_page()
