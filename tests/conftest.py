@@ -155,8 +155,9 @@ _PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_context", "new_co
 
 
 # Suites whose cost grows with the number of workspaces in the test database (they migrate every one of them): run
-# them first, while the database holds only a handful.
-_RUN_FIRST = ("tests/tenants/test_migrate_schemas.py",)
+# them first, while the database holds only a handful. In this order: tests/test_migrations.py reverses the public
+# schema's migrations and must run before any server or worker (session fixtures) connects.
+_RUN_FIRST = ("tests/test_migrations.py", "tests/tenants/test_migrate_schemas.py")
 
 
 @pytest.hookimpl(trylast=True)
@@ -165,12 +166,12 @@ def pytest_collection_modifyitems(config, items):
     running in the main thread for the rest of the session, and tests that drive asyncio themselves — asyncio.run,
     async_to_sync — can't run after it starts)."""
 
-    def group(item) -> int:
+    def group(item) -> tuple[int, int]:
         if item.nodeid.startswith(_RUN_FIRST):
-            return 0
+            return 0, next(i for i, prefix in enumerate(_RUN_FIRST) if item.nodeid.startswith(prefix))
         if item.get_closest_marker("browser") is not None or _PLAYWRIGHT_FIXTURES & set(item.fixturenames):
-            return 2
-        return 1
+            return 2, 0
+        return 1, 0
 
     items.sort(key=group)
 

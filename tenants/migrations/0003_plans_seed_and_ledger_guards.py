@@ -35,7 +35,8 @@ def plans_seed(apps, schema_editor):
     Plan = apps.get_model("tenants", "Plan")
     Workspace = apps.get_model("tenants", "Workspace")
     for values in PLANS:
-        Plan.objects.update_or_create(code=values["code"], defaults=values)
+        # Only plans that are missing: applied again after a rollback, the seed must not reset what staff edited.
+        Plan.objects.get_or_create(code=values["code"], defaults=values)
     free = next(p for p in PLANS if p["code"] == "free")
     seeded = {p["code"] for p in PLANS}
     for code in set(Workspace.objects.values_list("plan", flat=True)) - seeded:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -146,16 +147,35 @@ def backends_count(application_name: str) -> int:
 
 
 @dataclass
+class WorkerRestart:
+    """A worker of the stack that exited and was started again by the supervisor."""
+    at: str  # when the supervisor saw it gone (UTC)
+    exit_code: int | None
+    node: str
+    test: str  # the test running then ("" between tests)
+    log_tail: str
+    replacement: str = ""  # the new worker's node, once it answers
+
+
+@dataclass
 class Stack:
     redis: PrivateRedis
     server: LiveServer
     worker: ManagedProcess
     worker_node: str
     earlier_workers: list[ManagedProcess] = field(default_factory=list)  # replaced by the supervisor below
+    restarts: list[WorkerRestart] = field(default_factory=list)
+    restarting: bool = False  # the supervisor is starting a replacement
+    current_test: str = ""
+    disturbed: bool = False  # the last test was allowed to break the worker: check it answers before the next
 
     def worker_log_text(self) -> str:
         """The logs of every worker this stack ran, oldest first."""
         return "".join(w.log_path.read_text(errors="replace") for w in [*self.earlier_workers, self.worker])
+
+
+# Every supervised stack of the session, for the terminal summary.
+SUPERVISED: list[Stack] = []
 
 
 def start_private_worker(settings_dict: dict, redis_server: PrivateRedis, *, name: str, **env: str) -> tuple[ManagedProcess, str]:
@@ -203,6 +223,7 @@ def private_stack(private_redis, django_db_setup, django_db_blocker) -> Iterator
             server.process.stop()
             raise
     stack = Stack(redis=private_redis, server=server, worker=worker, worker_node=node)
+    SUPERVISED.append(stack)
     stopping = threading.Event()
     supervisor = threading.Thread(target=_supervise, args=(stack, dict(connection.settings_dict), stopping),
                                   name="faults-worker-supervisor", daemon=True)
@@ -218,12 +239,23 @@ def _supervise(stack: Stack, settings_dict: dict, stopping: threading.Event) -> 
     """What the deployment's supervisor does (docker-compose `restart: unless-stopped`): start the worker again when
     it exits. Celery 5.7 / kombu 5.7 can exit on a broker drop while holding unacknowledged messages
     ("AttributeError: 'NoneType' object has no attribute 'hostname'", upstream; docs/faults.md). The product's part —
-    jobs are redelivered or re-sent by the sweeper, and documents end indexed exactly once — is what the tests check."""
+    jobs are redelivered or re-sent by the sweeper, and documents end indexed exactly once — is what the tests check.
+
+    Never silently: every exit is recorded on the stack (time, exit code, the test running, the log tail), printed in
+    the terminal summary, and fails a test that neither kills Redis nor the worker (`_worker_stays_up`)."""
+    recorded: ManagedProcess | None = None
     while not stopping.wait(0.5):
         if stack.worker.proc.poll() is None:
             continue
+        replaced = stack.worker
+        stack.restarting = True
+        if replaced is not recorded:  # once per exit, however many attempts the replacement takes
+            recorded = replaced
+            stack.restarts.append(WorkerRestart(
+                at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), exit_code=replaced.proc.returncode,
+                node=stack.worker_node, test=stack.current_test, log_tail=replaced.log_tail(40),
+            ))
         try:
-            replaced = stack.worker
             stack.worker, stack.worker_node = start_private_worker(
                 settings_dict, stack.redis, name="faults-worker",
                 DATABASE_URL=named_database_url(settings_dict, WORKER_APPLICATION_NAME),
@@ -231,8 +263,78 @@ def _supervise(stack: Stack, settings_dict: dict, stopping: threading.Event) -> 
                 EMBEDDING_THREADS="1",
             )
             stack.earlier_workers.append(replaced)
+            stack.restarts[-1].replacement = stack.worker_node
+            stack.restarting = False
         except RuntimeError:  # the broker is still down: try again, as a supervisor would
             continue
+
+
+def worker_answers(stack: Stack, timeout: float = 1.0) -> bool:
+    """The stack's current worker answers a ping on the private broker."""
+    from celery import Celery
+
+    control = Celery(broker=f"redis://127.0.0.1:{stack.redis.port}/{stack.redis.test_db}", set_as_current=False)
+    try:
+        node = stack.worker_node
+        return any(f"{node}@" in list(reply)[0] for reply in control.control.ping(timeout=timeout, limit=1))
+    except Exception:  # the broker is not reachable (yet)
+        return False
+    finally:
+        control.close()
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "worker_may_restart: the test kills the fault suites' Celery worker on purpose")
+
+
+@pytest.fixture(autouse=True)
+def _worker_stays_up(request) -> Iterator[None]:
+    """A test on the private stack that kills neither Redis (`redis_restored`) nor the worker (`worker_may_restart`)
+    must end with the worker it started with: a crash there is a bug, not noise. Before such a test, a worker that
+    the previous test was allowed to break is given time to come back (bounded) and must answer a ping."""
+    if "private_stack" not in request.fixturenames:
+        yield
+        return
+    stack: Stack = request.getfixturevalue("private_stack")
+    may_restart = "redis_restored" in request.fixturenames or request.node.get_closest_marker("worker_may_restart")
+    if not may_restart:
+        deadline = time.monotonic() + 120
+        while (stack.restarting or stack.worker.proc.poll() is not None
+               or (stack.disturbed and not worker_answers(stack))):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not come back after the previous test:\n{stack.worker.log_tail()}")
+            time.sleep(0.2)
+        stack.disturbed = False
+    before, worker = len(stack.restarts), stack.worker
+    stack.current_test = request.node.nodeid
+    try:
+        yield
+    finally:
+        stack.current_test = ""
+    if may_restart:
+        stack.disturbed = True
+        return
+    # The supervisor looks every 0.5 s: an exit in the test's last moment is seen here, not yet there.
+    crashed = [f"{r.at} exit code {r.exit_code} ({r.node}):\n{r.log_tail}" for r in stack.restarts[before:]]
+    if not crashed and (stack.worker is not worker or worker.proc.poll() is not None):
+        crashed = [f"exit code {worker.proc.poll()} ({worker.name}):\n{worker.log_tail()}"]
+    if crashed:
+        pytest.fail("the Celery worker exited during a test that disturbs neither Redis nor the worker (a bug, not "
+                    "noise):\n" + "\n".join(crashed), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not SUPERVISED:
+        return
+    restarts = [restart for stack in SUPERVISED for restart in stack.restarts]
+    terminalreporter.section("fault suites: Celery worker restarts")
+    terminalreporter.write_line(f"{len(restarts)} restart(s) of the private stack's worker by its supervisor")
+    for restart in restarts:
+        terminalreporter.write_line(
+            f"- {restart.at} {restart.node} exited with code {restart.exit_code} during "
+            f"{restart.test or '(between tests)'}; replaced by {restart.replacement or '(nothing: not back)'}")
+        for line in restart.log_tail.splitlines()[-12:]:
+            terminalreporter.write_line(f"    {line}")
 
 
 @pytest.fixture(scope="session")
