@@ -158,6 +158,24 @@ def file_too_large_error(name: str, size: int | None = None) -> ApplicationError
     )
 
 
+# Multipart framing around a file: boundaries, part headers (a long file name), a title field.
+UPLOAD_BODY_ALLOWANCE = 64 * 1024
+
+
+def upload_body_max_bytes(*, files: int = 1) -> int:
+    """The largest upload request body that can hold `files` files within the cap (config.body_caps)."""
+    return files * (max_upload_bytes() + UPLOAD_BODY_ALLOWANCE)
+
+
+def upload_body_too_large_error() -> ApplicationError:
+    """An upload refused from its size alone, before any of it is read: no file name is known yet."""
+    cap = max_upload_bytes()
+    return ApplicationError(
+        f"The upload is larger than the {cap // (1024 * 1024)} MB limit per file.",
+        code=ErrorCode.FILE_TOO_LARGE, status_code=413, details={"max_bytes": cap, "filename": None, "size": None},
+    )
+
+
 def _empty(name: str) -> ApplicationError:
     from documents.parsers import ParseError
 

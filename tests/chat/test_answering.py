@@ -84,7 +84,8 @@ def test_event_sequence_and_completed_contract(in_kb):
     assert set(done) == COMPLETED_KEYS and done["answered"] is True
     assert streamed_text(events) == done["answer"]
     assert set(done["timings_ms"]) == {"retrieval", "first_token", "total"}
-    assert 0 < done["timings_ms"]["retrieval"] <= done["timings_ms"]["first_token"] <= done["timings_ms"]["total"]
+    stage_ends = done["timings_ms"]  # an ordering of the answer's own stages, not a speed claim
+    assert 0 < stage_ends["retrieval"] <= stage_ends["first_token"] <= stage_ends["total"]
     assert done["provider"] == "builtin" and done["model"] == "extractive-v1" and done["cost"] == 0
     assert done["tokens_out"] > 0 and done["tokens_in"] > 0 and done["fallbacks"] == []
     assert 0.5 < done["confidence"] <= 1

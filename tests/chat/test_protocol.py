@@ -140,6 +140,7 @@ class ChatSocket:
             frames.append(frame)
             if done(frame):
                 return frames
+            assert time.monotonic() < deadline, f"frames kept coming for {timeout} s, none the awaited: {frames[-5:]}"
 
     def ask(self, text: str, client_id: str | None = None) -> str:
         client_id = client_id or f"c-{secrets.token_hex(6)}"
@@ -533,13 +534,15 @@ def test_a_flood_of_frames_is_rate_limited_and_the_socket_recovers(tab):
 
 
 def _drain(tab: ChatSocket, quiet: float) -> list[dict[str, Any]]:
-    """Every frame until none arrives for `quiet` seconds."""
+    """Every frame until none arrives for `quiet` seconds (frames that never stop fail after a deadline)."""
     frames = []
+    deadline = time.monotonic() + 120
     while True:
         try:
             frames.append(tab.recv(timeout=quiet))
         except TimeoutError:
             return frames
+        assert time.monotonic() < deadline, f"never {quiet} s quiet in 120 s: {frames[-5:]}"
 
 
 def test_a_flood_of_questions_is_rate_limited_per_connection(tab):

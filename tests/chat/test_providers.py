@@ -187,7 +187,9 @@ def test_circuit_opens_after_repeated_failures_then_half_opens_and_closes(in_wor
     assert breaker_state(provider_key=config.key) == "open"
     _events, skipped = run_chain([config])
     assert vendor.calls == 2 and skipped.fallbacks[0]["error"] == FailureCode.CIRCUIT_OPEN
+    deadline = time.monotonic() + 30
     while breaker_state(provider_key=config.key) == "open":
+        assert time.monotonic() < deadline, "the breaker never left `open` after its cooldown"
         time.sleep(0.1)
     assert breaker_state(provider_key=config.key) == "half_open"
     _events, probed = run_chain([config])  # the probe succeeds
@@ -199,7 +201,9 @@ def test_failed_probe_reopens_and_only_one_caller_probes(in_workspace):
     config = ProviderConfig(kind="openai", base_url="http://127.0.0.1:9/v1", model="probe-test")
     breaker_reset(provider_key=config.key)
     breaker_record_failure(provider_key=config.key, failure_threshold=1, cooldown=0.2)
+    deadline = time.monotonic() + 30
     while breaker_state(provider_key=config.key) == "open":
+        assert time.monotonic() < deadline, "the breaker never left `open` after its 0.2 s cooldown"
         time.sleep(0.05)
     first, second = breaker_allow(provider_key=config.key), breaker_allow(provider_key=config.key)
     assert (first.allowed, first.state) == (True, "half_open")

@@ -6,7 +6,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 
 import pytest
 from django.core.management import call_command
@@ -19,6 +18,7 @@ from tests.factories import workspace_with_owner
 from tests.live import BASE_DIR, process_env
 
 CONTRACT_KEYS = {"documents", "indexed", "failed", "chunks", "seconds"}
+HUNG_AFTER_SECONDS = 720  # the thousand-file ingest still pending then is hung (liveness; speed is benched)
 
 
 def run_command(*args: str) -> tuple[int, dict, str]:
@@ -90,8 +90,8 @@ def test_ingest_refuses_unknown_workspace_and_missing_path(ws, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_a_thousand_files_at_once_are_all_indexed_in_bounded_time(celery_worker, tmp_path):
+@pytest.mark.timeout(HUNG_AFTER_SECONDS + 180)
+def test_a_thousand_files_at_once_are_all_indexed(celery_worker, tmp_path):
     from tenants.models import Workspace
 
     fresh = workspace_with_owner(name="Thousand Files")
@@ -101,14 +101,13 @@ def test_a_thousand_files_at_once_are_all_indexed_in_bounded_time(celery_worker,
     for index in range(1000):
         (folder / f"note-{index:04d}.txt").write_text(
             f"Note {index}: the code for locker {index} is {secrets.token_hex(4)}. Ask the front desk.")
-    started = time.monotonic()
-    # Bounded: the command gives up (exit 1, "pending" in its report) if the worker hasn't finished in 12 minutes.
-    status, result, _err = run_command("ingest", "--workspace", fresh.workspace.slug, "--wait", "--timeout", "720",
-                                       str(folder))
-    assert status == 0, result
+    # Liveness, not speed (throughput is measured in bench/ingest.py): the command gives up (exit 1, "pending" in
+    # its report) if the worker hasn't finished by then, so a hung pipeline fails here instead of waiting forever.
+    status, result, _err = run_command("ingest", "--workspace", fresh.workspace.slug, "--wait",
+                                       "--timeout", str(HUNG_AFTER_SECONDS), str(folder))
+    assert status == 0, f"hung or failed: {result}"
     assert result["documents"] == 1000 and result["indexed"] == 1000 and result["failed"] == 0
     assert result["chunks"] == 1000 and "pending" not in result
-    assert time.monotonic() - started < 720
     assert vectors_count(schema_name=fresh.workspace.schema_name) == 1000
     with workspace_schema(fresh.workspace):
         assert Document.objects.filter(status="indexed").count() == 1000

@@ -35,7 +35,7 @@ from tenants.models import LedgerEntry, LedgerKind, Subscription
 from tests.chat.test_protocol import ChatSocket, conversation_new, in_workspace, session_cookie
 from tests.conftest import LOG_DIR
 from tests.faults.conftest import ASGI_APPLICATION_NAME, backends_terminate, named_database_url, private_env
-from tests.faults.test_redis_restart_chat import WARRANTY_QUESTION
+from tests.faults.test_redis_restart_chat import WARRANTY_QUESTION, outcome_of
 from tests.live import LiveServer, database_url, start_live_server
 
 DOOMED_APPLICATION_NAME = "ccgpt-faults-doomed-asgi"
@@ -130,25 +130,6 @@ def paused_at(stage: str, *, workspace: Any, conversation: Conversation, setting
         blockers.close()
 
 
-def outcome(tab: ChatSocket, client_id: str, timeout: float) -> dict[str, Any]:
-    """The first of: the answer (agent_completed), an error frame about this message or its answer, the socket
-    closed by the server. Silence until `timeout` fails the test."""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"silence: neither an answer nor an error within {timeout} s"
-            frame = json.loads(tab.ws.recv(timeout=left))
-            if frame["type"] == "error" and frame.get("code") == "history_truncated":
-                continue  # the log was lost with Redis: said once, about the resume, not about this message
-            if frame["type"] in ("agent_completed", "error"):
-                return frame
-    except ConnectionClosed as closed:
-        return {"type": "closed", "code": closed.rcvd.code if closed.rcvd else None}
-    except TimeoutError:
-        raise AssertionError(f"silence: neither an answer nor an error within {timeout} s") from None
-
-
 def retried_until_answered(server, workspace, conversation, cookie: str, client_id: str, timeout: float,
                            tab: ChatSocket | None = None) -> dict[str, Any]:
     """What the widget does: send the message again with the same client_id (on a new socket if the old one was
@@ -168,7 +149,7 @@ def retried_until_answered(server, workspace, conversation, cookie: str, client_
                 if replayed:
                     return replayed[-1]
             tab.ask(WARRANTY_QUESTION, client_id=client_id)
-            ended = outcome(tab, client_id, OUTCOME_SECONDS)
+            ended = outcome_of(tab, OUTCOME_SECONDS)
         except (ConnectionClosed, OSError) as exc:  # Redis still coming back: the socket could not open
             ended = {"type": "closed", "error": repr(exc)}
         if ended["type"] == "agent_completed":
@@ -222,7 +203,7 @@ def test_postgres_cut_at_each_stage_then_the_retry_is_answered(private_stack, kn
             tab.ask(WARRANTY_QUESTION, client_id=client_id)
             wait()
             assert backends_terminate(ASGI_APPLICATION_NAME) >= 1
-        ended = outcome(tab, client_id, OUTCOME_SECONDS)
+        ended = outcome_of(tab, OUTCOME_SECONDS)
         assert ended["type"] in ("agent_completed", "error"), ended
         if ended["type"] == "error":
             assert ended["code"] in ("service_unavailable", "answer_failed"), ended
@@ -252,7 +233,7 @@ def test_redis_cut_at_each_stage_then_the_retry_is_answered(private_stack, knowl
             tab.ask(WARRANTY_QUESTION, client_id=client_id)
             wait()
             stack.redis.stop(signal.SIGKILL)
-        ended = outcome(tab, client_id, OUTCOME_SECONDS)
+        ended = outcome_of(tab, OUTCOME_SECONDS)
         assert ended["type"] in ("error", "closed"), ended  # Redis is down: the answer cannot have been logged
         if ended["type"] == "error":
             assert ended["code"] in ("service_unavailable", "answer_failed"), ended

@@ -88,7 +88,7 @@ def test_requests_and_chat_survive_cut_database_connections(private_stack, knowl
         assert cut > 0, "no connection of the server was cut: the test did not test anything"
         assert results and all(status != "exception" for status, _, _ in results), \
             [r for r in results if r[0] == "exception"][:3]
-        assert max(elapsed for _, elapsed, _ in results) < REQUEST_TIMEOUT
+        assert not [r for r in results if r[1] >= REQUEST_TIMEOUT], "a request hung (liveness bound, not speed)"
         assert {status for status, _, _ in results} <= {200, 503}, [r for r in results if r[0] not in (200, 503)][:3]
         for status, _, body in results:
             if status == 503:

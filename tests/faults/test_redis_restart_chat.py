@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 from django.db import connection
 from websockets.exceptions import ConnectionClosed
 
@@ -32,6 +33,7 @@ from tests.live import start_live_server
 
 OUTAGE_REPLY_SECONDS = 20  # a question asked while Redis is down is refused within this
 RECOVERY_SECONDS = 30  # after Redis is back, a complete answer arrives within this
+HUNG_AFTER_SECONDS = 15  # liveness only: a probe or page with no answer by then is hung (speed is not tested here)
 WARRANTY_QUESTION = "What does the warranty of the Acme Router X200 cover, and for how many years?"
 
 
@@ -84,6 +86,14 @@ def messages_of(workspace: Any, conversation: Conversation) -> list[Message]:
     return in_workspace(workspace, lambda: list(Message.objects.filter(conversation=conversation).order_by("id")))
 
 
+def answered_or_hung(what: str, call: Any) -> Any:
+    """The response of `call` (a request sent with timeout=HUNG_AFTER_SECONDS); a timeout fails as "hung"."""
+    try:
+        return call()
+    except requests.Timeout:
+        raise AssertionError(f"{what} hung: no answer within {HUNG_AFTER_SECONDS} s") from None
+
+
 def outcome_of(tab: ChatSocket, timeout: float) -> dict[str, Any]:
     """Read until the answer ends (agent_completed), an error frame arrives, or the server closes the socket.
     Silence until `timeout` fails the test."""
@@ -94,6 +104,8 @@ def outcome_of(tab: ChatSocket, timeout: float) -> dict[str, Any]:
             if left <= 0:
                 raise AssertionError(f"silence: neither an answer nor an error within {timeout} s")
             frame = json.loads(tab.ws.recv(timeout=left))
+            if frame["type"] == "error" and frame.get("code") == "history_truncated":
+                continue  # the log was lost with Redis: said once, about a resume, not about the question
             if frame["type"] in ("agent_completed", "error"):
                 return frame
     except ConnectionClosed as closed:
@@ -135,19 +147,17 @@ def test_chat_recovers_by_itself_after_redis_restarts(chat_stack, knowledge, cha
 
         stack.redis.stop(signal.SIGKILL)
 
-        # Readiness says so, fast, in the error shape: no probe hangs on a dead Redis.
-        started = time.monotonic()
-        ready = stack.server.request("GET", "localhost", "/readyz", timeout=10)
-        assert time.monotonic() - started < 5
+        # Readiness says so, in the error shape: no probe hangs on a dead Redis.
+        ready = answered_or_hung("/readyz", lambda: stack.server.request("GET", "localhost", "/readyz",
+                                                                         timeout=HUNG_AFTER_SECONDS))
         assert ready.status_code == 503, ready.text
         body = ready.json()
         assert {"redis", "broker"} <= set(body["failed"]) and "postgres" not in body["failed"], body
         assert body["error"]["code"] == "service_unavailable"
         # Pages that need no Redis keep working meanwhile (and none hangs).
-        started = time.monotonic()
-        detail = stack.server.request("GET", workspace.host, f"/api/v1/conversations/{conversation.public_id}/",
-                                      headers={"Cookie": cookie}, timeout=15)
-        assert time.monotonic() - started < 10
+        detail = answered_or_hung("the conversation page", lambda: stack.server.request(
+            "GET", workspace.host, f"/api/v1/conversations/{conversation.public_id}/", headers={"Cookie": cookie},
+            timeout=HUNG_AFTER_SECONDS))
         assert detail.status_code in (200, 503), detail.text
         if detail.status_code == 503:
             assert detail.json()["error"]["code"] == "service_unavailable"
@@ -160,12 +170,11 @@ def test_chat_recovers_by_itself_after_redis_restarts(chat_stack, knowledge, cha
         assert during["client_id"] == outage_client_id and "seq" not in during
         tab.still_usable()  # a ping is still answered while Redis is down
 
-        # A new socket can't open the conversation's stream: it is closed with "unavailable" (reconnect later).
-        started = time.monotonic()
+        # A new socket can't open the conversation's stream: it is closed with "unavailable" (reconnect later). A
+        # hung opening fails as a TimeoutError (the client's open and receive timeouts), not as this close.
         with pytest.raises(ConnectionClosed) as refused:
             ChatSocket(stack.server, workspace.host, conversation.public_id, cookie)
         assert refused.value.rcvd is not None and refused.value.rcvd.code == 1011
-        assert time.monotonic() - started < 15
 
         stack.redis.start()  # empty: counters, logs, locks and the pub/sub subscriptions are gone
         ready_again = lambda: stack.server.request("GET", "localhost", "/readyz", timeout=10).status_code == 200  # noqa: E731
