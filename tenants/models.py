@@ -175,6 +175,25 @@ class LedgerEntry(models.Model):
         return f"{self.workspace_id} {self.kind} {self.amount:+d}"
 
 
+class CreditPeriodTotals(models.Model):
+    """A period's running credit totals, kept by a database trigger on every ledger INSERT (migration 0005), so that
+    the answer path reads one row instead of summing the period's entries: the credit step costs the same with 0 and
+    with a million entries. The ledger stays the truth (append-only); this is derived from it, exactly: the trigger
+    runs in the inserting transaction, and a period's row is created from the full sum of its entries."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    balance = models.BigIntegerField(default=0)
+    available = models.BigIntegerField(default=0)  # grants plus adjustments
+    used = models.BigIntegerField(default=0)  # usage plus overage minus refunds
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "period_start"], name="credit_totals_period")]
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id} {self.period_start:%Y-%m-%d} balance {self.balance}"
+
+
 class UsageAlert(models.Model):
     """A usage warning (80 % or 100 % of a meter) that was raised; one per workspace, meter, threshold and period."""
 
