@@ -15,6 +15,9 @@ Figures, ours and the baseline's, measured in the same run:
 - hit@5: the right page among the top 5 sources; MRR over the top 10;
 - keyword recall: share of the expected keywords found in the answer text (0 for an in-scope question declined);
 - refusal rate on out-of-scope questions, and the answered rate on in-scope ones (refusing everything is easy);
+Small knowledge bases (bench/small_kb.py, `small_kb` in the results): 60 generated small-business workspaces with 1-5
+short multi-topic texts, FAQs and one-page PDFs; in-scope answered with the right source first, out-of-scope declined,
+fit and eval halves.
 Baseline: dense-only top-k over a plain LangChain pipeline — RecursiveCharacterTextSplitter (1,000 characters,
 200 overlap, the LangChain tutorial defaults) over the pages' text, langchain-chroma with the same embedding model —
 answering with its top chunk; a second baseline row adds a top-1 similarity threshold fitted on the same "fit" split.
@@ -531,6 +534,17 @@ def run(quick: bool = False) -> dict[str, Any]:
             "ours_answered_out_of_scope": [a["id"] for a in answers if a["kind"] == "out" and a["answered"]],
         },
     }
+    # The small-knowledge-base family (bench/small_kb.py): generated workspaces, answered in the same run.
+    from bench.small_kb import WORKSPACES, small_kb_answers, small_kb_figures
+
+    small_rows = small_kb_answers(count=20 if quick else WORKSPACES)
+    connection.set_schema_to_public()
+    result["small_kb"] = small_kb_figures(small_rows)
+    small_details = Path(__file__).resolve().parent / "results" / "quality_small_kb.jsonl"
+    small_details.parent.mkdir(parents=True, exist_ok=True)
+    with small_details.open("w") as handle:
+        for row in small_rows:
+            handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     details = Path(__file__).resolve().parent / "results" / "quality_answers.jsonl"
     details.parent.mkdir(parents=True, exist_ok=True)
     with details.open("w") as handle:

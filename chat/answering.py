@@ -195,7 +195,8 @@ def answer_stream(
         chain, problems = [ProviderConfig(kind="builtin", model=BUILTIN_MODEL)], []
         builtin = BuiltinChatModel(fixed_text=fixed)
     else:
-        builtin = BuiltinChatModel(question=query, sources=sources, fallback_text=decline_text(language))
+        # retrieval.query is what was searched: the query with typos the knowledge base can correct corrected.
+        builtin = BuiltinChatModel(question=retrieval.query, sources=sources, fallback_text=decline_text(language))
     messages = messages_build(assistant=assistant, language=language, question=question, history=history,
                               sources=sources)
 

@@ -57,6 +57,20 @@ class RetrievalParams:
     # matches all its terms in a Linux manual), so it only decides when the dense search is unavailable.
     cover_threshold: float = 0.355
     lexical_only_terms: float = 0.99
+    # Sentence-level coverage (docs/answers.md, "Small knowledge bases"): a short multi-topic chunk is a poor
+    # stand-in for the one sentence that answers. When the chunk rule above does not cover the question (or the best
+    # chunks are short enough to score for free), the sentences of the best few chunks are embedded and the question
+    # is covered when  best sentence cosine + sentence_lexical_weight * lexical agreement
+    #                  - sentence_unknown_weight * share of the question's words the knowledge base never uses
+    # reaches cover_sentence. Lexical agreement: the largest share of the question's content words (stemmed; an
+    # e-mail address, a phone number or a price also count as the words that ask for them) found in one sentence.
+    sentence_chunks: int = 3
+    sentence_max: int = 40
+    sentence_always_max: int = 16  # score sentences even when the chunk rule covers, up to this many (re-ranking)
+    cover_sentence: float = 0.49
+    sentence_lexical_weight: float = 0.3
+    sentence_unknown_weight: float = 0.1
+    typo_min_length: int = 5  # a word the knowledge base doesn't know, this long, is tried one edit away
 
 
 DEFAULT_PARAMS = RetrievalParams()
@@ -78,6 +92,13 @@ class RetrievedChunk:
     lexical_rank: int | None = None
     fused_score: float = 0.0
     matched_terms: frozenset[str] = frozenset()
+    sentence_score: float | None = None  # cosine of the question to this chunk's best sentence, when scored
+
+    @property
+    def evidence_score(self) -> float | None:
+        """How close the chunk's best evidence is to the question: the chunk's cosine, or its best sentence's."""
+        scores = [s for s in (self.dense_score, self.sentence_score) if s is not None]
+        return max(scores) if scores else None
 
     @property
     def score(self) -> float:
@@ -109,6 +130,7 @@ class RetrievalResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: str = ""
     candidates: list[RetrievedChunk] = field(default_factory=list)  # the fused list before diversification
+    signals: dict[str, Any] = field(default_factory=dict)  # sentence-level coverage signals, when computed
 
 
 # --- entry point -------------------------------------------------------------------------------------------------
@@ -128,6 +150,7 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
 
     timings: dict[str, float] = {}
     degraded = ""
+    query = query_typos_fix(query, params=params)
     dense: list[tuple[int, float]] = []
     try:
         dense = dense_search(schema_name=schema_name, query=query, limit=params.dense_candidates)
@@ -146,13 +169,190 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
     term_coverage = _term_coverage(chunks[:3], terms)
     covered, reason = coverage_decide(top_similarity=top_similarity, term_coverage=term_coverage,
                                       has_chunks=bool(chunks), degraded=degraded, params=params)
+    confidence = coverage_confidence(top_similarity, params=params)
+    signals: dict[str, Any] = {}
+    if chunks and not degraded:
+        sentence_started = time.perf_counter()
+        signals = sentence_signals(query=query, chunks=chunks, terms=terms, chunk_covered=covered, params=params)
+        if signals:
+            timings["sentences"] = _ms(sentence_started)
+            # The chunk whose sentence answers goes first: a short chunk about three topics is as similar to each
+            # question about one of them as a neighbour that mentions the same words.
+            head = sorted(chunks[: params.sentence_chunks], key=lambda c: -(c.evidence_score or 0.0))
+            chunks = head + chunks[params.sentence_chunks:]
+            if not covered and signals["value"] >= params.cover_sentence:
+                covered, reason = True, "similar_sentence"
+                confidence = max(confidence, coverage_confidence(
+                    params.cover_threshold + signals["value"] - params.cover_sentence, params=params))
     timings["total"] = _ms(started)
     return RetrievalResult(
-        query=query, chunks=chunks, covered=covered,
-        confidence=coverage_confidence(top_similarity, params=params), top_similarity=round(top_similarity, 4),
-        term_coverage=round(term_coverage, 3), reason=reason, timings_ms=timings, degraded=degraded,
-        candidates=candidates,
+        query=query, chunks=chunks, covered=covered, confidence=confidence,
+        top_similarity=round(top_similarity, 4), term_coverage=round(term_coverage, 3), reason=reason,
+        timings_ms=timings, degraded=degraded, candidates=candidates, signals=signals,
     )
+
+
+# --- sentence-level coverage ---------------------------------------------------------------------------------------
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+(?=\S)|\n+")
+# Values that answer a question without its words: "hello@shop.example" answers "what is your email address?".
+_IMPLIED_WORDS = [
+    (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "email mail address contact write"),
+    (re.compile(r"(?<!\d)(\+?\d[\d ().-]{6,}\d)(?!\d)"), "phone call number contact reach"),
+    (re.compile(r"[$€£]\s?\d|\d\s?(usd|eur|gbp|dollars?|euros?)\b", re.IGNORECASE), "price cost much pay"),
+    (re.compile(r"\b\d{1,2}(:\d\d)?\s?(am|pm)\b|\b\d{1,2}:\d\d\b", re.IGNORECASE), "hours open close time"),
+    (re.compile(r"https?://|www\.", re.IGNORECASE), "website site link online"),
+]
+
+
+_SENTENCE_NAME_EXCEPTIONS = {"i", "i'm", "i've", "ok"}
+
+
+def passage_sentences(text: str) -> list[str]:
+    """Sentences and lines of a chunk; a FAQ question line keeps its answer line ("Q: ...?" + "A: ...")."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    merged: list[str] = []
+    for line in lines:
+        if merged and (
+            (merged[-1].endswith("?") and re.match(r"^(a|answer)\s*[:.)-]", line, re.IGNORECASE))
+            or (line[0].islower() and not re.search(r"[.!?:;]$", merged[-1]))  # a hard-wrapped line (PDF)
+        ):
+            merged[-1] = f"{merged[-1]} {line}"
+        else:
+            merged.append(line)
+    out = []
+    for line in merged:
+        out.extend(piece.strip() for piece in _SENTENCE_BREAK.split(line) if len(piece.split()) >= 2)
+    return out
+
+
+def _sentence_stems(sentence: str) -> frozenset[str]:
+    from chat.providers.builtin import stems
+
+    found = set(stems(sentence))
+    for pattern, words in _IMPLIED_WORDS:
+        if pattern.search(sentence):
+            found |= stems(words)
+    return frozenset(found)
+
+
+def sentence_signals(
+    *, query: str, chunks: list[RetrievedChunk], terms: list[QueryTerm], chunk_covered: bool,
+    params: RetrievalParams = DEFAULT_PARAMS,
+) -> dict[str, Any]:
+    """Score the sentences of the best few chunks against the question (see RetrievalParams). Sets each scored
+    chunk's `sentence_score`; returns {} when there is nothing to score or the chunk rule already decided and the
+    sentences are too many to score for free."""
+    from chat.providers.builtin import stems
+
+    units = [(index, sentence) for index, chunk in enumerate(chunks[: params.sentence_chunks])
+             for sentence in passage_sentences(chunk.text)]
+    if not units or (chunk_covered and len(units) > params.sentence_always_max):
+        return {}
+    units = units[: params.sentence_max]
+    question = stems(query)
+    lexical = unknown = 0.0
+    unknown_names: list[str] = []
+    if question:
+        sentence_stems = [_sentence_stems(sentence) for _, sentence in units]
+        lexical = max(len(question & found) / len(question) for found in sentence_stems)
+        # Words the knowledge base never uses ("Canada" when only delivery times are written down); a value that
+        # implies a word (an e-mail address: "email") makes it known.
+        vocabulary = _vocabulary()
+        implied = frozenset().union(*sentence_stems)
+        unknown = sum(1 for stem in question if stem not in vocabulary and stem not in implied) / len(question)
+        # A name the knowledge base never mentions ("Netflix", "PayPal", "Canada") is asked about, not paraphrased.
+        names = [word for word in re.findall(r"(?<!^)(?<![.!?]\s)\b[A-Za-z]*[A-Z][A-Za-z]*\b", query.strip())
+                 if word.lower() not in _SENTENCE_NAME_EXCEPTIONS]
+        unknown_names = [word for word in names if not (stems(word) & (vocabulary.keys() | implied))]
+    try:
+        from documents.embedding import embedder
+
+        vectors = embedder().embed([query, *(sentence for _, sentence in units)])
+    except Exception:  # the chunk-level decision stands
+        logger.warning("sentence scoring unavailable", exc_info=True)
+        return {}
+    best, best_unit = -1.0, 0
+    for position, ((index, _sentence), vector) in enumerate(zip(units, vectors[1:])):
+        cosine = float(sum(a * b for a, b in zip(vectors[0], vector)))
+        chunk = chunks[index]
+        chunk.sentence_score = cosine if chunk.sentence_score is None else max(chunk.sentence_score, cosine)
+        if cosine > best:
+            best, best_unit = cosine, position
+    value = best + params.sentence_lexical_weight * lexical - params.sentence_unknown_weight * unknown
+    if question and unknown_names:
+        value = min(value, params.cover_sentence - 0.01)
+    return {"sentence_similarity": round(best, 4), "lexical_agreement": round(lexical, 3),
+            "unknown_words": round(unknown, 3), "unknown_names": unknown_names[:5], "value": round(value, 4),
+            "sentences": len(units),
+            "best_sentence": units[best_unit][1][:200]}
+
+
+# --- typos -----------------------------------------------------------------------------------------------------
+
+_VOCABULARY_CACHE: dict[tuple[str, int, int], dict[str, int]] = {}
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _vocabulary() -> dict[str, int]:
+    """The workspace's lexemes with their chunk counts, cached per process until its chunks change."""
+    chunk_table, _ = _table()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*), coalesce(max(id), 0) FROM {chunk_table}")
+        count, last = cursor.fetchone()
+        key = (connection.schema_name, int(count), int(last))
+        if key not in _VOCABULARY_CACHE:
+            cursor.execute(f"SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM {chunk_table}')")
+            if len(_VOCABULARY_CACHE) >= 64:
+                _VOCABULARY_CACHE.pop(next(iter(_VOCABULARY_CACHE)))
+            _VOCABULARY_CACHE[key] = {word: int(ndoc) for word, ndoc in cursor.fetchall()}
+    return _VOCABULARY_CACHE[key]
+
+
+def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> str:
+    """Words the knowledge base never uses, one edit (a swapped, missing, extra or wrong letter) away from one it
+    does use, are replaced by it: "how long does shpiping take" searches for "shipping". Words it knows, short
+    words and words with no single near neighbour are left as they are."""
+    from chat.providers.builtin import stems
+
+    from documents.embedding import wordpiece_words
+
+    # An English word the knowledge base doesn't use is a question it may not answer ("refund" in a Linux manual is
+    # not "redund"); only words that are not words are corrected.
+    english = wordpiece_words()
+    words = {w for w in re.findall(r"[a-z]+", query.lower()) if len(w) >= params.typo_min_length and w not in english}
+    if not words:
+        return query
+    vocabulary: dict[str, int] | None = None
+    fixed = query
+    for word in sorted(words):
+        stem = next(iter(stems(word)), "")
+        if not stem:
+            continue
+        vocabulary = vocabulary if vocabulary is not None else _vocabulary()
+        if not vocabulary or stem in vocabulary or word in vocabulary:
+            continue
+        best: tuple[int, str] | None = None
+        for candidate in _edits(word, substitutions=len(word) >= 8):
+            candidate_stem = next(iter(stems(candidate)), "")
+            df = vocabulary.get(candidate_stem, 0)
+            if df and (best is None or df > best[0]):
+                best = (df, candidate)
+        if best is not None:
+            fixed = re.sub(rf"\b{word}\b", best[1], fixed, flags=re.IGNORECASE)
+    return fixed
+
+
+def _edits(word: str, *, substitutions: bool) -> set[str]:
+    """Swapped, missing and extra letters; a wrong letter only in long words (in short ones it makes another
+    word: "refund" is not a typo of "redund")."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    edits = ({a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+             | {a + b[1:] for a, b in splits if b}
+             | {a + c + b for a, b in splits for c in _ALPHABET})
+    if substitutions:
+        edits |= {a + c + b[1:] for a, b in splits if b for c in _ALPHABET}
+    return edits - {word}
 
 
 def coverage_decide(

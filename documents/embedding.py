@@ -106,6 +106,13 @@ def wordpiece_counter():
     return count
 
 
+@lru_cache(maxsize=1)
+def wordpiece_words() -> frozenset[str]:
+    """The whole words of the model's vocabulary (about 20,000 common English words): what is not a typo."""
+    vocabulary = _tokenizer(for_model=False).get_vocab()
+    return frozenset(token for token in vocabulary if token.isalpha() and token.islower())
+
+
 class MiniLMOnnxEmbedder:
     """all-MiniLM-L6-v2 (int8) on onnxruntime: mean pooling over real tokens, then L2, like sentence-transformers."""
 

@@ -125,7 +125,9 @@ def _is_code_line(line: str) -> bool:
 
 
 def _is_heading_like(text: str) -> bool:
-    return len(text.split()) < 8 and not re.search(r"[.!?:;)]$", text.strip())
+    # "Returns: 30 days from the date of purchase" or "Free shipping over $50" is a fact, not a heading.
+    return (len(text.split()) < 8 and not re.search(r"[.!?:;)]$", text.strip())
+            and not re.search(r"\w:\s+\S|[\d$€£@]", text))
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -186,7 +188,8 @@ def builtin_compose(
     """Compose an extractive answer from `sources` (objects with `.text`), best first. Empty text if nothing fits."""
     sources = list(sources)[: params.max_sources]
     units = [unit for index, source in enumerate(sources) for unit in split_units(source.text, index)]
-    scores = [getattr(source, "dense_score", None) for source in sources]
+    # A chunk's best evidence: its own similarity, or its best sentence's when retrieval scored its sentences.
+    scores = [getattr(source, "evidence_score", getattr(source, "dense_score", None)) for source in sources]
     if scores and all(score is not None for score in scores):
         best = max(scores)
         penalties = [params.similarity_gap_weight * (best - score) for score in scores]

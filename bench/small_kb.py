@@ -1,0 +1,394 @@
+"""The small-knowledge-base family of `python -m bench quality`: a new customer's first minutes.
+
+Generated, seeded workspaces of small businesses (a bike shop, a bakery, a phone repair shop ...), each with 1-5 short
+multi-topic texts typed in, sometimes a FAQ and a one-page PDF, written as small businesses write them: prose
+("You can return any item within 30 days of purchase."), terse lines ("Returns: 30 days from the date of purchase"),
+FAQ pairs. Facts: prices, store and phone hours, returns, shipping, free-shipping threshold, warranty, contact, gift
+cards; each fact lives in exactly one document, so "the right source first" is defined.
+
+Questions per workspace: a direct question and a paraphrase per fact, a typo, a follow-up that leans on the previous
+question, and out-of-scope questions about the same business that the texts don't answer ("Do you ship to Canada?"
+when only delivery times are given, "Do you accept PayPal?").
+
+Fit and eval halves are fixed before any tuning: even workspaces are "fit", odd ones "eval". Eval workspaces also use
+wording templates (document sentences and questions) that fit workspaces never see (`held_out=True`), so the eval
+figures measure wording the coverage rule was not tuned on.
+"""
+from __future__ import annotations
+
+import io
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SEED = 20261122
+WORKSPACES = 60
+SLUG_PREFIX = "bench-smallkb-"
+
+BUSINESSES = [
+    ("bike shop", ["city bike", "bike helmet", "bike lock", "tune-up"]),
+    ("bakery", ["sourdough loaf", "birthday cake", "box of croissants"]),
+    ("furniture store", ["oak dining table", "three-seat sofa", "bookshelf"]),
+    ("phone repair shop", ["screen replacement", "battery replacement", "charging port repair"]),
+    ("pet supply store", ["orthopedic dog bed", "cat tree", "bag of dog food"]),
+    ("bookstore", ["hardcover novel", "reading light", "tote bag"]),
+    ("flower shop", ["bouquet of roses", "orchid in a pot", "wedding centerpiece"]),
+    ("outdoor gear shop", ["two-person tent", "hiking backpack", "sleeping bag"]),
+    ("coffee roaster", ["bag of espresso beans", "pour-over kettle", "coffee grinder"]),
+    ("toy store", ["wooden train set", "puzzle", "plush bear"]),
+    ("shoe store", ["pair of running shoes", "pair of leather boots", "pair of sandals"]),
+    ("kitchenware store", ["cast iron skillet", "chef's knife", "stand mixer"]),
+    ("garden center", ["lemon tree", "bag of potting soil", "garden hose"]),
+    ("eyewear shop", ["pair of prescription glasses", "pair of sunglasses", "eye exam"]),
+    ("music store", ["acoustic guitar", "digital piano", "set of guitar strings"]),
+]
+NAME_FIRST = ["Maple", "Harbor", "Blue Fern", "Copper", "Northside", "Juniper", "Old Mill", "Sunny", "Riverbend",
+              "Cedar", "Lakeview", "Oak & Ivy", "Little Owl", "Brightside", "Willow", "Redwood", "Pine Hill"]
+CITIES = ["Springfield", "Riverton", "Fairview", "Madison", "Georgetown", "Salem", "Franklin", "Clinton"]
+
+# Questions about the same business that no generated text answers (the texts never use their key words).
+OUT_OF_SCOPE = [
+    ("Do you ship to Canada?", False), ("Do you accept PayPal?", False), ("Do you offer gift wrapping?", False),
+    ("Is there a student discount?", False), ("Do you have a loyalty program?", False),
+    ("Are you hiring right now?", False), ("Is there parking near the store?", False),
+    ("Do you offer financing or payment plans?", False), ("Can I change my order after I placed it?", False),
+    ("Do you ship internationally?", True), ("Can I pay with Apple Pay?", True), ("Do you price match?", True),
+    ("Is your store wheelchair accessible?", True), ("Do you have a newsletter I can sign up for?", True),
+    ("Are your products made locally?", True), ("Can I bring my dog into the store?", True),
+    ("What is the capital of France?", False), ("Who won the World Cup in 2014?", True),
+]
+
+
+@dataclass
+class Fact:
+    topic: str
+    value: str  # what a right answer must contain
+    sentences: list[str]  # ways a business writes it (prose / terse / FAQ pair with "Q:" and "A:")
+    direct: list[tuple[str, bool]]  # (question, held_out)
+    paraphrase: list[tuple[str, bool]]
+    follow_up: tuple[str, str] | None = None  # (previous question, follow-up question)
+
+
+@dataclass
+class Workspace:
+    index: int
+    slug: str
+    name: str
+    split: str
+    documents: list[dict[str, Any]] = field(default_factory=list)  # {"title", "kind", "text", "facts": [topic]}
+    questions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _pick(rng: random.Random, options: list[Any], split: str) -> Any:
+    """A template: fit workspaces only see the ones not held out; eval workspaces see them all."""
+    usable = [o for o in options if split == "eval" or not (isinstance(o, tuple) and o[-1])]
+    choice = rng.choice(usable)
+    return choice[0] if isinstance(choice, tuple) else choice
+
+
+def _facts(rng: random.Random, business: str, products: list[str], domain: str) -> list[Fact]:
+    product = rng.choice(products)
+    price = rng.choice([9, 12, 18, 24, 35, 49, 65, 89, 120, 149, 240, 399, 650])
+    cents = rng.choice(["", "", ".99", ".50"])
+    returns = rng.choice([14, 21, 30, 45, 60, 90])
+    ship = rng.choice([1, 2, 3, 4, 5, 7])
+    free = rng.choice([35, 50, 75, 100, 150])
+    warranty = rng.choice([1, 2, 3, 5])
+    warranty_item = rng.choice(products)
+    open_h, close_h = rng.choice([7, 8, 9, 10]), rng.choice([5, 6, 7, 8])
+    sat_open, sat_close = rng.choice([9, 10, 11]), rng.choice([2, 3, 4])
+    call_open, call_close = rng.choice([8, 9]), rng.choice([4, 5, 6])
+    phone = f"555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}"
+    days = lambda n: f"{n} business day" + ("" if n == 1 else "s")  # noqa: E731
+    years = lambda n: f"{n} year" + ("" if n == 1 else "s")  # noqa: E731
+    Product = product[0].upper() + product[1:]
+    article = "an" if product[0] in "aeiou" else "a"
+    facts = [
+        Fact("price", f"{price}{cents}", [
+            (f"{article.capitalize()} {product} costs ${price}{cents}.", False),
+            (f"{Product}: ${price}{cents}", False),
+            (f"Our {product} is priced at ${price}{cents}, tax included.", True),
+            (f"Q: How much is {article} {product}?\nA: ${price}{cents}.", False),
+        ], [(f"How much does {article} {product} cost?", False), (f"What is the price of {article} {product}?", True)],
+            [(f"how much is {article} {product}", False), (f"What would I pay for {article} {product}?", True)]),
+        Fact("returns", str(returns), [
+            (f"You can return any item within {returns} days of purchase for a full refund.", False),
+            (f"Returns: {returns} days from the date of purchase", False),
+            (f"The returns window is {returns} days.", True),
+            (f"Unused items can be sent back up to {returns} days after delivery.", True),
+            (f"Q: Can I return something?\nA: Yes, within {returns} days, with the receipt.", False),
+        ], [("How long is the returns window?", False), ("What is your return policy?", False),
+            ("How many days do I have to return an item?", True)],
+            [("how many days do i have to return something", False), ("Can I send something back if I don't like it?", True),
+             ("Until when can I bring back a purchase?", True)]),
+        Fact("shipping", str(ship), [
+            (f"Orders ship within {days(ship)}.", False),
+            (f"Shipping takes {days(ship)}.", False),
+            (f"Delivery: {days(ship)}", True),
+            (f"Standard delivery takes {days(ship)} from our warehouse.", True),
+            (f"Q: How long does delivery take?\nA: About {days(ship)}.", False),
+        ], [("How long does shipping take?", False), ("How long does delivery take?", True)],
+            [("How fast do you ship orders?", False), ("When will my order arrive?", True),
+             ("how many days until my package gets here", True)]),
+        Fact("free_shipping", str(free), [
+            (f"Shipping is free on orders over ${free}.", False),
+            (f"Free shipping over ${free}", False),
+            (f"Spend ${free} or more and we cover the shipping.", True),
+            (f"Q: Is shipping free?\nA: Yes, for orders above ${free}.", False),
+        ], [("Do you offer free shipping?", False), ("Is shipping free?", True)],
+            [("When do I not have to pay for shipping?", False), ("Is there a minimum order for free delivery?", True)]),
+        Fact("warranty", str(warranty), [
+            (f"Every {warranty_item} comes with a {warranty}-year warranty.", False),
+            (f"Warranty: {years(warranty)} on every {warranty_item}", False),
+            (f"We guarantee each {warranty_item} for {years(warranty)} against defects.", True),
+            (f"Q: Is there a warranty?\nA: Yes, {years(warranty)} on the {warranty_item}.", False),
+        ], [(f"How long is the warranty on the {warranty_item}?", False), ("Is there a warranty?", True)],
+            [(f"What if my {warranty_item} breaks after a few months?", False),
+             (f"How long is the {warranty_item} guaranteed?", True)]),
+        Fact("hours", str(open_h), [
+            (f"Our store is open Monday to Friday from {open_h} am to {close_h} pm.", False),
+            (f"Opening hours: Mon-Fri {open_h}:00-{close_h + 12}:00", False),
+            (f"We're open weekdays {open_h}am-{close_h}pm.", True),
+            (f"Q: When are you open?\nA: Monday through Friday, {open_h} am to {close_h} pm.", False),
+        ], [("What are your opening hours?", False), ("When is the store open?", True)],
+            [("what time do you open", False), ("Are you open in the morning on weekdays?", True)],
+            follow_up=("What are your opening hours?", "and on Saturday?")),
+        Fact("saturday", str(sat_open), [
+            (f"On Saturdays we are open from {sat_open} am to {sat_close} pm.", False),
+            (f"Saturday: {sat_open}:00-{sat_close + 12}:00", False),
+            (f"Saturday hours are {sat_open} am to {sat_close} pm.", True),
+        ], [("Are you open on Saturday?", False), ("What are your Saturday hours?", True)],
+            [("can i come by on a saturday", False), ("What time do you close on Saturdays?", True)]),
+        Fact("phone", str(call_open), [
+            (f"Call us {call_open}am to {call_close}pm on weekdays at {phone}.", False),
+            (f"Phone support: {phone}, weekdays {call_open}-{call_close + 12}h", True),
+            (f"Our team answers the phone at {phone} from {call_open} am to {call_close} pm, Monday to Friday.", False),
+        ], [("When is phone support open?", False), ("What are your phone hours?", True)],
+            [("When can I call you?", False), ("What time can I reach someone by phone?", True)]),
+        Fact("email", f"hello@{domain}", [
+            (f"Questions? Write to hello@{domain}.", False),
+            (f"Email: hello@{domain}", False),
+            (f"You can reach us by email at hello@{domain}; we reply within a day.", True),
+        ], [("What is your email address?", False), ("How can I contact you by email?", True)],
+            [("where do i send an email", False), ("Can I write to you?", True)]),
+        Fact("gift_cards", "never", [
+            ("Gift cards never expire.", False),
+            ("Gift cards: no expiry date", True),
+            ("Our gift cards never expire and can be used online and in the shop.", False),
+        ], [("Do gift cards expire?", False), ("Is there an expiry date on gift cards?", True)],
+            [("how long is a gift card good for", False), ("Can I still use an old gift card?", True)]),
+    ]
+    return facts
+
+
+def _typo(rng: random.Random, text: str) -> str:
+    """Swap two adjacent letters in one longer word ("retrun"), as people type on phones."""
+    words = text.split()
+    candidates = [i for i, w in enumerate(words) if len(re.sub(r"\W", "", w)) >= 5]
+    if not candidates:
+        return text
+    i = rng.choice(candidates)
+    word = words[i]
+    j = rng.randrange(1, len(re.sub(r"\W", "", word)) - 2)
+    words[i] = word[:j] + word[j + 1] + word[j] + word[j + 2:]
+    return " ".join(words).lower()
+
+
+TITLES = ["About us", "Store info", "Good to know", "Policies", "Welcome", "Customer information", "The basics",
+          "Info", "Notes for customers", "How we work"]
+
+
+def workspaces_generate(*, count: int = WORKSPACES, seed: int = SEED) -> list[Workspace]:
+    rng = random.Random(seed)
+    out = []
+    for index in range(count):
+        split = "fit" if index % 2 == 0 else "eval"
+        business, products = rng.choice(BUSINESSES)
+        name = f"{rng.choice(NAME_FIRST)} {business.title()}"
+        city = rng.choice(CITIES)
+        domain = re.sub(r"[^a-z]", "", name.lower())[:18] + ".example"
+        facts = _facts(rng, business, products, domain)
+        chosen = rng.sample(facts, rng.randint(3, 7))
+        n_documents = rng.randint(1, min(5, len(chosen)))
+        kinds = ["prose"] * n_documents
+        if n_documents >= 2 and rng.random() < 0.5:
+            kinds[rng.randrange(n_documents)] = "faq"
+        if rng.random() < 0.4:
+            kinds[rng.randrange(n_documents)] = "pdf"
+        rng.shuffle(chosen)
+        groups: list[list[Fact]] = [[] for _ in range(n_documents)]
+        for position, fact in enumerate(chosen):
+            groups[position % n_documents if position < n_documents else rng.randrange(n_documents)].append(fact)
+        titles = rng.sample(TITLES, n_documents)
+        workspace = Workspace(index, f"{SLUG_PREFIX}{index:03d}", name, split)
+        for kind, group, title in zip(kinds, groups, titles):
+            lines = []
+            for fact in group:
+                options = [s for s in fact.sentences if (kind == "faq") == s[0].startswith("Q:")] or fact.sentences
+                sentence = _pick(rng, options, split)
+                if kind != "faq" and sentence.startswith("Q:"):
+                    sentence = sentence.split("\nA: ", 1)[1]
+                lines.append(sentence)
+            if kind == "faq":
+                text = "\n\n".join(lines)
+            elif rng.random() < 0.5:  # one paragraph of prose
+                text = " ".join(line if re.search(r"[.!?]$", line) else line + "." for line in lines)
+            else:  # a line per fact, as a notice board or a flyer
+                text = "\n".join(lines)
+            if rng.random() < 0.5:
+                text = f"Welcome to {name} in {city}. " + ("\n" if "\n" in text else "") + text
+            workspace.documents.append({"title": title if kind != "faq" else "FAQ", "kind": kind, "text": text,
+                                        "facts": [f.topic for f in group]})
+        for fact in chosen:
+            for style, options in (("direct", fact.direct), ("paraphrase", fact.paraphrase)):
+                workspace.questions.append({"kind": "in", "style": style, "topic": fact.topic, "value": fact.value,
+                                            "question": _pick(rng, options, split), "history": []})
+        fact = rng.choice(chosen)
+        workspace.questions.append({"kind": "in", "style": "typo", "topic": fact.topic, "value": fact.value,
+                                    "question": _typo(rng, _pick(rng, fact.direct, split)), "history": []})
+        topics = {f.topic: f for f in chosen}
+        if "hours" in topics and "saturday" in topics:
+            previous, follow_up = topics["hours"].follow_up
+            workspace.questions.append({"kind": "in", "style": "follow_up", "topic": "saturday",
+                                        "value": topics["saturday"].value, "question": follow_up,
+                                        "history": [["customer", previous], ["assistant", "..."]]})
+        usable = [q for q, held_out in OUT_OF_SCOPE if split == "eval" or not held_out]
+        for question in rng.sample(usable, 3):
+            workspace.questions.append({"kind": "out", "style": "out_of_scope", "topic": "", "value": "",
+                                        "question": question, "history": []})
+        for number, item in enumerate(workspace.questions):
+            item["id"] = f"{workspace.slug}-q{number:02d}"
+            item["split"] = split
+            item["documents"] = [d["title"] for d in workspace.documents if item["topic"] in d["facts"]]
+        out.append(workspace)
+    return out
+
+
+def pdf_bytes(text: str, *, title: str) -> bytes:
+    """A one-page PDF with a text layer: one Helvetica line per line of `text` (long lines wrapped at 90 chars)."""
+    import textwrap
+
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        lines.extend(textwrap.wrap(paragraph, 90) or [""])
+    escaped = [line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for line in lines]
+    stream = "\n".join(["BT", "/F1 11 Tf", "14 TL", "72 720 Td", *[f"({line}) Tj T*" for line in escaped], "ET"])
+    body = stream.encode("latin-1", "replace")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+        b"/Contents 5 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(body) + body + b"\nendstream",
+        b"<< /Title (%s) >>" % title.encode("latin-1", "replace"),
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + obj + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    return out.getvalue()
+
+
+def workspace_build(spec: Workspace) -> Any:
+    """The workspace with its documents indexed through the real pipeline, in this process; reused when it exists
+    with the same documents. Leaves the connection in the workspace's schema."""
+    from django.core.files.base import ContentFile
+    from django.db import connection
+
+    from accounts.services import workspace_signup
+    from documents import pipeline, services
+    from documents.models import Document, DocumentStatus
+    from tenants.selectors import workspace_get
+
+    connection.set_schema_to_public()
+    workspace = workspace_get(slug=spec.slug)
+    if workspace is None:
+        _user, result = workspace_signup(email="bench-smallkb@example.test", password="bench-smallkb-password-1",
+                                         workspace_name=spec.name, slug=spec.slug, existing_user_ok=True)
+        workspace = result.workspace
+    connection.set_tenant(workspace)
+    wanted = {d["title"] for d in spec.documents}
+    if set(Document.objects.filter(status=DocumentStatus.INDEXED).values_list("title", flat=True)) == wanted \
+            and Document.objects.count() == len(wanted):
+        return workspace
+    for document in Document.objects.all():
+        services.document_delete(document=document)
+    for spec_document in spec.documents:
+        if spec_document["kind"] == "pdf":
+            content = ContentFile(pdf_bytes(spec_document["text"], title=spec_document["title"]),
+                                  name=f"{spec_document['title']}.pdf")
+            document = services.document_upload(uploaded_file=content, title=spec_document["title"])
+        else:
+            document = services.document_create_text(title=spec_document["title"], text=spec_document["text"])
+        outcome = pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token)
+        if outcome.result not in ("indexed", "already_indexed"):
+            raise RuntimeError(f"{spec.slug} {spec_document['title']}: {outcome.result}")
+    return workspace
+
+
+def small_kb_answers(*, count: int = WORKSPACES) -> list[dict[str, Any]]:
+    """Build every workspace and answer its questions through `answer_once`; one row per question."""
+    from django.db import connection
+
+    from chat.answering import answer_once
+    from chat.retrieval import knowledge_retrieve, retrieval_query_build
+
+    rows = []
+    for spec in workspaces_generate(count=count):
+        workspace_build(spec)
+        for item in spec.questions:
+            history = [tuple(turn) for turn in item["history"]]
+            data = answer_once(question=item["question"], history=history)
+            retrieval = knowledge_retrieve(query=retrieval_query_build(question=item["question"], history=history))
+            cited = [c["title"] for c in data["citations"]]
+            rows.append({
+                **item, "workspace": spec.slug, "answered": data["answered"], "reason": data["reason"],
+                "answer": data["answer"], "cited": cited,
+                "right_source_first": bool(cited) and cited[0] in item["documents"],
+                "fact_in_answer": bool(item["value"]) and item["value"].lower() in data["answer"].lower(),
+                "top_similarity": retrieval.top_similarity, "signals": getattr(retrieval, "signals", {}),
+            })
+        connection.set_schema_to_public()
+    return rows
+
+
+def small_kb_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def figures(items: list[dict[str, Any]]) -> dict[str, Any]:
+        inside = [r for r in items if r["kind"] == "in"]
+        outside = [r for r in items if r["kind"] == "out"]
+        out: dict[str, Any] = {"workspaces": len({r["workspace"] for r in items}), "in_scope": len(inside),
+                               "out_of_scope": len(outside)}
+        if inside:
+            out["answered_in_scope"] = round(sum(r["answered"] for r in inside) / len(inside), 3)
+            out["answered_right_source_first"] = round(
+                sum(r["answered"] and r["right_source_first"] for r in inside) / len(inside), 3)
+            out["answered_with_fact"] = round(
+                sum(r["answered"] and r["right_source_first"] and r["fact_in_answer"] for r in inside) / len(inside), 3)
+            out["by_style"] = {style: round(sum(r["answered"] and r["right_source_first"] for r in group)
+                                            / len(group), 3)
+                               for style in ("direct", "paraphrase", "typo", "follow_up")
+                               if (group := [r for r in inside if r["style"] == style])}
+        if outside:
+            out["declined_out_of_scope"] = round(sum(not r["answered"] for r in outside) / len(outside), 3)
+        return out
+
+    return {
+        "fit": figures([r for r in rows if r["split"] == "fit"]),
+        "eval": figures([r for r in rows if r["split"] == "eval"]),
+        "misses": {
+            "in_scope_not_right": [
+                {"id": r["id"], "q": r["question"], "reason": r["reason"], "cited": r["cited"][:1],
+                 "expected": r["documents"]} for r in rows if r["kind"] == "in" and not (r["answered"] and r["right_source_first"])],
+            "out_of_scope_answered": [{"id": r["id"], "q": r["question"]} for r in rows
+                                      if r["kind"] == "out" and r["answered"]],
+        },
+    }
