@@ -10,11 +10,23 @@ process kept answering from the index it had loaded before a worker indexed new 
 per-collection file lock and bump a generation file next to the data, and a process that finds another
 generation than the one it loaded reopens its client first (about 50 ms for 11,000 vectors). Server mode
 (CHROMA_URL, `chroma run`) has one index for everybody and needs none of this.
+
+Memory (embedded mode): every collection a process has queried or written stays loaded in it, and each one costs at
+least ~2.6 MB however few vectors it holds (hnswlib allocates 65,536 locks per index): measured 2.6 MB per workspace
+touched, never released. Chroma's own bound (the HNSW cache, sized RLIMIT_NOFILE / 5 by chromadb) cannot be used:
+in chromadb 1.5 an index it evicted fails to load again in the same process ("Error creating hnsw segment reader:
+Nothing found on disk", chroma-core/chroma#7765). So this module keeps the account itself: each collection loaded
+by the current client is charged its estimated index size, and when loading one more would pass
+CHROMA_MEMORY_BUDGET_MB (or reach Chroma's cache capacity) the client is closed (which frees every index it loaded,
+and its files) and reopened first; freed memory is handed back to the OS with malloc_trim. docs/operations.md has
+the measurements.
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
+import resource
 import re
 import threading
 import uuid
@@ -34,6 +46,10 @@ from django.conf import settings
 
 _SCHEMA = re.compile(r"^[a-z][a-z0-9_]{0,60}[a-z0-9]$")
 COLLECTION_PREFIX = "kb_"
+# What one loaded collection costs at least (measured with chromadb 1.5.9: 2.6 MB each for collections of 5 vectors),
+# and per vector: the float32 values plus about 150 bytes of graph links and labels.
+INDEX_FIXED_BYTES = 2_700_000
+INDEX_BYTES_PER_VECTOR_OVERHEAD = 150
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,9 @@ class _Store:
         self._client: ClientAPI | None = None
         self._key: tuple | None = None
         self._seen: dict[str, str] = {}  # collection -> generation this process's client has loaded
+        self._loaded: dict[str, int] = {}  # collection -> bytes charged for it, in the current client
+        self._client_pid: int | None = None
+        self.reopens = 0  # clients closed to stay within the budget (for tests and benches)
 
     @contextmanager
     def collection(self, name: str, *, write: bool = False, create: bool = False,
@@ -148,17 +167,28 @@ class _Store:
                 generation = self._generation(name)
                 if name in self._seen and self._seen[name] != generation:
                     client = self._reopen()
+                elif self._full(name):
+                    self.reopens += 1
+                    client = self._reopen()
+                # Read before the client loads the index, so it holds at least this generation.
                 self._seen.setdefault(name, generation)
+                collection = None
                 try:
-                    yield client, _collection(client, name, create=create)
+                    collection = _collection(client, name, create=create)
+                    yield client, collection
                 finally:
                     if drop:  # leave nothing of the workspace behind; others see "" and reopen
                         (self._folder() / name).unlink(missing_ok=True)
                         (self._folder() / f".{name}.lock").unlink(missing_ok=True)
                         self._seen[name] = ""
-                    elif write:
-                        # We hold the write lock, so nobody wrote between our check and here: our client is current.
-                        self._seen[name] = self._bump(name)
+                        self._loaded.pop(name, None)
+                    else:
+                        if write:
+                            # We hold the write lock, so nobody wrote between our check and here: our client is
+                            # current.
+                            self._seen[name] = self._bump(name)
+                        if collection is not None and (write or name not in self._loaded):
+                            self._loaded[name] = _index_bytes(collection)
 
     def _current_client(self) -> ClientAPI:
         key = (settings.CHROMA_URL, str(settings.CHROMA_PATH), os.getpid())
@@ -174,16 +204,38 @@ class _Store:
         self._folder().mkdir(parents=True, exist_ok=True)
         return self._reopen()
 
+    def _full(self, name: str) -> bool:
+        """Must the client be closed before `name` is used? When loading it would pass the budget or fill Chroma's own
+        cache (whose evictions break), or when the collections loaded already pass the budget (they grew)."""
+        others = len(self._loaded) - (name in self._loaded)
+        if not others:
+            return False
+        charged = sum(self._loaded.values()) + (0 if name in self._loaded else INDEX_FIXED_BYTES)
+        if name not in self._loaded and len(self._loaded) + 1 > _chroma_cache_capacity() // 2:
+            return True
+        budget = settings.CHROMA_MEMORY_BUDGET_MB * 2**20
+        return budget > 0 and charged > budget
+
     def _reopen(self) -> ClientAPI:
-        # Read the generations first: a write that lands while we reopen is noticed next time.
-        self._seen = {entry.name: self._generation(entry.name) for entry in os.scandir(self._folder())
-                      if not entry.name.startswith(".")}
+        # Nothing is loaded in the new client: each collection's generation is recorded when it is first used (read
+        # before Chroma loads it), so a write that lands meanwhile is noticed next time.
+        self._seen, self._loaded = {}, {}
+        if self._client is not None and self._client_pid == os.getpid():
+            # close() stops the client's system, which frees its indexes and closes their files; a client inherited
+            # across fork is only dropped (its Rust runtime's threads don't exist in this process).
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001 — a client that can't close cleanly is dropped all the same
+                pass
+        self._client = None
         SharedSystemClient.clear_system_cache()  # the only way to make Chroma drop the indexes it loaded
+        _memory_release()
         # Creating a client runs Chroma's SQLite migrations, which don't guard against another process doing the same:
         # two processes on a fresh folder failed with "table collections already exists" (measured: 4 of 48 starts
         # of 6 simultaneous processes). One client creation at a time per folder; later ones find nothing to migrate.
         with self._file_lock(self._folder() / ".client.lock"):
             self._client = chromadb.PersistentClient(path=str(settings.CHROMA_PATH), settings=_chroma_settings())
+        self._client_pid = os.getpid()
         return self._client
 
     def _folder(self) -> Path:
@@ -218,6 +270,31 @@ class _Store:
 
 def _chroma_settings() -> ChromaSettings:
     return ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+
+def _index_bytes(collection: Any) -> int:
+    """The estimated memory of a collection's index once loaded: a fixed part and one per vector."""
+    try:
+        count = collection.count()
+        dimension = collection.get_model().dimension or 0
+    except Exception:  # noqa: BLE001 — an estimate; the fixed part is charged whatever happens
+        return INDEX_FIXED_BYTES
+    return INDEX_FIXED_BYTES + count * (4 * dimension + INDEX_BYTES_PER_VECTOR_OVERHEAD)
+
+
+def _chroma_cache_capacity() -> int:
+    """How many HNSW indexes chromadb keeps before it evicts one (its RustBindingsAPI: RLIMIT_NOFILE // 5). We stay
+    under half of it: a loaded index keeps 4 files open, and the process needs files for everything else too."""
+    return max(2, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 5)
+
+
+def _memory_release() -> None:
+    """Hand the memory freed by closed indexes back to the OS. Without it glibc keeps it in its arenas, and a process
+    that reopens its client keeps growing (measured: +490 MB over 900 loads with 50 loaded at a time, flat with it)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc
+        pass
 
 
 def _collection(client: ClientAPI, name: str, *, create: bool):

@@ -209,6 +209,9 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
 CHROMA_URL = env.str("CHROMA_URL", default="")
 CHROMA_PATH = Path(env.str("CHROMA_PATH", default=str(DATA_DIR / "chroma")))
+# Embedded mode: the most memory one process spends on the vector indexes it has loaded (documents/vectors.py);
+# 0: no memory bound (measurement only; Chroma's own cache is still never filled). docs/operations.md.
+CHROMA_MEMORY_BUDGET_MB = env.int("CHROMA_MEMORY_BUDGET_MB", default=64)
 
 # --- knowledge: URL import and embeddings (documents/fetch.py, documents/embedding.py) ------------------------
 # URL imports refuse private, loopback, link-local, ... targets; tests on loopback servers turn this on.
