@@ -127,20 +127,27 @@ def export_run(*, export_id: int) -> None:
 
     from tenants.models import ExportStatus, WorkspaceExport
 
-    export = WorkspaceExport.objects.select_related("workspace").get(pk=export_id)
-    workspace = export.workspace
-    relative = f"workspaces/{workspace.schema_name}/exports/{export.pk}-{secrets.token_hex(8)}.tar.gz"
-    try:
-        data = workspace_export_to(slug=workspace.slug, path=Path(settings.MEDIA_ROOT) / relative)
-    except Exception as exc:  # recorded for the owner; the traceback goes to the log
-        import logging
+    # Tasks are delivered at least once: a second delivery (a redelivered message, a retry racing the first run)
+    # finds the export done or being made (its row locked) and leaves it alone.
+    with transaction.atomic():
+        export = (WorkspaceExport.objects.select_for_update(skip_locked=True, of=("self",))
+                  .select_related("workspace").filter(pk=export_id, status=ExportStatus.PENDING).first())
+        if export is None:
+            return
+        workspace = export.workspace
+        relative = f"workspaces/{workspace.schema_name}/exports/{export.pk}-{secrets.token_hex(8)}.tar.gz"
+        try:
+            with transaction.atomic():
+                data = workspace_export_to(slug=workspace.slug, path=Path(settings.MEDIA_ROOT) / relative)
+        except Exception as exc:  # recorded for the owner; the traceback goes to the log
+            import logging
 
-        logging.getLogger(__name__).exception("export failed", extra={"workspace": workspace.slug})
-        WorkspaceExport.objects.filter(pk=export.pk).update(status=ExportStatus.FAILED, error=str(exc)[:300],
-                                                             finished_at=timezone.now())
-        return
-    WorkspaceExport.objects.filter(pk=export.pk).update(status=ExportStatus.READY, path=relative,
-                                                         size_bytes=data["bytes"], finished_at=timezone.now())
+            logging.getLogger(__name__).exception("export failed", extra={"workspace": workspace.slug})
+            WorkspaceExport.objects.filter(pk=export.pk).update(status=ExportStatus.FAILED, error=str(exc)[:300],
+                                                                 finished_at=timezone.now())
+            return
+        WorkspaceExport.objects.filter(pk=export.pk).update(status=ExportStatus.READY, path=relative,
+                                                             size_bytes=data["bytes"], finished_at=timezone.now())
 
 
 def export_delete(export: Any) -> None:

@@ -53,3 +53,25 @@ def member(workspace: Workspace, role: Role | str) -> User:
     user = UserFactory()
     membership_create(workspace=workspace, user=user, role=str(role))
     return user
+
+
+def document_ingest_now(document) -> str:
+    """Run the ingestion pipeline for `document` here and now (in the current workspace schema), as the worker would;
+    returns the outcome ("indexed", ...). The document's job was also queued on commit: when a worker of the session
+    takes it at the same moment, that run holds the document's lock (Busy), and this waits for it to finish instead.
+    A delivery after this run finds the document already indexed and writes nothing."""
+    import time
+
+    from documents import pipeline
+    from documents.models import Document, DocumentStatus
+
+    try:
+        return pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token).result
+    except pipeline.Busy:
+        deadline = time.monotonic() + 180
+        while True:
+            status = Document.objects.filter(pk=document.pk).values_list("status", flat=True).first()
+            if status in (DocumentStatus.INDEXED, DocumentStatus.FAILED):
+                return "indexed" if status == DocumentStatus.INDEXED else str(status)
+            assert time.monotonic() < deadline, f"the worker's run of document {document.pk} never finished: {status}"
+            time.sleep(0.1)

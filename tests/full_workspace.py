@@ -37,8 +37,9 @@ class FilledWorkspace:
 
 
 def _document_indexed(*, title: str, text: str, upload: bytes | None = None) -> Any:
-    from documents import pipeline, services
+    from documents import services
     from documents.models import DocumentStatus
+    from tests.factories import document_ingest_now
 
     if upload is None:
         document = services.document_create_text(title=title, text=text, markdown=True)
@@ -46,8 +47,8 @@ def _document_indexed(*, title: str, text: str, upload: bytes | None = None) -> 
         document = services.document_upload(
             uploaded_file=SimpleUploadedFile(f"{title}.txt", upload, content_type="text/plain"), title=title
         )
-    outcome = pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token)
-    assert outcome.result == "indexed", (title, outcome)
+    result = document_ingest_now(document)
+    assert result == "indexed", (title, result)
     document.refresh_from_db()
     assert document.status == DocumentStatus.INDEXED, (title, document.status, document.error_code)
     return document

@@ -5,7 +5,6 @@ Each test module builds its own workspaces (never the session's shared one), so 
 """
 from __future__ import annotations
 
-import time
 
 from django.db import connection
 
@@ -85,23 +84,14 @@ OTHER_SECRET = "ZQXWV"
 
 def documents_index(docs: dict[str, str]) -> list[int]:
     """Type the documents in through the service and run the real pipeline for each, in the current schema."""
-    from documents import pipeline, services
+    from documents import services
     from documents.models import Document, DocumentStatus
+    from tests.factories import document_ingest_now
 
     ids = []
     for title, text in docs.items():
         document = services.document_create_text(title=title, text=text, markdown=True)
-        try:
-            outcome = pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token)
-            assert outcome.result == "indexed", (title, outcome)
-        except pipeline.Busy:
-            # A Celery worker of this test session took the job the service queued; let it finish.
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                document.refresh_from_db()
-                if document.status in (DocumentStatus.INDEXED, DocumentStatus.FAILED):
-                    break
-                time.sleep(0.2)
+        document_ingest_now(document)
         document.refresh_from_db()
         assert document.status == DocumentStatus.INDEXED, (title, document.status, document.error_code)
         ids.append(document.pk)

@@ -83,15 +83,15 @@ def conversation_new(workspace: Any, **kwargs: Any) -> Conversation:
 
 def knowledge_seed(workspace: Any, *documents: tuple[str, str]) -> None:
     """Documents through the real ingestion pipeline (run here, synchronously, instead of by a worker)."""
-    from documents import pipeline
     from documents import services as document_services
+    from tests.factories import document_ingest_now
 
     def seed() -> None:
         for title, text in documents:
             document = document_services.document_create_text(title=title, text=text, markdown=True)
             document.refresh_from_db()
-            outcome = pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token)
-            assert outcome.result == "indexed", outcome.result
+            result = document_ingest_now(document)
+            assert result == "indexed", result
 
     in_workspace(workspace, seed)
 

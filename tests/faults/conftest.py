@@ -178,6 +178,13 @@ class Stack:
 SUPERVISED: list[Stack] = []
 
 
+def _pinged(control, node: str) -> bool:
+    try:
+        return any(f"{node}@" in list(reply)[0] for reply in control.control.ping(timeout=1.0))
+    except Exception:  # the private Redis is down or restarting (a fault test's doing): not up yet
+        return False
+
+
 def start_private_worker(settings_dict: dict, redis_server: PrivateRedis, *, name: str, **env: str) -> tuple[ManagedProcess, str]:
     """A Celery worker with an embedded beat (-B) on the private Redis; waits until it answers a ping there."""
     from celery import Celery
@@ -194,7 +201,7 @@ def start_private_worker(settings_dict: dict, redis_server: PrivateRedis, *, nam
         while True:
             if worker.proc.poll() is not None:
                 raise RuntimeError(f"worker {node} exited:\n{worker.log_tail()}")
-            if any(f"{node}@" in list(reply)[0] for reply in control.control.ping(timeout=1.0)):
+            if _pinged(control, node):
                 return worker, node
             if time.monotonic() > deadline:
                 worker.stop()
@@ -249,6 +256,10 @@ def _supervise(stack: Stack, settings_dict: dict, stopping: threading.Event) -> 
             continue
         replaced = stack.worker
         stack.restarting = True
+        try:  # what a container restart does: the dead worker's children (pool, embedded beat) go with it
+            os.killpg(replaced.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
         if replaced is not recorded:  # once per exit, however many attempts the replacement takes
             recorded = replaced
             stack.restarts.append(WorkerRestart(
@@ -265,7 +276,8 @@ def _supervise(stack: Stack, settings_dict: dict, stopping: threading.Event) -> 
             stack.earlier_workers.append(replaced)
             stack.restarts[-1].replacement = stack.worker_node
             stack.restarting = False
-        except RuntimeError:  # the broker is still down: try again, as a supervisor would
+        except Exception:  # the broker is still down (any error of starting): try again, as a supervisor would
+            time.sleep(0.5)
             continue
 
 
@@ -287,6 +299,9 @@ def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "worker_may_restart: the test kills the fault suites' Celery worker on purpose")
 
 
+WORKER_DEAF_RESTART_AFTER = 15  # seconds a disturbed worker may fail to answer a ping before it is restarted
+
+
 @pytest.fixture(autouse=True)
 def _worker_stays_up(request) -> Iterator[None]:
     """A test on the private stack that kills neither Redis (`redis_restored`) nor the worker (`worker_may_restart`)
@@ -299,10 +314,19 @@ def _worker_stays_up(request) -> Iterator[None]:
     may_restart = "redis_restored" in request.fixturenames or request.node.get_closest_marker("worker_may_restart")
     if not may_restart:
         deadline = time.monotonic() + 120
+        deaf_since: float | None = None
         while (stack.restarting or stack.worker.proc.poll() is not None
                or (stack.disturbed and not worker_answers(stack))):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not come back after the previous test:\n{stack.worker.log_tail()}")
+            if stack.disturbed and not stack.restarting and stack.worker.proc.poll() is None:
+                # Running but deaf to control messages: after broker restarts kombu may not subscribe its pidbox again
+                # (tasks still flow). A deployment's liveness probe restarts such a worker; so does this one, and the
+                # supervisor records the restart (between tests, not against the next one).
+                deaf_since = deaf_since or time.monotonic()
+                if time.monotonic() - deaf_since > WORKER_DEAF_RESTART_AFTER:
+                    stack.worker.stop(signal.SIGKILL)
+                    deaf_since = None
             time.sleep(0.2)
         stack.disturbed = False
     before, worker = len(stack.restarts), stack.worker
