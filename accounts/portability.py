@@ -6,13 +6,14 @@ export/import of tenants.portability inside the workspace's schema.
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.dispatch import receiver
 from django_tenants.utils import tenant_context
 
@@ -128,17 +129,23 @@ def export_run(*, export_id: int) -> None:
     from tenants.models import ExportStatus, WorkspaceExport
 
     # Tasks are delivered at least once: a second delivery (a redelivered message, a retry racing the first run)
-    # finds the export done or being made (its row locked) and leaves it alone.
-    with transaction.atomic():
-        export = (WorkspaceExport.objects.select_for_update(skip_locked=True, of=("self",))
-                  .select_related("workspace").filter(pk=export_id, status=ExportStatus.PENDING).first())
+    # finds the export done, or being made by a run that holds its advisory lock, and leaves it alone. (Not a
+    # transaction: the export takes its own snapshot with SET TRANSACTION ISOLATION LEVEL.)
+    key = int.from_bytes(hashlib.blake2b(f"workspace-export:{export_id}".encode(), digest_size=8).digest(), "big",
+                         signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        if not cursor.fetchone()[0]:
+            return
+    try:
+        export = (WorkspaceExport.objects.select_related("workspace")
+                  .filter(pk=export_id, status=ExportStatus.PENDING).first())
         if export is None:
             return
         workspace = export.workspace
         relative = f"workspaces/{workspace.schema_name}/exports/{export.pk}-{secrets.token_hex(8)}.tar.gz"
         try:
-            with transaction.atomic():
-                data = workspace_export_to(slug=workspace.slug, path=Path(settings.MEDIA_ROOT) / relative)
+            data = workspace_export_to(slug=workspace.slug, path=Path(settings.MEDIA_ROOT) / relative)
         except Exception as exc:  # recorded for the owner; the traceback goes to the log
             import logging
 
@@ -148,6 +155,12 @@ def export_run(*, export_id: int) -> None:
             return
         WorkspaceExport.objects.filter(pk=export.pk).update(status=ExportStatus.READY, path=relative,
                                                              size_bytes=data["bytes"], finished_at=timezone.now())
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+        except Exception:  # the connection is gone, and the session's lock with it
+            pass
 
 
 def export_delete(export: Any) -> None:
