@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,13 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
 
         message = Message.objects.filter(conversation=seeded.conversation, role="assistant").order_by("pk").first()
     export = workspace_export_request(workspace=workspace, user=owner)
-    export_run(export_id=export.pk)
+    export_run(export_id=export.pk)  # a no-op when the session's worker took the queued job first: wait for it
+    deadline = time.monotonic() + 120
     export.refresh_from_db()
+    while export.status == "pending":
+        assert time.monotonic() < deadline, "the worker's export never finished"
+        time.sleep(0.1)
+        export.refresh_from_db()
     assert export.status == "ready", export.status
     assert membership_get(workspace=workspace, membership_id=memberships["viewer"].pk) is not None
     ids = {

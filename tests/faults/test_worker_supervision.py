@@ -13,6 +13,9 @@ from tests.faults.conftest import wait_until, worker_answers
 @pytest.mark.worker_may_restart
 def test_a_killed_worker_is_replaced_and_the_restart_is_recorded(private_stack, request):
     stack = private_stack
+    # An earlier test may have broken the worker (a Redis kill): kill the running one, not one being replaced.
+    wait_until(lambda: not stack.restarting and stack.worker.proc.poll() is None and worker_answers(stack), 180,
+               message=f"no steady worker to kill:\n{stack.worker.log_tail()}")
     before = len(stack.restarts)
     victim, node = stack.worker, stack.worker_node
     victim.proc.send_signal(signal.SIGKILL)  # our own worker only, by its pid
