@@ -23,7 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import redis
 
@@ -391,3 +393,48 @@ def wait_until(condition, timeout: float, every: float = 0.1, message: str = "")
         if time.monotonic() > deadline:
             raise AssertionError(message or f"not true within {timeout} s")
         time.sleep(every)
+
+
+# --- pausing a process at an exact statement: a lock this test holds, which that statement waits on ---------------
+def quoted(schema: str, model: Any) -> str:
+    return f'"{schema}"."{model._meta.db_table}"'
+
+
+class Blockers:
+    """Transactions of this test's own that hold the locks a stage of the server waits on."""
+
+    def __init__(self, settings_dict: dict[str, Any]) -> None:
+        self.dsn = database_url(settings_dict)
+        self.open: list[psycopg.Connection] = []
+
+    def hold(self, sql: str, params: tuple[Any, ...] = ()) -> psycopg.Connection:
+        conn = psycopg.connect(self.dsn, application_name="ccgpt-faults-blocker")
+        conn.execute(sql, params)  # psycopg 3 opens a transaction: the lock stays until rollback
+        self.open.append(conn)
+        return conn
+
+    def let_go(self, conn: psycopg.Connection) -> None:
+        conn.rollback()
+        conn.close()
+        self.open.remove(conn)
+
+    def close(self) -> None:
+        for conn in list(self.open):
+            self.let_go(conn)
+
+
+def server_waits_on(pattern: str, timeout: float = 30, application_name: str = ASGI_APPLICATION_NAME) -> None:
+    """Until a backend of `application_name` (the private ASGI server by default) waits on a lock in a statement
+    matching `pattern` (ILIKE)."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s "
+                "AND wait_event_type = 'Lock' AND query ILIKE %s", [application_name, pattern])
+            if cursor.fetchone()[0]:
+                return
+        assert time.monotonic() < deadline, f"the server never reached the statement {pattern!r}"
+        time.sleep(0.05)

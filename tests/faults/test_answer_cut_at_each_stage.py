@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -34,58 +33,17 @@ from documents.models import Chunk
 from tenants.models import LedgerEntry, LedgerKind, Subscription
 from tests.chat.test_protocol import ChatSocket, conversation_new, in_workspace, session_cookie
 from tests.conftest import LOG_DIR
-from tests.faults.conftest import ASGI_APPLICATION_NAME, backends_terminate, named_database_url, private_env
+from tests.faults.conftest import (
+    ASGI_APPLICATION_NAME, Blockers, backends_terminate, named_database_url, private_env, quoted, server_waits_on,
+)
 from tests.faults.test_redis_restart_chat import WARRANTY_QUESTION, outcome_of
-from tests.live import LiveServer, database_url, start_live_server
+from tests.live import LiveServer, start_live_server
 
 DOOMED_APPLICATION_NAME = "ccgpt-faults-doomed-asgi"
 
 OUTCOME_SECONDS = 10  # the customer hears something (answer or error) within this
 RECOVERY_SECONDS = 30  # after Redis is back, a reconnecting client's retry is answered within this (hub reconnect)
 STAGES = ["before_ack", "after_ack", "mid_stream", "persist", "on_commit"]
-
-
-def quoted(schema: str, model: Any) -> str:
-    return f'"{schema}"."{model._meta.db_table}"'
-
-
-class Blockers:
-    """Transactions of this test's own that hold the locks a stage of the server waits on."""
-
-    def __init__(self, settings_dict: dict[str, Any]) -> None:
-        self.dsn = database_url(settings_dict)
-        self.open: list[psycopg.Connection] = []
-
-    def hold(self, sql: str, params: tuple[Any, ...] = ()) -> psycopg.Connection:
-        conn = psycopg.connect(self.dsn, application_name="ccgpt-faults-blocker")
-        conn.execute(sql, params)  # psycopg 3 opens a transaction: the lock stays until rollback
-        self.open.append(conn)
-        return conn
-
-    def let_go(self, conn: psycopg.Connection) -> None:
-        conn.rollback()
-        conn.close()
-        self.open.remove(conn)
-
-    def close(self) -> None:
-        for conn in list(self.open):
-            self.let_go(conn)
-
-
-def server_waits_on(pattern: str, timeout: float = 30, application_name: str = ASGI_APPLICATION_NAME) -> None:
-    """Until a backend of the private ASGI server waits on a lock in a statement matching `pattern` (ILIKE)."""
-    from django.db import connection
-
-    deadline = time.monotonic() + timeout
-    while True:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s "
-                "AND wait_event_type = 'Lock' AND query ILIKE %s", [application_name, pattern])
-            if cursor.fetchone()[0]:
-                return
-        assert time.monotonic() < deadline, f"the server never reached the statement {pattern!r}"
-        time.sleep(0.05)
 
 
 @contextmanager
