@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from accounts.permissions import workspace_permission_required
 from accounts.services import audit_record
 from analytics import exports, selectors
+from analytics.home import workspace_home_state
 from analytics.selectors import AnalyticsFilters
 from config.errors import NotFound, ValidationFailed
 from embeds.selectors import embed_list
@@ -111,6 +112,14 @@ def _chart_data(data: dict[str, Any]) -> dict[str, Any]:
         "documents": [{**row, "title": row["title"] if row["title"] is not None else "(deleted document)"}
                       for row in data["documents"]["used"][:15]],
     }
+
+
+@workspace_permission_required("workspace.view")
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The dashboard's home: the set-up checklist, then the week at a glance (analytics.home)."""
+    return render(request, "dashboard/home.html",
+                  {"home": workspace_home_state(workspace=request.tenant, role=request.role)})
 
 
 @workspace_permission_required("analytics.view")
