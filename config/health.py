@@ -127,7 +127,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
     if failed:  # also in the one error shape, for clients that read only that
         body.update(ServiceUnavailable(f"Not ready: {', '.join(failed)}.", details={"failed": failed}).as_dict())
     if _may_see_details(request):
+        from config.warmup import warm_up_state
+
         body["checks"] = results
+        body["warm_up"] = warm_up_state()  # informs; readiness never waits for it (config/warmup.py)
     return JsonResponse(body, status=200 if not failed else 503)
 
 

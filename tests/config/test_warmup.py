@@ -1,0 +1,93 @@
+"""Warm-up on start (issue #22): a web (uvicorn) process and each Celery worker process load what the first answer
+needs in a background thread when they start; readiness doesn't wait for it; WARM_UP_ON_START turns it off (off in
+the test settings). How much it saves is a bench figure (bench/coldstart.py), not a test."""
+from __future__ import annotations
+
+import re
+import secrets
+import sys
+import time
+
+import pytest
+
+from tests.conftest import LOG_DIR
+from tests.live import process_env, start_live_server, start_process
+
+HUNG_AFTER_SECONDS = 240  # a liveness bound: loading a model on a busy shared machine, not a speed claim
+PARTS = {"imports", "tokenizer", "embedder", "vector_client", "stemmer"}
+
+
+def test_off_by_setting_in_this_process(settings):
+    from config.warmup import warm_up_start, warm_up_state
+
+    settings.WARM_UP_ON_START = False
+    assert warm_up_start(process="web") is None
+    assert warm_up_state()["state"] == "off"
+
+
+def test_the_warm_up_loads_the_model_tokenizer_and_vector_client_in_a_thread(settings):
+    from config import warmup
+    from documents import embedding
+
+    settings.WARM_UP_ON_START = True
+    thread = warmup.warm_up_start(process="web")
+    assert thread is not None and thread.daemon and thread.name == "warm-up-web"
+    assert warmup.warm_up_start(process="web") is None  # once per process
+    thread.join(HUNG_AFTER_SECONDS)
+    assert not thread.is_alive(), "the warm-up hung"
+    state = warmup.warm_up_state()
+    assert state["state"] == "done" and set(state["parts"]) == PARTS, state
+    # What the first question asks for is there already: the process's embedder, created by the thread.
+    assert any(key[0] == settings.EMBEDDING_BACKEND for key in embedding._embedders)
+
+
+def test_a_web_process_warms_up_after_start_and_is_ready_meanwhile(django_db_blocker):
+    from django.db import connection
+
+    token = secrets.token_hex(16)
+    with django_db_blocker.unblock():
+        server = start_live_server(connection.settings_dict, LOG_DIR, name="asgi-warm-up",
+                                   extra_env={"WARM_UP_ON_START": "true", "OPS_TOKEN": token})
+    try:
+        first = server.request("GET", "localhost", "/readyz", headers={"X-Ops-Token": token}, timeout=30)
+        assert first.status_code == 200  # ready while (or after) warming: readiness never waits for it
+        assert first.json()["warm_up"]["state"] in ("running", "done")
+        deadline = time.monotonic() + HUNG_AFTER_SECONDS
+        while True:
+            state = server.request("GET", "localhost", "/readyz", headers={"X-Ops-Token": token},
+                                   timeout=30).json()["warm_up"]
+            if state["state"] != "running":
+                break
+            assert time.monotonic() < deadline, f"the web process's warm-up hung:\n{server.process.log_tail()}"
+            time.sleep(0.5)
+        assert state["state"] == "done" and state["process"] == "web" and set(state["parts"]) == PARTS, state
+        # The public sees no details.
+        assert "warm_up" not in server.request("GET", "localhost", "/readyz", timeout=30).json()
+    finally:
+        server.process.stop()
+
+
+def test_each_worker_process_warms_up(django_db_blocker):
+    from django.db import connection
+
+    env = process_env(connection.settings_dict, WARM_UP_ON_START="true", LOG_LEVEL="INFO")
+    name = f"celery-warm-up-{secrets.token_hex(3)}"
+    # A queue nobody sends to: this worker must not take the session's tasks.
+    argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-l", "info", "-Q", f"warm-up-{name}",
+            "-c", "2", "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
+    worker = start_process(name, argv, env, LOG_DIR)
+    try:
+        deadline = time.monotonic() + HUNG_AFTER_SECONDS
+        while True:
+            log = worker.log_path.read_text(errors="replace")
+            done = re.findall(r"/([A-Za-z]+-?\d*)\] warm-up done in", log)  # Celery's "INFO/<process>]" prefix
+            if len(done) >= 2:
+                break
+            assert worker.proc.poll() is None, f"the worker exited:\n{worker.log_tail()}"
+            assert "warm-up failed" not in log, worker.log_tail()
+            assert time.monotonic() < deadline, f"the worker processes' warm-up hung:\n{worker.log_tail()}"
+            time.sleep(0.5)
+        # One per pool process (-c 2), none in the parent that only forks.
+        assert sorted(done) == ["ForkPoolWorker-1", "ForkPoolWorker-2"], done
+    finally:
+        worker.stop()
