@@ -4,9 +4,11 @@
     warm_up_start(process="worker")  # config/celery.py, in each worker process (worker_process_init)
 
 One daemon thread per process runs chat.warmup.answer_path_warm_up; requests are served meanwhile (a request that
-needs the model before the thread is done waits on the same locks, no longer than it would have anyway). Readiness
-does not wait for it: /readyz reports it to operators (`warm_up` in the details) without failing. WARM_UP_ON_START
-turns it off (the test settings do, so that short-lived test processes don't load a model they never use).
+needs the model before the thread is done waits on the same locks, no longer than it would have anyway). /readyz
+answers 503 (`warm_up` in `failed`) while the warm-up runs, so a load balancer sends the first customer to a warm
+process, but never for longer than WARM_UP_READY_MAX_SECONDS after the start: a slow or stuck warm-up does not keep
+a process out of service (a failed one doesn't at all). WARM_UP_ON_START turns it off (the test settings do, so
+that short-lived test processes don't load a model they never use).
 """
 from __future__ import annotations
 
@@ -27,7 +29,15 @@ _lock = threading.Lock()
 def warm_up_state() -> dict[str, Any]:
     """off | running | done | failed, with the milliseconds each part took, for this process."""
     with _lock:
-        return dict(_state)
+        return {key: value for key, value in _state.items() if key != "started"}
+
+
+def warm_up_holds_readiness() -> bool:
+    """Is this process still warming up, within the time readiness may wait for it?"""
+    with _lock:
+        if _state.get("state") != "running" or _state.get("pid") != os.getpid():
+            return False
+        return time.monotonic() - _state["started"] < settings.WARM_UP_READY_MAX_SECONDS
 
 
 def _run(process: str) -> None:
@@ -59,7 +69,7 @@ def warm_up_start(*, process: str, force: bool = False) -> threading.Thread | No
         if _state.get("pid") == os.getpid() and _state["state"] in ("running", "done"):
             return None
         _state.clear()
-        _state.update(state="running", process=process, pid=os.getpid())
+        _state.update(state="running", process=process, pid=os.getpid(), started=time.monotonic())
     thread = threading.Thread(target=_run, args=(process,), name=f"warm-up-{process}", daemon=True)
     thread.start()
     return thread

@@ -1,6 +1,7 @@
 """Warm-up on start (issue #22): a web (uvicorn) process and each Celery worker process load what the first answer
-needs in a background thread when they start; readiness doesn't wait for it; WARM_UP_ON_START turns it off (off in
-the test settings). How much it saves is a bench figure (bench/coldstart.py), not a test."""
+needs in a background thread when they start; /readyz says "not ready" while it runs, for at most
+WARM_UP_READY_MAX_SECONDS; WARM_UP_ON_START turns it off (off in the test settings). How much it saves is a bench
+figure (bench/coldstart.py), not a test."""
 from __future__ import annotations
 
 import re
@@ -41,6 +42,34 @@ def test_the_warm_up_loads_the_model_tokenizer_and_vector_client_in_a_thread(set
     assert any(key[0] == settings.EMBEDDING_BACKEND for key in embedding._embedders)
 
 
+def test_readiness_waits_for_the_warm_up_no_longer_than_allowed(settings, monkeypatch, host_client):
+    """The gate itself: a warm-up that takes long (its work replaced by a wait we release) holds readiness only
+    within WARM_UP_READY_MAX_SECONDS."""
+    import threading
+
+    from chat import warmup as chat_warmup
+    from config import warmup
+
+    release = threading.Event()
+    monkeypatch.setattr(chat_warmup, "answer_path_warm_up", lambda: release.wait(HUNG_AFTER_SECONDS) and {})
+    monkeypatch.setattr(warmup, "_state", {"state": "off"})
+    settings.WARM_UP_ON_START = True
+    settings.WARM_UP_READY_MAX_SECONDS = 600
+    thread = warmup.warm_up_start(process="web")
+    try:
+        assert warmup.warm_up_holds_readiness()
+        response = host_client("localhost").get("/readyz")
+        assert response.status_code == 503 and response.json()["failed"] == ["warm_up"]
+        settings.WARM_UP_READY_MAX_SECONDS = 0  # past the allowance: ready, still warming
+        assert not warmup.warm_up_holds_readiness()
+        response = host_client("localhost").get("/readyz")
+        assert response.status_code == 200 and warmup.warm_up_state()["state"] == "running"
+    finally:
+        release.set()
+        thread.join(HUNG_AFTER_SECONDS)
+    assert warmup.warm_up_state()["state"] == "done" and not warmup.warm_up_holds_readiness()
+
+
 def test_a_web_process_warms_up_after_start_and_is_ready_meanwhile(django_db_blocker):
     from django.db import connection
 
@@ -49,17 +78,21 @@ def test_a_web_process_warms_up_after_start_and_is_ready_meanwhile(django_db_blo
         server = start_live_server(connection.settings_dict, LOG_DIR, name="asgi-warm-up",
                                    extra_env={"WARM_UP_ON_START": "true", "OPS_TOKEN": token})
     try:
-        first = server.request("GET", "localhost", "/readyz", headers={"X-Ops-Token": token}, timeout=30)
-        assert first.status_code == 200  # ready while (or after) warming: readiness never waits for it
-        assert first.json()["warm_up"]["state"] in ("running", "done")
         deadline = time.monotonic() + HUNG_AFTER_SECONDS
+        seen = []
         while True:
-            state = server.request("GET", "localhost", "/readyz", headers={"X-Ops-Token": token},
-                                   timeout=30).json()["warm_up"]
-            if state["state"] != "running":
+            response = server.request("GET", "localhost", "/readyz", headers={"X-Ops-Token": token}, timeout=30)
+            body = response.json()
+            state = body["warm_up"]
+            seen.append((response.status_code, state["state"]))
+            if state["state"] == "running":  # not ready yet: the first customer goes to a warm process
+                assert response.status_code == 503 and body["failed"] == ["warm_up"], body
+                assert body["error"]["code"] == "service_unavailable", body
+            else:
                 break
             assert time.monotonic() < deadline, f"the web process's warm-up hung:\n{server.process.log_tail()}"
-            time.sleep(0.5)
+            time.sleep(0.2)
+        assert response.status_code == 200 and body["failed"] == [], (seen, body)
         assert state["state"] == "done" and state["process"] == "web" and set(state["parts"]) == PARTS, state
         # The public sees no details.
         assert "warm_up" not in server.request("GET", "localhost", "/readyz", timeout=30).json()
