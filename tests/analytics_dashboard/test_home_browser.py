@@ -5,7 +5,6 @@ the widget is live the last seven days show at a glance."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -16,7 +15,6 @@ from tests.embeds.conftest import (  # noqa: F401  (fixtures)
     embed_make,
     host_page_html,
     host_site,
-    in_workspace,
     knowledge_add,
     widget_server,
     workspace_on_plan,

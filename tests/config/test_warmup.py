@@ -4,12 +4,13 @@ WARM_UP_READY_MAX_SECONDS; WARM_UP_ON_START turns it off (off in the test settin
 figure (bench/coldstart.py), not a test."""
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import sys
+import threading
 import time
-
-import pytest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.conftest import LOG_DIR
 from tests.live import process_env, start_live_server, start_process
@@ -18,19 +19,21 @@ HUNG_AFTER_SECONDS = 240  # a liveness bound: loading a model on a busy shared m
 PARTS = {"imports", "tokenizer", "embedder", "vector_client", "stemmer"}
 
 
-def test_off_by_setting_in_this_process(settings):
-    from config.warmup import warm_up_start, warm_up_state
+def test_off_by_setting_in_this_process(settings, monkeypatch):
+    from config import warmup
 
+    monkeypatch.setattr(warmup, "_state", {"state": "off"})  # whatever another test of this process did
     settings.WARM_UP_ON_START = False
-    assert warm_up_start(process="web") is None
-    assert warm_up_state()["state"] == "off"
+    assert warmup.warm_up_start(process="web") is None
+    assert warmup.warm_up_state()["state"] == "off" and not warmup.warm_up_holds_readiness()
 
 
-def test_the_warm_up_loads_the_model_tokenizer_and_vector_client_in_a_thread(settings):
+def test_the_warm_up_loads_the_model_tokenizer_and_vector_client_in_a_thread(settings, monkeypatch):
     from config import warmup
     from documents import embedding
 
     settings.WARM_UP_ON_START = True
+    monkeypatch.setattr(warmup, "_state", {"state": "off"})
     thread = warmup.warm_up_start(process="web")
     assert thread is not None and thread.daemon and thread.name == "warm-up-web"
     assert warmup.warm_up_start(process="web") is None  # once per process
@@ -42,32 +45,78 @@ def test_the_warm_up_loads_the_model_tokenizer_and_vector_client_in_a_thread(set
     assert any(key[0] == settings.EMBEDDING_BACKEND for key in embedding._embedders)
 
 
-def test_readiness_waits_for_the_warm_up_no_longer_than_allowed(settings, monkeypatch, host_client):
-    """The gate itself: a warm-up that takes long (its work replaced by a wait we release) holds readiness only
-    within WARM_UP_READY_MAX_SECONDS."""
-    import threading
+class StallingEmbeddings:
+    """An OpenAI-compatible /embeddings endpoint (an outside vendor, faked as a real HTTP server on loopback) that
+    answers only once released: a warm-up that takes as long as the test wants."""
 
-    from chat import warmup as chat_warmup
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                outer.requests += 1
+                outer.release.wait(HUNG_AFTER_SECONDS)
+                data = json.dumps({"data": [{"index": i, "embedding": [1.0, 0.0, 0.0]}
+                                            for i, _ in enumerate(body.get("input", []))]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_readiness_waits_for_the_warm_up_no_longer_than_allowed(settings, monkeypatch, host_client, tmp_path):
+    """The gate: while the warm-up runs (its embeddings vendor holds the answer), /readyz is 503 `warm_up` within
+    WARM_UP_READY_MAX_SECONDS and 200 past it; done, it holds nothing."""
     from config import warmup
 
-    release = threading.Event()
-    monkeypatch.setattr(chat_warmup, "answer_path_warm_up", lambda: release.wait(HUNG_AFTER_SECONDS) and {})
-    monkeypatch.setattr(warmup, "_state", {"state": "off"})
+    vendor = StallingEmbeddings()
+    settings.EMBEDDING_BACKEND = "openai"
+    settings.EMBEDDING_URL = vendor.url
+    settings.EMBEDDING_MODEL = "fake-embedder"
+    settings.EMBEDDING_DIMENSION = 3
+    settings.CHROMA_PATH = tmp_path / "chroma"
     settings.WARM_UP_ON_START = True
     settings.WARM_UP_READY_MAX_SECONDS = 600
+    monkeypatch.setattr(warmup, "_state", {"state": "off"})  # this process may have warmed up in another test
     thread = warmup.warm_up_start(process="web")
     try:
+        deadline = time.monotonic() + HUNG_AFTER_SECONDS
+        while not vendor.requests:
+            assert time.monotonic() < deadline, "the warm-up never asked for an embedding"
+            time.sleep(0.05)
         assert warmup.warm_up_holds_readiness()
         response = host_client("localhost").get("/readyz")
         assert response.status_code == 503 and response.json()["failed"] == ["warm_up"]
-        settings.WARM_UP_READY_MAX_SECONDS = 0  # past the allowance: ready, still warming
+        settings.WARM_UP_READY_MAX_SECONDS = 0  # past the allowance: ready, though still warming
         assert not warmup.warm_up_holds_readiness()
         response = host_client("localhost").get("/readyz")
         assert response.status_code == 200 and warmup.warm_up_state()["state"] == "running"
+        settings.WARM_UP_READY_MAX_SECONDS = 600
     finally:
-        release.set()
+        vendor.release.set()
         thread.join(HUNG_AFTER_SECONDS)
+        vendor.close()
     assert warmup.warm_up_state()["state"] == "done" and not warmup.warm_up_holds_readiness()
+    assert host_client("localhost").get("/readyz").status_code == 200
 
 
 def test_a_web_process_warms_up_after_start_and_is_ready_meanwhile(django_db_blocker):
