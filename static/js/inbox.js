@@ -87,10 +87,14 @@
     return API + "inbox/?" + params.toString();
   }
 
+  var listRequest = 0;
   function refresh() {
     clearTimeout(refreshTimer);
     refreshTimer = null;
-    return api("GET", query()).then(renderList, function () { /* the next event or reconnect refreshes */ });
+    var mine = ++listRequest;  // only the latest request's answer is shown: an older one may be another tab's
+    return api("GET", query()).then(function (data) {
+      if (mine === listRequest) renderList(data);
+    }, function () { /* the next event or reconnect refreshes */ });
   }
 
   function refreshSoon() {
