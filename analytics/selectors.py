@@ -419,6 +419,34 @@ def analytics_top_queries(filters: AnalyticsFilters, *, limit: int = 20, source:
              "unanswered": n3} for cluster_id, (n1, n2, n3) in ranked]
 
 
+def analytics_top_queries_freshness(filters: AnalyticsFilters, *, limit: int = 10) -> dict[str, Any]:
+    """How fresh Top questions is: when questions were last grouped (the rollup task clusters, every
+    ANALYTICS rollup period), and the questions of the range asked since — not in any cluster yet, so not counted
+    above — by exact (normalised) wording, most asked first. Only events after the last run can be unassigned
+    (each run clusters every question up to the last event it saw), so this reads only those."""
+    state = RollupState.objects.only("updated_at", "last_event_id").first()
+    last_event_id = state.last_event_id if state is not None else 0
+    embed, embed_params = _embed_sql(filters, "e")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (array_agg(e.question_text ORDER BY e.id DESC))[1], count(*), count(*) OVER (), "
+            f"sum(count(*)) OVER () FROM {sql.EVENT} e "
+            f"WHERE e.id > %s AND e.kind = 'question_asked' AND e.question_hash <> '' "
+            f"AND e.occurred_at >= %s AND e.occurred_at < %s {embed} "
+            f"AND NOT EXISTS (SELECT 1 FROM {sql.ASSIGNMENT} a WHERE a.question_hash = e.question_hash) "
+            f"GROUP BY e.question_hash ORDER BY count(*) DESC, max(e.id) DESC LIMIT %s",
+            [last_event_id, filters.start, filters.end, *embed_params, max(1, limit)],
+        )
+        rows = cursor.fetchall()
+    grouped_at = state.updated_at if state is not None else None
+    return {
+        "grouped_at": grouped_at.astimezone(filters.tz).isoformat() if grouped_at else None,
+        "pending_questions": int(rows[0][3]) if rows else 0,
+        "pending_distinct": int(rows[0][2]) if rows else 0,
+        "pending": [{"question": text, "count": int(count)} for text, count, _distinct, _total in rows],
+    }
+
+
 def analytics_unanswered(filters: AnalyticsFilters, *, limit: int = 100, source: str = "rollup") -> list[dict[str, Any]]:
     """Declined and low-confidence answers, grouped by question (normalised text) and outcome: most frequent first,
     then most recent. Counts and latest times come from the rollups; the latest wording and conversation of the

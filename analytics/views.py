@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -18,10 +19,12 @@ from django.views.decorators.http import require_GET
 from accounts.permissions import workspace_permission_required
 from accounts.services import audit_record
 from analytics import exports, selectors
+from analytics.home import workspace_home_state
 from analytics.selectors import AnalyticsFilters
 from config.errors import NotFound, ValidationFailed
 from embeds.selectors import embed_list
 
+ROLLUP_PERIOD_SECONDS = settings.CELERY_BEAT_SCHEDULE["analytics-rollups-update"]["schedule"]
 FILTER_PARAMS = ("start", "end", "tz", "interval", "embed")
 INTERVALS = (("hour", "Hour"), ("day", "Day"), ("week", "Week"))
 FIELD_LABELS = {"start": "From", "end": "To", "tz": "Time zone", "interval": "Group by", "embed": "Widget"}
@@ -60,6 +63,13 @@ def analytics_page_data(filters: AnalyticsFilters) -> dict[str, Any]:
         "quality": selectors.analytics_quality(filters),
         "handoffs": selectors.analytics_handoffs(filters),
     }
+
+
+def _freshness(freshness: dict[str, Any]) -> dict[str, Any]:
+    """Top questions' freshness line: when questions were last grouped, in the page's time zone."""
+    at = freshness["grouped_at"]
+    return {**freshness, "grouped_at_display": at[:16].replace("T", " ") if at else None,
+            "every_minutes": max(1, round(ROLLUP_PERIOD_SECONDS / 60))}
 
 
 def _percent(value: float | None) -> str:
@@ -113,6 +123,14 @@ def _chart_data(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@workspace_permission_required("workspace.view")
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The dashboard's home: the set-up checklist, then the week at a glance (analytics.home)."""
+    return render(request, "dashboard/home.html",
+                  {"home": workspace_home_state(workspace=request.tenant, role=request.role)})
+
+
 @workspace_permission_required("analytics.view")
 @require_GET
 def analytics_index(request: HttpRequest) -> HttpResponse:
@@ -143,6 +161,7 @@ def analytics_index(request: HttpRequest) -> HttpResponse:
         "unanswered_rows": [{**row, "last_asked_display": (row["last_asked_at"] or "")[:16].replace("T", " ")}
                             for row in data["unanswered"]],
         "quality_ratio": _percent(data["quality"]["ratio"]),
+        "top_freshness": _freshness(selectors.analytics_top_queries_freshness(filters)),
         "chart_data": _chart_data(data),
         "export_query": urlencode(_query_params(filters)),
         "export_tables": [(name, name.replace("-", " ").capitalize()) for name in exports.TABLES],

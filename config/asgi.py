@@ -27,3 +27,8 @@ application = ProtocolTypeRouter(
         ), routes=websocket_routes),
     }
 )
+
+from config.warmup import warm_up_start  # noqa: E402
+
+# The first answer's model, tokenizer and vector client load in a background thread now, not on the first request.
+warm_up_start(process="web")

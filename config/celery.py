@@ -78,3 +78,32 @@ def _connect_task_metrics() -> None:
 
 
 _connect_task_metrics()
+
+
+# --- warm-up (config/warmup.py): in each process that runs tasks, after the fork ----------------------------------
+def _on_worker_process_init(**_: Any) -> None:
+    from config.warmup import warm_up_start
+
+    warm_up_start(process="worker")
+
+
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    """Pools without child processes run tasks in the main process: warm it (solo already did, through
+    worker_process_init; warm_up_start runs once per process). A prefork parent only forks; its children warm
+    themselves (a model loaded before a fork would leave onnxruntime's threads behind in the parent)."""
+    pool = type(getattr(sender, "pool", None)).__module__
+    if pool.endswith("prefork"):
+        return
+    from config.warmup import warm_up_start
+
+    warm_up_start(process="worker")
+
+
+def _connect_warm_up() -> None:
+    from celery.signals import worker_process_init, worker_ready
+
+    worker_process_init.connect(_on_worker_process_init, weak=False, dispatch_uid="ccgpt.warmup.process")
+    worker_ready.connect(_on_worker_ready, weak=False, dispatch_uid="ccgpt.warmup.ready")
+
+
+_connect_warm_up()

@@ -122,12 +122,17 @@ def readyz(request: HttpRequest) -> JsonResponse:
         except Exception as exc:  # any failure of a dependency means "not ready"
             results[name] = {"ok": False, "error": _error_text(exc)}
         results[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    from config.warmup import warm_up_holds_readiness, warm_up_state
+
+    if warm_up_holds_readiness():  # the first answer's model is still loading (config/warmup.py)
+        results["warm_up"] = {"ok": False, "error": "warming up", "ms": 0.0}
     failed = sorted(name for name, result in results.items() if not result["ok"])
     body: dict[str, object] = {"status": "ok" if not failed else "unavailable", "failed": failed}
     if failed:  # also in the one error shape, for clients that read only that
         body.update(ServiceUnavailable(f"Not ready: {', '.join(failed)}.", details={"failed": failed}).as_dict())
     if _may_see_details(request):
         body["checks"] = results
+        body["warm_up"] = warm_up_state()
     return JsonResponse(body, status=200 if not failed else 503)
 
 

@@ -6,6 +6,7 @@ from accounts import apis as account_apis
 from accounts import views as account_views
 from analytics import api_urls as analytics_api_urls
 from analytics import urls as analytics_urls
+from analytics import views as analytics_views
 from chat import urls as chat_urls
 from config import health
 from documents import urls as document_urls
@@ -49,7 +50,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", tenant_views.dashboard, name="dashboard"),
+    path("", analytics_views.home, name="dashboard"),  # the home reads every app's state: the top floor renders it
     path("login/", account_views.workspace_login, name="login"),
     path("logout/", account_views.logout_view, name="logout"),
     path("auth/handoff/", account_views.login_handoff, name="login-handoff"),

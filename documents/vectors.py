@@ -308,3 +308,10 @@ def _collection(client: ClientAPI, name: str, *, create: bool):
 
 
 _store = _Store()
+
+
+def vectors_client_warm() -> None:
+    """Create this process's vector-store client now (Chroma's start-up, its SQLite migrations check, the Rust
+    bindings), so the first search does not pay for it (documents/warmup.py)."""
+    with _store._lock:
+        _store._current_client()

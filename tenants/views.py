@@ -1,4 +1,4 @@
-"""Public site (landing, signup) and the workspace dashboard's home and settings pages."""
+"""Public site (landing, signup) and the workspace dashboard's settings pages (the home is analytics.views.home)."""
 from __future__ import annotations
 
 from django import forms
@@ -55,11 +55,6 @@ def signup(request: HttpRequest) -> HttpResponse:
         return render(request, "public/signup.html", {"form": form, "error_code": error.code}, status=error.status_code)
     token = login_handoff_token(user=user, workspace=result.workspace)
     return HttpResponseRedirect(workspace_url(workspace=result.workspace, path=f"/auth/handoff/?token={token}"))
-
-
-@workspace_permission_required("workspace.view")
-def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/home.html")
 
 
 @workspace_permission_required("settings.view")

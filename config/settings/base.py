@@ -229,6 +229,11 @@ EMBEDDING_MAX_TOKENS = env.int("EMBEDDING_MAX_TOKENS", default=256)  # chunk win
 EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=0)
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)  # onnxruntime intra-op threads; 0: every core
 EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=30.0)
+# Load the embedding model, tokenizer and vector client in a background thread when a web or worker process starts,
+# so the first question after a start is not the slow one (config/warmup.py, docs/operations.md "Warm-up").
+WARM_UP_ON_START = env.bool("WARM_UP_ON_START", default=True)
+# /readyz says "not ready" while the warm-up runs, for at most this long after the start (0: never waits).
+WARM_UP_READY_MAX_SECONDS = env.float("WARM_UP_READY_MAX_SECONDS", default=60.0)
 # Knowledge base (documents): per-file cap, and the retry policy of ingestion jobs (documents/pipeline.py).
 DOCUMENT_MAX_BYTES = env.int("DOCUMENT_MAX_BYTES", default=25 * 1024 * 1024)
 DOCUMENT_RETRY_MAX = env.int("DOCUMENT_RETRY_MAX", default=5)

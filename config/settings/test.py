@@ -21,6 +21,8 @@ CELERY_BROKER_URL = REDIS_URL
 
 MEDIA_ROOT = DATA_DIR / f"{TEST_DATABASE_NAME}-media"
 CHROMA_PATH = DATA_DIR / f"{TEST_DATABASE_NAME}-chroma"
+# Test processes are many and short-lived; a test that needs the warm-up turns it on (WARM_UP_ON_START=true).
+WARM_UP_ON_START = env.bool("WARM_UP_ON_START", default=False)
 WORKSPACE_POOL_SIZE = env.int("WORKSPACE_POOL_SIZE", default=3)
 WORKSPACE_POOL_REFILL = env.str("WORKSPACE_POOL_REFILL", default="inline")
 SIGNUP_THROTTLE = env.str("SIGNUP_THROTTLE", default="1000/h")

@@ -1,7 +1,9 @@
 /* The dashboard's conversation view: streams a conversation over /ws/chat/<id>/ (docs/websocket-protocol.md).
  *
  * Every piece of text that comes from a customer, a document or an answer is put into the page with textContent or
- * createTextNode — never innerHTML — so markup in a question or a source is shown as the characters it is.
+ * createTextNode — never innerHTML — so markup in a question or a source is shown as the characters it is. Answers
+ * (the assistant's and agents') and source snippets are Markdown, rendered by static/js/markdown.js, the renderer
+ * the widget uses: the same answer looks the same here, in the inbox and in the widget.
  * Reconnects with backoff and resumes from the last seq it saw; messages typed while offline are sent again with the
  * same client id (the server stores each client id once).
  */
@@ -34,6 +36,7 @@
   var sentAt = {};            // client_id -> performance.now() when sent
   var typingSentAt = 0;
   var typingTimer = null;
+  var Markdown = window.CCGMarkdown;
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -62,10 +65,30 @@
     var li = el("li", "msg msg-" + role);
     if (id) li.setAttribute("data-message-id", String(id));
     li.appendChild(el("div", "msg-who", ROLE_LABELS[role] || role));
-    var p = el("p", "msg-text");
-    p.setAttribute("data-field", "text");
-    li.appendChild(p);
+    var text = el("div", "msg-text" + (isAnswer(role) ? " md" : ""));
+    text.setAttribute("data-field", "text");
+    li.appendChild(text);
     return li;
+  }
+
+  function isAnswer(role) { return role === "assistant" || role === "agent"; }
+
+  function showText(li, role, content, citations) {
+    var node = li.querySelector("[data-field=text]");
+    if (isAnswer(role)) {
+      node.classList.add("md");
+      Markdown.render(node, content, { citations: citations, sourcesLabel: "Sources" });
+    } else {
+      node.textContent = content;
+    }
+  }
+
+  // Server-rendered messages: their answers and snippets become Markdown exactly as streamed ones do.
+  function citationsOf(li) {
+    var items = li.querySelectorAll(".msg-sources > li");
+    var out = [];
+    for (var i = 0; i < items.length; i++) out.push({ title: items[i].getAttribute("data-title") || "" });
+    return out;
   }
 
   function findMessage(id) {
@@ -98,7 +121,8 @@
       }
       var where = (c.section ? " — " + c.section : "") + (c.page ? " (page " + c.page + ")" : "");
       if (where) item.appendChild(document.createTextNode(where));
-      if (c.snippet) item.appendChild(el("span", "msg-snippet", c.snippet));
+      item.setAttribute("data-title", c.title || "");
+      if (c.snippet) item.appendChild(Markdown.renderSnippet(el("div", "msg-snippet"), c.snippet));
       ol.appendChild(item);
     });
     li.appendChild(ol);
@@ -162,7 +186,7 @@
     li.setAttribute("data-message-id", String(m.id));
     li.classList.remove("msg-pending", "msg-failed");
     if (m.client_id) li.setAttribute("data-client-id", m.client_id);
-    li.querySelector("[data-field=text]").textContent = m.content;
+    showText(li, m.role, m.content, m.citations);
     var error = li.querySelector(".msg-error");
     if (error) error.remove();
     return li;
@@ -176,9 +200,19 @@
       var activity = el("p", "msg-activity", "");
       li.insertBefore(activity, li.querySelector("[data-field=text]"));
       log.appendChild(li);
-      entry = answers[replyTo] = { li: li, text: li.querySelector("[data-field=text]"), activity: activity, firstToken: null };
+      entry = answers[replyTo] = { li: li, text: li.querySelector("[data-field=text]"), activity: activity, firstToken: null,
+                                   raw: "", sources: null, pending: false };
     }
     return entry;
+  }
+
+  function renderSoon(entry) {  // at most once a frame, however fast the tokens come
+    if (entry.pending) return;
+    entry.pending = true;
+    window.requestAnimationFrame(function () {
+      entry.pending = false;
+      Markdown.render(entry.text, entry.raw, { citations: entry.sources, sourcesLabel: "Sources" });
+    });
   }
 
   function questionSentAt(replyTo) {
@@ -221,6 +255,7 @@
     tool_completed: function (e) {
       var entry = answerFor(e.reply_to);
       var n = (e.sources || []).length;
+      entry.sources = e.sources || null;
       entry.activity.textContent = n ? "Found " + n + " source" + (n === 1 ? "" : "s") + "." : "Nothing relevant found.";
     },
     token: function (e) {
@@ -229,9 +264,10 @@
         var started = questionSentAt(e.reply_to);
         entry.firstToken = started !== undefined ? performance.now() - started : undefined;
       }
-      entry.text.appendChild(document.createTextNode(e.text));
+      entry.raw += e.text;
+      renderSoon(entry);
     },
-    reset: function (e) { answerFor(e.reply_to).text.textContent = ""; },
+    reset: function (e) { var entry = answerFor(e.reply_to); entry.raw = ""; renderSoon(entry); },
     agent_completed: function (e) {
       var entry = answers[e.reply_to];
       var li = showMessage(e.message);
@@ -378,6 +414,10 @@
   if (humanButton) {
     humanButton.addEventListener("click", function () { send({ type: "request_human" }); });
   }
+  Markdown.renderMarked(log, function (node) {
+    var li = node.closest("li.msg");
+    return { citations: li && node.getAttribute("data-field") === "text" ? citationsOf(li) : null, sourcesLabel: "Sources" };
+  });
   log.querySelectorAll("[data-message-id]").forEach(function (li) {
     var seq = parseInt(li.getAttribute("data-seq") || "0", 10);
     if (seq > lastSeq) lastSeq = seq;

@@ -4,7 +4,8 @@
  * reload); the title shows "(N) …" while N customers wait, with a short sound when a new one starts waiting.
  * The conversation pane streams the conversation over /ws/chat/<id>/?as=agent (the same seq stream the widget reads:
  * it resumes from the last seq it has), sends the agent's replies and typing over it, and calls the REST actions
- * (join, notes, hand back, assign, close, read). Text from customers is only ever set with textContent.
+ * (join, notes, hand back, assign, close, read). Text from customers is only ever set with textContent; answers (the
+ * assistant's and agents') are Markdown rendered by static/js/markdown.js, the widget's own renderer.
  */
 (function () {
   "use strict";
@@ -86,10 +87,14 @@
     return API + "inbox/?" + params.toString();
   }
 
+  var listRequest = 0;
   function refresh() {
     clearTimeout(refreshTimer);
     refreshTimer = null;
-    return api("GET", query()).then(renderList, function () { /* the next event or reconnect refreshes */ });
+    var mine = ++listRequest;  // only the latest request's answer is shown: an older one may be another tab's
+    return api("GET", query()).then(function (data) {
+      if (mine === listRequest) renderList(data);
+    }, function () { /* the next event or reconnect refreshes */ });
   }
 
   function refreshSoon() {
@@ -211,9 +216,15 @@
     var who = ROLE_LABELS[m.role];
     if ((m.role === "agent" || m.role === "note") && m.author_name) who += " · " + m.author_name;
     if (who) li.appendChild(el("div", "msg-who", who));
-    var p = el("p", "msg-text", m.content);
-    p.setAttribute("data-field", "text");
-    li.appendChild(p);
+    var text = el("div", "msg-text");
+    text.setAttribute("data-field", "text");
+    if (m.role === "assistant" || m.role === "agent") {
+      text.classList.add("md");
+      window.CCGMarkdown.render(text, m.content, { citations: m.citations, sourcesLabel: "Sources" });
+    } else {
+      text.textContent = m.content;
+    }
+    li.appendChild(text);
     paneLog.appendChild(li);
     if (li.scrollIntoView) li.scrollIntoView({ block: "nearest" });
   }

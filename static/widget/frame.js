@@ -4,8 +4,9 @@
  * token, and the widget's HTTP calls (docs/widget.md) with the same token.
  *
  * Safety: every text that comes from a customer, an answer, a document or the settings is put into the page as text
- * nodes (textContent / createTextNode). Answers are Markdown: the tiny renderer below builds only p, br, strong,
- * em, code, pre, ul, ol, li, sup and a (http, https and mailto links only) with createElement — never innerHTML.
+ * nodes (textContent / createTextNode). Answers and source snippets are Markdown, rendered by the renderer the
+ * dashboard shares (static/js/markdown.js): only p, br, strong, em, code, pre, ul, ol, li, sup and a (http, https and
+ * mailto links only), made with createElement — never innerHTML.
  * The page talks only to its parent, and only to the origin the server admitted (and the browser enforced with
  * frame-ancestors); it listens only to messages from that window and that origin.
  *
@@ -325,105 +326,9 @@
     focusInput();
   });
 
-  // --- rendering: safe Markdown ------------------------------------------------------------------------------
-  var INLINE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\s\n][^*\n]*\*)|(\[[^\]\n]+\]\(([^)\s]+)\))|(\[(\d{1,2})\])/;
-
-  function safeHref(value) {
-    try {
-      var url = new URL(value, "https://invalid.invalid/");
-      if (url.origin === "https://invalid.invalid") return null;  // relative: not ours to resolve
-      return url.protocol === "https:" || url.protocol === "http:" || url.protocol === "mailto:" ? url.href : null;
-    } catch (e) { return null; }
-  }
-
-  function inline(parent, text, citations) {
-    while (text) {
-      var m = INLINE.exec(text);
-      if (!m) { parent.appendChild(document.createTextNode(text)); return; }
-      if (m.index) parent.appendChild(document.createTextNode(text.slice(0, m.index)));
-      if (m[1]) {
-        parent.appendChild(el("code", null, m[1].slice(1, -1)));
-      } else if (m[2]) {
-        parent.appendChild(el("strong", null, m[2].slice(2, -2)));
-      } else if (m[3]) {
-        parent.appendChild(el("em", null, m[3].slice(1, -1)));
-      } else if (m[4]) {
-        var label = m[4].slice(1, m[4].indexOf("]("));
-        var href = safeHref(m[5]);
-        if (href) {
-          var a = el("a", null, label);
-          a.href = href;
-          a.target = "_blank";
-          a.rel = "noopener noreferrer nofollow";
-          parent.appendChild(a);
-        } else {
-          parent.appendChild(document.createTextNode(label));
-        }
-      } else if (m[6]) {
-        var n = parseInt(m[7], 10);
-        if (citations && n >= 1 && n <= citations.length) {
-          var sup = el("sup", "ccw-cite", "[" + n + "]");
-          var source = citations[n - 1] || {};
-          sup.title = String(source.title || "");
-          sup.setAttribute("aria-label", t("sources") + " " + n);
-          parent.appendChild(sup);
-        } else {
-          parent.appendChild(document.createTextNode(m[6]));
-        }
-      }
-      text = text.slice(m.index + m[0].length);
-    }
-  }
-
+  // --- rendering: safe Markdown (static/js/markdown.js, shared with the dashboard) ---------------------------
   function renderMarkdown(container, text, citations) {
-    container.textContent = "";
-    var lines = String(text || "").replace(/\r\n?/g, "\n").split("\n");
-    var paragraph = null, list = null, listKind = null;
-    function endBlocks() { paragraph = null; list = null; listKind = null; }
-    for (var i = 0; i < lines.length; i++) {
-      var line = lines[i];
-      if (/^\s*```/.test(line)) {
-        endBlocks();
-        var code = [];
-        for (i += 1; i < lines.length && !/^\s*```/.test(lines[i]); i++) code.push(lines[i]);
-        var pre = el("pre");
-        pre.appendChild(el("code", null, code.join("\n")));
-        container.appendChild(pre);
-        continue;
-      }
-      if (!line.trim()) { endBlocks(); continue; }
-      var heading = /^\s{0,3}#{1,6}\s+(.*)$/.exec(line);
-      var bullet = /^\s*[-*+]\s+(.*)$/.exec(line);
-      var numbered = /^\s*\d{1,3}[.)]\s+(.*)$/.exec(line);
-      if (heading) {
-        endBlocks();
-        var hp = el("p", "ccw-heading");
-        var strong = el("strong");
-        inline(strong, heading[1], citations);
-        hp.appendChild(strong);
-        container.appendChild(hp);
-      } else if (bullet || numbered) {
-        var kind = bullet ? "ul" : "ol";
-        if (!list || listKind !== kind) {
-          paragraph = null;
-          list = el(kind);
-          listKind = kind;
-          container.appendChild(list);
-        }
-        var li = el("li");
-        inline(li, (bullet || numbered)[1], citations);
-        list.appendChild(li);
-      } else {
-        list = null;
-        if (!paragraph) {
-          paragraph = el("p");
-          container.appendChild(paragraph);
-        } else {
-          paragraph.appendChild(el("br"));
-        }
-        inline(paragraph, line, citations);
-      }
-    }
+    window.CCGMarkdown.render(container, text, { citations: citations, sourcesLabel: t("sources") });
   }
 
   // --- rendering: messages -----------------------------------------------------------------------------------
@@ -483,7 +388,7 @@
       item.appendChild(el("span", "ccw-source-title", c.title || t("untitled")));
       var where = (c.section ? " — " + c.section : "") + (c.page ? " (p. " + c.page + ")" : "");
       if (where) item.appendChild(document.createTextNode(where));
-      if (c.snippet) item.appendChild(el("span", "ccw-snippet", c.snippet));
+      if (c.snippet) item.appendChild(window.CCGMarkdown.renderSnippet(el("div", "ccw-snippet"), c.snippet));
       ol.appendChild(item);
     });
     box.appendChild(ol);

@@ -255,7 +255,7 @@ def test_xss_payloads_never_run(page: Page, support):
     expect(titles.filter(has_text="onerror")).to_have_text(XSS_TITLE)
     # Nothing became an element: no <img> or <b> anywhere in the chat, and only the frame's own script.
     assert frame.locator("img").count() == 0 and frame.locator("b").count() == 0
-    assert frame.locator("script[src]").count() == 1 and frame.locator("script:not([src])").count() == 1  # config JSON
+    assert frame.locator("script[src]").count() == 2 and frame.locator("script:not([src])").count() == 1  # config JSON; ours: markdown.js + frame.js
     assert dialogs.seen == []
 
 
@@ -281,7 +281,7 @@ def test_answer_markup_is_safe_markdown(page: Page, streaming, vendor):
     assert links.get_attribute("rel") == "noopener noreferrer nofollow" and links.get_attribute("target") == "_blank"
     expect(bubble).to_contain_text("Not a link: click")
     expect(bubble).to_contain_text("<img src=x onerror=\"alert('answer')\">")
-    expect(bubble.locator("sup.ccw-cite")).to_have_text("[1]")
+    expect(bubble.locator("sup.md-cite")).to_have_text("[1]")
     assert bubble.locator("img, script, iframe, b, [onerror]").count() == 0
     assert dialogs.seen == []
 

@@ -1,0 +1,25 @@
+"""What the first question (and the first upload) of a process would otherwise load on the request path: the
+embedding model (onnxruntime session and its first run), the model's tokenizer and vocabulary, and the vector
+store's client. config/warmup.py runs it in a background thread when a web or worker process starts."""
+from __future__ import annotations
+
+import time
+
+
+def knowledge_warm_up() -> dict[str, float]:
+    """Load and exercise the knowledge floor's lazy parts; returns milliseconds per part. Touches no database."""
+    from documents.embedding import embedder, wordpiece_counter, wordpiece_words
+    from documents.vectors import vectors_client_warm
+
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn) -> None:
+        started = time.perf_counter()
+        fn()
+        timings[name] = round((time.perf_counter() - started) * 1000, 1)
+
+    timed("tokenizer", lambda: (wordpiece_counter()("warm up"), wordpiece_words()))
+    # A first inference also allocates the session's buffers: embed a question-sized text once.
+    timed("embedder", lambda: embedder().embed(["How long do I have to return an item?"]))
+    timed("vector_client", vectors_client_warm)
+    return timings
