@@ -134,7 +134,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     _setup()
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from documents.curated import MATCH_PARAMS
 
@@ -158,6 +158,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "eval": _summary(shipped_eval), "all": _summary(_evaluate(questions, candidates, MATCH_PARAMS, None))},
         "seconds_embedding": round(prepared_s, 2),
     }
+    result["curve_eval"] = [  # the trade-off the threshold makes, shipped weights, on the eval half
+        {"threshold": t, **{k: v for k, v in _summary(_evaluate(
+            questions, candidates, replace(MATCH_PARAMS, threshold=t), "eval")).items()
+            if k in ("recall", "precision", "near_miss_rejected", "served")}}
+        for t in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.84, 0.9, 0.95)]
     learnt_questions, learnt_candidates = _prepare(learnt=2)
     result["learnt_2_examples"] = {
         "what": "2 of each curated answer's paraphrases stored as examples; the other 3 asked; shipped rule",
@@ -168,5 +173,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     with open(RESULTS / "curated_questions.jsonl", "w", encoding="utf-8") as handle:
         for row in _evaluate(questions, candidates, MATCH_PARAMS, None)["rows"]:
             handle.write(json.dumps(row) + "\n")
-    print(json.dumps({k: result[k] for k in ("chosen", "cosine_only", "shipped", "learnt_2_examples")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("chosen", "cosine_only", "shipped", "learnt_2_examples", "curve_eval")},
+                     indent=1))
     return result
