@@ -13,11 +13,15 @@ Events, in order:
     token*          the next provider's answer, from its beginning
     completed       {"answer", "answered", "citations", "confidence", "provider", "model", "tokens_in",
                      "tokens_out", "tokens_estimated", "cost", "timings_ms": {"retrieval", "first_token", "total"},
-                     "fallbacks": [...], "query", "reason"}
+                     "fallbacks": [...], "query", "reason", "curated_answer_id"}
 
 Consistency of streamed text: a provider that fails before its first token is replaced silently; one that fails after
 sending tokens is followed by a `reset` event — the client discards the text of the current answer — and the next
 provider's tokens. The concatenated tokens after the last `reset` always equal `completed.answer`.
+
+Curated answers first: a question that matches an answer the team wrote (documents.curated) gets that answer,
+streamed the same way, cited as "Answer from the team", with `provider: "curated"` and its `curated_answer_id`
+(null on every other answer); retrieval is not run.
 
 Grounded by default: when retrieval does not cover the question (or the question is a prompt-injection attempt, which
 is treated exactly like any out-of-scope question) the assistant declines, offers a human and reports

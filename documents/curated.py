@@ -96,8 +96,13 @@ def has_negation(text: str) -> bool:
     return any(w in _NEGATIONS or w.endswith("n't") for w in _words(text))
 
 
+def _storable(text: str) -> str:
+    """PostgreSQL text can't hold NUL, and UTF-8 can't encode a lone surrogate: drop both (pasted text has them)."""
+    return text.replace("\x00", "").encode("utf-8", "ignore").decode("utf-8") if text else ""
+
+
 def question_clean(text: Any) -> str:
-    return " ".join(str(text or "").split())
+    return " ".join(_storable(str(text or "")).split())
 
 
 # --- embedding -----------------------------------------------------------------------------------------------------
@@ -316,7 +321,7 @@ def _fields_clean(*, question: Any, answer: Any, examples: Any) -> tuple[str, st
     if len(question) > MAX_QUESTION_CHARS:
         raise ValidationFailed(f"The question is longer than {MAX_QUESTION_CHARS} characters.",
                                details={"field": "question", "max_chars": MAX_QUESTION_CHARS})
-    answer = str(answer or "").strip()
+    answer = _storable(str(answer or "")).strip()
     if not answer:
         raise ValidationFailed("The answer is empty.", details={"field": "answer"})
     if len(answer) > MAX_ANSWER_CHARS:

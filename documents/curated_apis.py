@@ -9,13 +9,13 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApplicationError, ErrorCode
 from config.pagination import ApiPagination
+from config.parsers import StrictFormParser, StrictJSONParser, StrictMultiPartParser
 from documents import curated
 
 
@@ -45,7 +45,7 @@ def _out(obj: Any, code: int = status.HTTP_200_OK) -> Response:
 
 class CuratedAnswerListCreateApi(APIView):
     required_permission = {"GET": "knowledge.view", "POST": "knowledge.manage"}
-    parser_classes = [JSONParser, FormParser]
+    parser_classes = [StrictJSONParser, StrictFormParser]
 
     class InputSerializer(serializers.Serializer):
         question = serializers.CharField(max_length=curated.MAX_QUESTION_CHARS)
@@ -71,7 +71,7 @@ class CuratedAnswerListCreateApi(APIView):
 
 class CuratedAnswerDetailApi(APIView):
     required_permission = {"GET": "knowledge.view", "PATCH": "knowledge.manage", "DELETE": "knowledge.manage"}
-    parser_classes = [JSONParser, FormParser]
+    parser_classes = [StrictJSONParser, StrictFormParser]
 
     class UpdateSerializer(serializers.Serializer):
         question = serializers.CharField(max_length=curated.MAX_QUESTION_CHARS, required=False)
@@ -109,7 +109,7 @@ class CuratedAnswerExportApi(APIView):
 
 class CuratedAnswerImportApi(APIView):
     required_permission = "knowledge.manage"
-    parser_classes = [MultiPartParser]
+    parser_classes = [StrictMultiPartParser]
 
     class ImportInputSerializer(serializers.Serializer):
         csv = serializers.FileField(help_text="UTF-8 CSV with a header row: question, answer[, examples] (examples "

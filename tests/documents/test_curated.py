@@ -179,6 +179,17 @@ def test_services_refuse_bad_input(ws):
             assert refused.value.details["field"] == field
 
 
+def test_text_postgresql_cannot_store_is_dropped_not_a_500(ws, api):
+    from documents import curated
+
+    with tenant_context(ws.workspace):
+        made = curated.curated_answer_create(question="Nul\x00 here?", answer="Lone \ud800surrogate.")
+        assert (made.question, made.answer) == ("Nul here?", "Lone surrogate.")
+        curated.curated_answer_delete(curated=made)
+    refused = api("post", API, data='{"question": "a\\u0000b?", "answer": "x"}', content_type="application/json")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "malformed_request"
+
+
 def test_public_schema_is_refused():
     from config.errors import ApplicationError
     from documents import curated
@@ -367,7 +378,10 @@ def test_the_review_queue_groups_what_went_wrong_and_links_to_the_fixes(ws, host
     assert "Not helpful" in html and "Declined" in html
     assert f"/knowledge/curated/new/?question=How%20do%20I%20update%20the%20firmware%3F&amp;message={wrong.pk}" in html
     assert "faq_question=Who%20won%20the%201998%20World%20Cup%3F" in html
-    # The transcript offers the same fix under every assistant reply.
+    # So do the analytics page's unanswered list and the transcript, under every assistant reply.
+    analytics = client.get("/analytics/").content.decode()
+    assert ('data-testid="write-right-answer" href="/knowledge/curated/new/?question=Who%20won%20the%201998%20World'
+            '%20Cup%3F&amp;next=/analytics/"') in analytics
     transcript = client.get(f"/conversations/{conversation.public_id}/").content.decode()
     assert f"message={wrong.pk}" in transcript and "Write the right answer" in transcript
     # Corrected from it: it leaves the queue.

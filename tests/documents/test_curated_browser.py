@@ -7,6 +7,7 @@ corrected answer, cited as from the team, and the curated answer counts the hit.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -109,4 +110,19 @@ def test_correct_an_answer_from_a_transcript_then_a_paraphrase_gets_it(browser: 
     row = page.locator(f'tr[data-curated-id="{made.pk}"]')
     expect(row).to_contain_text(QUESTION, timeout=WAIT)
     expect(row.locator('[data-field="hits"]')).to_have_text("1")
+
+    # --- "Try it": a streamed reply offers the same fix, with the question typed in ---------------------------------
+    page.goto(widget_server.url(host, "/conversations/try/"))
+    page.get_by_role("button", name="Start a conversation").click()
+    box = page.get_by_label("Your message")
+    expect(box).to_be_enabled(timeout=WAIT)
+    expect(page.locator("[data-chat-state]")).to_have_attribute("data-state", "live", timeout=WAIT)
+    box.fill("How long does standard delivery take?")
+    box.press("Enter")
+    streamed = page.locator("li.msg-assistant[data-message-id]").last
+    expect(streamed).to_contain_text("two to four working days", timeout=WAIT)
+    link = streamed.get_by_role("link", name="Write the right answer")
+    expect(link).to_have_attribute("href", re.compile(r"question=How%20long%20does%20standard%20delivery%20take"))
+    link.click()
+    expect(page.get_by_label("Question")).to_have_value("How long does standard delivery take?", timeout=WAIT)
     staff.close()
