@@ -334,6 +334,8 @@ def test_dashboard_pages_write_edit_and_delete(ws, host_client):
     assert evil.status_code == 302 and not evil["Location"].startswith("https://evil")
     listing = client.get("/knowledge/curated/")
     assert listing.status_code == 200 and b"Where is my parcel?" in listing.content
+    assert b'href="/api/v1/curated-answers/export/"' in listing.content
+    assert b"Where is my parcel?" in client.get("/api/v1/curated-answers/export/").content  # the session suffices
     # The new-answer form offers to add a question to the closest existing answers.
     offered = client.get("/knowledge/curated/new/?question=Where%20is%20my%20parcel%20now%3F")
     assert b"Add as a phrasing" in offered.content
