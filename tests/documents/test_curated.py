@@ -371,6 +371,13 @@ def test_the_review_queue_groups_what_went_wrong_and_links_to_the_fixes(ws, host
                                                author=ws.owner).answer
         message_feedback_set(conversation=conversation, message_id=wrong.pk, value=-1)
         assert Message.objects.get(pk=declined.pk).answered is False
+        again = conversation_start(channel="api", created_by=ws.owner)
+        wrong_again = conversation_message_answer(conversation=again, text="how do I update the firmware",
+                                                  author=ws.owner).answer
+        message_feedback_set(conversation=again, message_id=wrong_again.pk, value=-1)
+        from analytics.services import questions_cluster
+
+        questions_cluster()  # what the beat task does: the two firmware questions share a cluster
     client = host_client(ws.host)
     client.force_login(ws.owner)
     page = client.get("/analytics/review/")
@@ -378,6 +385,13 @@ def test_the_review_queue_groups_what_went_wrong_and_links_to_the_fixes(ws, host
     html = page.content.decode()
     assert f'data-message-id="{wrong.pk}"' in html and f'data-message-id="{declined.pk}"' in html
     assert "Not helpful" in html and "Declined" in html
+    from bs4 import BeautifulSoup
+
+    groups = BeautifulSoup(html, "html.parser").select('[data-testid="review-group"]')
+    firmware = next(g for g in groups if g.select_one(f'tr[data-message-id="{wrong.pk}"]'))
+    assert firmware.has_attr("data-cluster-id")
+    assert {int(tr["data-message-id"]) for tr in firmware.select("tr[data-message-id]")} == {wrong.pk, wrong_again.pk}
+    assert groups[0] is firmware  # the biggest group first
     assert f"/knowledge/curated/new/?question=How%20do%20I%20update%20the%20firmware%3F&amp;message={wrong.pk}" in html
     assert "faq_question=Who%20won%20the%201998%20World%20Cup%3F" in html
     # So do the analytics page's unanswered list and the transcript, under every assistant reply.
@@ -391,6 +405,7 @@ def test_the_review_queue_groups_what_went_wrong_and_links_to_the_fixes(ws, host
                    source_message_id=wrong.pk)
     html = client.get("/analytics/review/").content.decode()
     assert f'data-message-id="{wrong.pk}"' not in html and f'data-message-id="{declined.pk}"' in html
+    assert f'data-message-id="{wrong_again.pk}"' in html  # only the corrected reply leaves the queue
     viewer = host_client(ws.host)
     viewer.force_login(ws.users["viewer"])
     seen = viewer.get("/analytics/review/").content.decode()
