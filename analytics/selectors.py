@@ -513,3 +513,62 @@ def analytics_handoffs(filters: AnalyticsFilters, *, source: str = "rollup") -> 
     counts = {key: value[0] for key, value in _by_key(_keyed(filters, source, "handoff")).items() if value[0] > 0}
     return [{"reason": reason, "count": count}
             for reason, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
+# --- the review queue (issue #17) -------------------------------------------------------------------------------
+REVIEW_DAYS = 30
+REVIEW_LIMIT = 300
+
+
+def review_queue(*, days: int = REVIEW_DAYS, limit: int = REVIEW_LIMIT) -> list[dict[str, Any]]:
+    """Answers to look at: rated not helpful, declined, or answered with low confidence, in the last `days`, newest
+    first (at most `limit`), grouped by the question clusters (questions not clustered yet are grouped by their
+    normalised text). An answer the team already corrected (a curated answer written from it) is left out."""
+    from django.conf import settings
+    from django.db.models import Q
+
+    from analytics.models import QuestionAssignment
+    from analytics.text import question_hash, question_normalise
+    from chat.models import Message, MessageRole
+    from documents.models import CuratedAnswer
+
+    since = timezone.now() - timedelta(days=days)
+    corrected = CuratedAnswer.objects.exclude(source_message_id=None).values("source_message_id")
+    low = settings.ANALYTICS_LOW_CONFIDENCE
+    messages = list(
+        Message.objects.filter(role=MessageRole.ASSISTANT, created_at__gte=since)
+        .filter(Q(feedback=-1) | Q(answered=False) | Q(answered=True, confidence__lt=low))
+        .exclude(pk__in=corrected).exclude(reply_to=None)
+        .select_related("reply_to", "conversation").order_by("-created_at", "-id")[:max(0, limit)]
+    )
+    hashes = {m.pk: question_hash(m.reply_to.content) for m in messages}
+    clusters = dict(QuestionAssignment.objects.filter(question_hash__in=set(hashes.values()))
+                    .values_list("question_hash", "cluster_id"))
+    representatives = dict(QuestionCluster.objects.filter(pk__in=set(clusters.values()))
+                           .values_list("pk", "representative"))
+    groups: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        cluster_id = clusters.get(hashes[message.pk])
+        key = f"c{cluster_id}" if cluster_id else f"q{hashes[message.pk]}"
+        group = groups.setdefault(key, {
+            "cluster_id": cluster_id,
+            "question": representatives.get(cluster_id) if cluster_id else question_normalise(message.reply_to.content),
+            "items": [],
+        })
+        reasons = []
+        if message.feedback == -1:
+            reasons.append("thumbs_down")
+        if message.answered is False:
+            reasons.append("declined")
+        elif message.confidence is not None and message.confidence < low:
+            reasons.append("low_confidence")
+        group["items"].append({
+            "message_id": message.pk, "question": message.reply_to.content, "answer": message.content,
+            "reasons": reasons, "created_at": message.created_at,
+            "conversation_id": str(message.conversation.public_id),
+            "curated_answer_id": (message.metadata or {}).get("curated_answer_id"),
+        })
+    ordered = sorted(groups.values(), key=lambda g: (-len(g["items"]), -g["items"][0]["created_at"].timestamp()))
+    for group in ordered:
+        group["count"] = len(group["items"])
+    return ordered

@@ -9,6 +9,7 @@ from analytics.exports import TABLES
 
 dashboard_urlpatterns = [
     path("", views.analytics_index, name="analytics"),
+    path("review/", views.analytics_review, name="analytics-review"),
     *(path(f"export/{table}.csv", views.analytics_export, {"table": table}, name="analytics-export")
       for table in TABLES),
     *(path(f"export/transcripts.{fmt}", views.analytics_export_transcripts, {"fmt": fmt},

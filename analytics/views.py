@@ -168,6 +168,15 @@ def analytics_index(request: HttpRequest) -> HttpResponse:
     })
 
 
+@workspace_permission_required("analytics.view")
+@require_GET
+def analytics_review(request: HttpRequest) -> HttpResponse:
+    """The review queue (issue #17): answers rated not helpful, declined and low-confidence ones, grouped by question
+    cluster, each one click from "write the right answer" (a curated answer) or "add to knowledge" (an FAQ entry)."""
+    return render(request, "analytics/review.html", {"groups": selectors.review_queue(),
+                                                      "days": selectors.REVIEW_DAYS})
+
+
 def _query_params(filters: AnalyticsFilters) -> dict[str, str]:
     """The parsed filters as query parameters (exports linked from the page get exactly the page's range)."""
     params = {"start": filters.start.isoformat(), "end": filters.end.isoformat(), "tz": filters.tz.key,

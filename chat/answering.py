@@ -13,11 +13,15 @@ Events, in order:
     token*          the next provider's answer, from its beginning
     completed       {"answer", "answered", "citations", "confidence", "provider", "model", "tokens_in",
                      "tokens_out", "tokens_estimated", "cost", "timings_ms": {"retrieval", "first_token", "total"},
-                     "fallbacks": [...], "query", "reason"}
+                     "fallbacks": [...], "query", "reason", "curated_answer_id"}
 
 Consistency of streamed text: a provider that fails before its first token is replaced silently; one that fails after
 sending tokens is followed by a `reset` event — the client discards the text of the current answer — and the next
 provider's tokens. The concatenated tokens after the last `reset` always equal `completed.answer`.
+
+Curated answers first: a question that matches an answer the team wrote (documents.curated) gets that answer,
+streamed the same way, cited as "Answer from the team", with `provider: "curated"` and its `curated_answer_id`
+(null on every other answer); retrieval is not run.
 
 Grounded by default: when retrieval does not cover the question (or the question is a prompt-injection attempt, which
 is treated exactly like any out-of-scope question) the assistant declines, offers a human and reports
@@ -44,6 +48,7 @@ from chat.providers.builtin import BUILTIN_MODEL
 from chat.providers.phrases import decline_text, language_pick, small_talk_reply
 from chat.retrieval import RetrievalResult, RetrievedChunk, knowledge_retrieve, retrieval_query_build, snippet_make
 from config import metrics
+from documents.curated import CuratedMatch, curated_answer_hit_record, curated_answer_match
 from config.errors import ValidationFailed
 
 logger = logging.getLogger(__name__)
@@ -176,11 +181,18 @@ def answer_stream(
     language = language_pick(assistant.language, question)
     yield AnswerEvent("thinking", {})
 
+    small_talk = small_talk_reply(question, language)
+    injection = prompt_injection_detect(question)
+    if small_talk is None and not injection:
+        # What the team wrote for this question comes first (documents.curated; docs/answers.md).
+        curated = curated_answer_match(question=question)
+        if curated is not None:
+            yield from _curated_answer_events(curated=curated, question=question, started=started)
+            return
+
     query = retrieval_query_build(question=question, history=history)
     yield AnswerEvent("tool_executing", {"tool": "retrieval", "query": query})
     retrieval = knowledge_retrieve(query=query, limit=SOURCES_LIMIT)
-    small_talk = small_talk_reply(question, language)
-    injection = prompt_injection_detect(question)
     covered = retrieval.covered and not injection and small_talk is None
     sources = retrieval.chunks if covered else []
     yield AnswerEvent("tool_completed", {"tool": "retrieval", "sources": [c.citation() for c in sources],
@@ -248,6 +260,40 @@ def answer_stream(
         reason=reason if small_talk is not None or not answered else "answered"))
 
 
+def _curated_answer_events(*, curated: CuratedMatch, question: str, started: float) -> Iterator[AnswerEvent]:
+    """A curated answer, streamed and cited like any answer; its citation says it is from the team."""
+    citation = curated.citation()
+    yield AnswerEvent("tool_executing", {"tool": "retrieval", "query": question})
+    yield AnswerEvent("tool_completed", {"tool": "retrieval", "sources": [citation], "covered": True,
+                                         "curated_answer_id": curated.curated_answer_id})
+    retrieval_ms = _ms(started)
+    first_token_ms: float | None = None
+    for piece in _pieces(curated.answer):
+        if first_token_ms is None:
+            first_token_ms = _ms(started)
+        yield AnswerEvent("token", {"text": piece})
+    curated_answer_hit_record(curated_answer_id=curated.curated_answer_id)
+    completed = {
+        "answer": curated.answer,
+        "answered": True,
+        "citations": [citation],
+        "confidence": round(min(1.0, max(0.0, curated.score)), 3),
+        "provider": "curated",
+        "model": "",
+        "tokens_in": 0,
+        "tokens_out": 0,
+        "tokens_estimated": False,
+        "cost": 0.0,
+        "timings_ms": {"retrieval": retrieval_ms, "first_token": first_token_ms, "total": _ms(started)},
+        "fallbacks": [],
+        "query": question,
+        "reason": "curated",
+        "curated_answer_id": curated.curated_answer_id,
+    }
+    metrics.answer_observe(completed)
+    yield AnswerEvent("completed", completed)
+
+
 def _as_answer_events(stream: Any) -> Any:
     """Re-emit the chain's events as AnswerEvents and hand back its result."""
     while True:
@@ -282,6 +328,7 @@ def _completed(
         "fallbacks": fallbacks,
         "query": query,
         "reason": reason,
+        "curated_answer_id": None,  # from the knowledge base (see _curated_answer_events)
     }
     metrics.answer_observe(completed)
     return completed

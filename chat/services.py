@@ -173,6 +173,7 @@ def _assistant_answer_store(
         metadata={
             "fallbacks": list(result.get("fallbacks") or []), "reason": str(result.get("reason") or ""),
             "query": str(result.get("query") or "")[:1000], "tokens_estimated": bool(result.get("tokens_estimated")),
+            "curated_answer_id": result.get("curated_answer_id"),
         },
     )
     now = timezone.now()

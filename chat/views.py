@@ -30,7 +30,7 @@ def _chat_context(request: HttpRequest, conversation: Conversation, *, mode: str
     return {
         "conversation": conversation,
         # Not "messages": that name belongs to django.contrib.messages in every template.
-        "chat_messages": selectors.message_list(conversation=conversation),
+        "chat_messages": selectors.message_list(conversation=conversation).select_related("reply_to"),
         "can_post": role_has_permission(request.role, "conversations.reply"),  # type: ignore[attr-defined]
         "socket_path": f"/ws/chat/{conversation.public_id}/",
         "mode": mode,

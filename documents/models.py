@@ -114,3 +114,36 @@ def chunk_vector_id_parse(vector_id: str) -> tuple[int, int] | None:
     if not (document_id.isdigit() and ordinal.isdigit()):
         return None
     return int(document_id), int(ordinal)
+
+
+class CuratedAnswer(models.Model):
+    """An answer the team wrote for a question ("fix a wrong answer once"), served ahead of retrieval when a new
+    question matches one of its phrasings (documents/curated.py; docs/answers.md "Curated answers")."""
+
+    question = models.CharField(max_length=1000)
+    # Further ways customers ask it; the question and these are the phrasings a new question is matched against.
+    examples = models.JSONField(default=list, blank=True)
+    answer = models.TextField()
+    # One unit vector per phrasing (question first), by `embedding_model`; recomputed when either changes.
+    embeddings = models.JSONField(default=list, blank=True)
+    embedding_model = models.CharField(max_length=200, blank=True)
+    hits = models.PositiveIntegerField(default=0)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+    # The assistant reply it corrects, when written from a transcript (chat sits above documents: an id, no key).
+    source_message_id = models.BigIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+    @property
+    def phrasings(self) -> list[str]:
+        return [self.question, *[str(e) for e in self.examples or []]]

@@ -1,7 +1,7 @@
 """Routes of the knowledge base: the dashboard pages (under /knowledge/) and the API (under /api/v1/documents/)."""
 from django.urls import path
 
-from documents import apis, views
+from documents import apis, curated_apis, curated_views, views
 
 dashboard_urlpatterns = [
     path("failed/", views.knowledge_failed, name="knowledge-failed"),
@@ -9,6 +9,10 @@ dashboard_urlpatterns = [
     path("add-faq/", views.knowledge_add_faq, name="knowledge-add-faq"),
     path("import-url/", views.knowledge_import_url, name="knowledge-import-url"),
     path("reindex/", views.knowledge_reindex_all, name="knowledge-reindex-all"),
+    path("curated/", curated_views.curated_index, name="curated-answers"),
+    path("curated/new/", curated_views.curated_new, name="curated-answer-new"),
+    path("curated/<int:curated_answer_id>/", curated_views.curated_edit, name="curated-answer-edit"),
+    path("curated/<int:curated_answer_id>/delete/", curated_views.curated_delete, name="curated-answer-delete"),
     path("<int:document_id>/", views.knowledge_detail, name="knowledge-detail"),
     path("<int:document_id>/delete/", views.knowledge_delete, name="knowledge-delete"),
     path("<int:document_id>/retry/", views.knowledge_retry, name="knowledge-retry"),
@@ -29,4 +33,11 @@ api_urlpatterns = [
     path("<int:document_id>/retry/", apis.DocumentRetryApi.as_view(), name="api-document-retry"),
     path("<int:document_id>/reindex/", apis.DocumentReindexApi.as_view(), name="api-document-reindex"),
     path("<int:document_id>/version/", apis.DocumentVersionUploadApi.as_view(), name="api-document-version"),
+]
+
+curated_api_urlpatterns = [
+    path("", curated_apis.CuratedAnswerListCreateApi.as_view(), name="api-curated-answers"),
+    path("export/", curated_apis.CuratedAnswerExportApi.as_view(), name="api-curated-answers-export"),
+    path("import/", curated_apis.CuratedAnswerImportApi.as_view(), name="api-curated-answers-import"),
+    path("<int:curated_answer_id>/", curated_apis.CuratedAnswerDetailApi.as_view(), name="api-curated-answer"),
 ]

@@ -79,6 +79,10 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
         from chat.models import Message
 
         message = Message.objects.filter(conversation=seeded.conversation, role="assistant").order_by("pk").first()
+        from documents.curated import curated_answer_create
+
+        curated = curated_answer_create(question=f"What is the code {marker}?", answer=f"The code is {marker}.",
+                                        examples=[f"Tell me code {marker}"], actor=owner, source_message_id=message.pk)
     export = workspace_export_request(workspace=workspace, user=owner)
     export_run(export_id=export.pk)  # a no-op when the session's worker took the queued job first: wait for it
     deadline = time.monotonic() + 120
@@ -102,6 +106,7 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
         "embed_id": seeded.embed.pk,
         "public_key": seeded.embed.public_key,
         "export_id": export.pk,
+        "curated_answer_id": curated.pk,
         "token": "not-a-token",  # an invitation link is a bearer secret by design; its page is public
     }
     secrets_of = [marker, workspace.name, *(user.email for user in users.values())]

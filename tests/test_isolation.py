@@ -84,6 +84,9 @@ FIELD_VALUES = {
     "channel": lambda ids: "api",
     "value": lambda ids: 1,
     "expires_at": lambda ids: None,  # an API key's optional expiry: never
+    "csv": lambda ids: SimpleUploadedFile(  # curated answers' CSV import
+        "probe.csv", f"question,answer\nProbe {secrets.token_hex(4)}?,Probe answer\n".encode(), content_type="text/csv"),
+    "source_message_id": lambda ids: ids["message_id"],
 }
 
 # The dashboard's forms (their views take form posts, not the API's JSON).
@@ -99,6 +102,10 @@ DASHBOARD_FORMS: dict[str, Any] = {
     "knowledge/add-faq/": lambda ids: {"question": "Probe?", "answer": f"Probe answer {secrets.token_hex(4)}"},
     "knowledge/import-url/": lambda ids: {"url": "https://example.com/probe"},
     "knowledge/<int:document_id>/version/": lambda ids: {"file": _probe_file()},
+    "knowledge/curated/new/": lambda ids: {"question": f"Probe {secrets.token_hex(4)}?", "answer": "Probe answer",
+                                           "examples": "Probe phrasing", "message": str(ids["message_id"])},
+    "knowledge/curated/<int:curated_answer_id>/": lambda ids: {"question": "Probe question?",
+                                                               "answer": "Probe answer edited"},
     "widgets/new/": lambda ids: _embed_form("Probe widget"),
     "widgets/<int:embed_id>/": lambda ids: _embed_form("Probe widget renamed"),
     "widgets/<int:embed_id>/actions/": lambda ids: {"action": "deactivate"},

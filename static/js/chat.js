@@ -22,6 +22,8 @@
   var input = form ? form.querySelector("textarea") : null;
   var humanButton = root.querySelector("[data-request-human]");
   var knowledgeUrl = root.getAttribute("data-knowledge-url") || "/knowledge/";
+  // Staff who manage knowledge get "Write the right answer" under each assistant reply (curated answers).
+  var curateUrl = root.getAttribute("data-curate-url") || "";
   var STATUS_LABELS = { bot: "Bot", waiting: "Waiting for agent", agent: "Agent", closed: "Closed" };
   var ROLE_LABELS = { customer: "Customer", assistant: "Assistant", agent: "Agent", system: "System", note: "Internal note" };
 
@@ -143,6 +145,15 @@
     if (m.cost) parts.push("$" + Number(m.cost).toFixed(6));
     if (typeof m.confidence === "number") parts.push("confidence " + m.confidence.toFixed(2));
     parts.forEach(function (text) { meta.appendChild(el("span", null, text)); });
+    if (curateUrl && m.role === "assistant") {
+      var question = findMessage(m.reply_to);
+      var questionText = question ? (question.querySelector("[data-field=text]") || question).textContent : "";
+      var fix = el("a", "msg-curate", "Write the right answer");
+      fix.href = curateUrl + "?question=" + encodeURIComponent(questionText.trim()) + "&message=" +
+        encodeURIComponent(String(m.id)) + "&next=" + encodeURIComponent(window.location.pathname);
+      fix.setAttribute("data-testid", "write-right-answer");
+      meta.appendChild(fix);
+    }
     if (root.getAttribute("data-can-post") === "1" && (m.role === "assistant" || m.role === "agent")) {
       var box = el("span", "msg-feedback");
       [[1, "Helpful"], [-1, "Not helpful"]].forEach(function (spec) {

@@ -18,7 +18,7 @@ from tests.chat.knowledge import ROUTER_DOCS, knowledge_workspace
 
 CITATION_KEYS = {"document_id", "title", "filename", "section", "page", "snippet", "score", "chunk_id"}
 COMPLETED_KEYS = {"answer", "answered", "citations", "confidence", "provider", "model", "tokens_in", "tokens_out",
-                  "tokens_estimated", "cost", "timings_ms", "fallbacks", "query", "reason"}
+                  "tokens_estimated", "cost", "timings_ms", "fallbacks", "query", "reason", "curated_answer_id"}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,7 @@ def test_event_sequence_and_completed_contract(in_kb):
     assert events[2].data["tool"] == "retrieval" and events[2].data["covered"] is True
     assert sources and all(set(s) == CITATION_KEYS for s in sources)
     assert set(done) == COMPLETED_KEYS and done["answered"] is True
+    assert done["curated_answer_id"] is None  # from the knowledge base (tests/documents/test_curated.py: curated)
     assert streamed_text(events) == done["answer"]
     assert set(done["timings_ms"]) == {"retrieval", "first_token", "total"}
     stage_ends = done["timings_ms"]  # an ordering of the answer's own stages, not a speed claim

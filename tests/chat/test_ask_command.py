@@ -11,7 +11,7 @@ from django.db import connection
 from tests.chat.knowledge import ROUTER_DOCS, knowledge_workspace
 from tests.live import BASE_DIR, process_env
 
-RECORD_KEYS = {"id", "answer", "answered", "citations", "timings_ms"}
+RECORD_KEYS = {"id", "answer", "answered", "citations", "timings_ms", "curated_answer_id"}
 CITATION_KEYS = {"document_id", "title", "filename", "section", "page", "snippet", "score"}
 
 
@@ -39,6 +39,7 @@ def test_single_question_prints_one_json_object(kb):
     assert first["title"] == "Resetting the router" and first["filename"] == "Resetting the router.md"
     assert isinstance(first["document_id"], int) and 0 < first["score"] <= 1 and first["snippet"]
     assert set(record["timings_ms"]) == {"retrieval", "first_token", "total"}
+    assert record["curated_answer_id"] is None  # from the knowledge base
 
 
 def test_file_prints_json_lines_in_order(kb, tmp_path):
@@ -87,3 +88,28 @@ def test_human_output_lists_sources(kb):
     result = manage("ask", "--workspace", kb.workspace.slug, "How do I forward a port to my camera?")
     assert result.returncode == 0, result.stderr
     assert "[1] Port forwarding" in result.stdout and "answered;" in result.stdout
+
+
+def test_a_curated_answer_is_reported_by_its_id(kb):
+    from django_tenants.utils import tenant_context
+
+    from documents import curated
+
+    with tenant_context(kb.workspace):
+        made = curated.curated_answer_create(question="Can I return a router I opened?",
+                                             answer="Yes, within 30 days, opened or not.")
+    try:
+        result = manage("ask", "--workspace", kb.workspace.slug, "Can I return a router I opened?", "--json")
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert set(record) == RECORD_KEYS and record["curated_answer_id"] == made.pk
+        assert record["answered"] is True and record["answer"] == "Yes, within 30 days, opened or not."
+        [citation] = record["citations"]
+        assert set(citation) == CITATION_KEYS and citation["title"] == "Answer from the team"
+        assert citation["document_id"] is None
+        other = json.loads(manage("ask", "--workspace", kb.workspace.slug, "How do I set up port forwarding?",
+                                  "--json").stdout)
+        assert other["curated_answer_id"] is None and other["citations"][0]["document_id"] is not None
+    finally:
+        with tenant_context(kb.workspace):
+            curated.curated_answer_delete(curated=curated.curated_answer_get(curated_answer_id=made.pk))

@@ -62,6 +62,11 @@ def source(django_db_setup, django_db_blocker, celery_worker):
             conversation = conversation_start(channel="api", title="Refunds", created_by=ws.owner)
             customer_message_post(conversation=conversation, text="How long do refunds take?", author=ws.owner)
             embed_create(name="site", allowed_origins=["https://shop.example"], created_by=ws.owner)
+            from documents.curated import curated_answer_create
+
+            ws.curated_id = curated_answer_create(question="Can I return a gift?",
+                                                  answer="Yes, with the gift receipt, within 60 days.",
+                                                  examples=["Returning a present"], actor=ws.owner).pk
         import time
 
         deadline = time.monotonic() + 240
@@ -107,6 +112,15 @@ def test_export_then_import_gives_the_same_workspace(source, tmp_path, django_db
         hits_source = vectors_query(schema_name=source.workspace.schema_name, embedding=query, limit=3)
         hits_target = vectors_query(schema_name=target.schema_name, embedding=query, limit=3)
         assert [h.chunk_id for h in hits_target] == [h.chunk_id for h in hits_source]
+        # Curated answers come along and are served in the new workspace (issue #17).
+        from chat.answering import answer_once
+        from documents.models import CuratedAnswer
+
+        with tenant_context(target):
+            copied = CuratedAnswer.objects.get(pk=source.curated_id)
+            assert copied.answer == "Yes, with the gift receipt, within 60 days."
+            assert copied.examples == ["Returning a present"] and copied.created_by == source.owner
+            assert answer_once(question="Can I return a gift?")["curated_answer_id"] == source.curated_id
         assert Membership.objects.get(workspace=target, user=source.agent).role == "agent"
         assert Membership.objects.get(workspace=target, user=source.owner).role == "owner"
         # The source is untouched and still its own.

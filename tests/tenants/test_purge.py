@@ -72,8 +72,8 @@ def test_delete_workspace_full_of_data_leaves_nothing_and_spares_the_neighbour()
                   "tenants_workspaceexport", "tenants_workspace", "tenants_domain"):
         assert shared[table] > 0, table
     before = workspace_fingerprint(doomed.workspace)
-    for table in ("documents_document", "documents_chunk", "chat_conversation", "chat_message", "analytics_event",
-                  "embeds_embed"):
+    for table in ("documents_document", "documents_chunk", "documents_curatedanswer", "chat_conversation",
+                  "chat_message", "analytics_event", "embeds_embed"):
         assert before[f"{schema}.{table}"][0] > 0, table
     assert _schema_exists(schema) and _collection_exists(schema) and vectors_count(schema_name=schema) > 0
     media = Path(settings.MEDIA_ROOT) / "workspaces" / schema

@@ -3,7 +3,9 @@ them (retrieval, the workspace's providers and fallbacks, grounding), one JSON o
 (JSON Lines for `--file`), per the operator contract in PRODUCT.md:
 
     {"id", "answer", "answered", "citations": [{"document_id", "title", "filename", "section", "page", "snippet",
-     "score"}], "timings_ms": {"retrieval", "first_token", "total"}}
+     "score"}], "timings_ms": {"retrieval", "first_token", "total"}, "curated_answer_id": <id or null>}
+
+`curated_answer_id` names the curated answer served (issue #17), null when the answer came from the knowledge base.
 
 `--file` lines are {"id", "question"} (optionally "history": [[role, text], ...]); `--file -` reads standard input.
 A line that cannot be read gets {"id", "error": {...}} and the command exits with status 1 after the others.
@@ -103,6 +105,8 @@ def _answer(question_id: Any, question: Any, history: Any) -> dict[str, Any]:
         "answered": data["answered"],
         "citations": [{key: citation.get(key) for key in CITATION_FIELDS} for citation in data["citations"]],
         "timings_ms": data["timings_ms"],
+        # The curated answer served (documents.curated), or None when the answer came from the knowledge base.
+        "curated_answer_id": data.get("curated_answer_id"),
     }
 
 
