@@ -9,10 +9,12 @@ matches it is answered with it, ahead of retrieval (chat.answering asks `curated
 
 Matching (measured in bench/curated.py, docs/answers.md "Curated answers"): every phrasing of a curated answer (its
 question and its examples) is embedded with the workspace's embedding model, once, when it is written. A new question
-is embedded and compared with every phrasing; the score of a curated answer is its best phrasing's cosine, lowered by
-the share of the question's content words that none of its phrasings uses (a near-miss asks about something else in
-the same words: "cancel my order" against "cancel my subscription") and by a negation on one side only. The answer is
-served when the score reaches `MATCH_THRESHOLD`, chosen on the bench's fit half.
+is embedded and compared with every phrasing; the 3 curated answers whose best phrasing is closest are candidates.
+Each candidate is then verified: a small logistic model (coefficients fitted on the bench's fit half, `MatchParams`)
+over features that see intent and not only topic — the cosines, how well every content word of the question is
+explained by the candidate's words (stems, a small thesaurus of general English, single-word embeddings), words of
+opposite role (buy / sell, new / used, cancel / change, ...) and the question's type (how long / how much / where /
+why / when). The best candidate is served when its score reaches `MATCH_PARAMS.threshold`.
 
 All of it lives in the workspace's schema (the CuratedAnswer table): isolated, exported, imported and purged with it.
 """
