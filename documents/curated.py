@@ -489,7 +489,8 @@ def curated_answer_match(*, question: str, params: MatchParams = MATCH_PARAMS) -
 
 
 def curated_answers_similar(*, question: str, limit: int = 3) -> list[tuple[CuratedAnswer, float]]:
-    """The curated answers closest to `question`, above the threshold or not (for "add it as a phrasing")."""
+    """The curated answers closest to `question` by cosine, each with its verifier score, above the threshold or not
+    (for "add it as a phrasing": the right answer may exist and not have matched)."""
     question = question_clean(question)[:MAX_QUESTION_CHARS]
     if not question:
         return []
@@ -504,7 +505,8 @@ def curated_answers_similar(*, question: str, limit: int = 3) -> list[tuple[Cura
             raise
         return []
     scored = candidates_score(question=read, candidates=candidates,
-                              params=replace(MATCH_PARAMS, top_k=max(limit, MATCH_PARAMS.top_k)))[:max(0, limit)]
+                              params=replace(MATCH_PARAMS, top_k=max(limit, MATCH_PARAMS.top_k),
+                                             cosine_floor=-1.0))[:max(0, limit)]
     found = CuratedAnswer.objects.in_bulk([s.curated_answer_id for s in scored])
     return [(found[s.curated_answer_id], s.score) for s in scored if s.curated_answer_id in found]
 
