@@ -9,10 +9,12 @@ matches it is answered with it, ahead of retrieval (chat.answering asks `curated
 
 Matching (measured in bench/curated.py, docs/answers.md "Curated answers"): every phrasing of a curated answer (its
 question and its examples) is embedded with the workspace's embedding model, once, when it is written. A new question
-is embedded and compared with every phrasing; the score of a curated answer is its best phrasing's cosine, lowered by
-the share of the question's content words that none of its phrasings uses (a near-miss asks about something else in
-the same words: "cancel my order" against "cancel my subscription") and by a negation on one side only. The answer is
-served when the score reaches `MATCH_THRESHOLD`, chosen on the bench's fit half.
+is embedded and compared with every phrasing; the 3 curated answers whose best phrasing is closest are candidates.
+Each candidate is then verified: a small logistic model (coefficients fitted on the bench's fit half, `MatchParams`)
+over features that see intent and not only topic — the cosines, how well every content word of the question is
+explained by the candidate's words (stems, a small thesaurus of general English, single-word embeddings), words of
+opposite role (buy / sell, new / used, cancel / change, ...) and the question's type (how long / how much / where /
+why / when). The best candidate is served when its score reaches `MATCH_PARAMS.threshold`.
 
 All of it lives in the workspace's schema (the CuratedAnswer table): isolated, exported, imported and purged with it.
 """
@@ -24,7 +26,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,13 +50,21 @@ EXAMPLES_SEPARATOR = "|"
 
 @dataclass(frozen=True)
 class MatchParams:
-    """The matching rule's knobs; the shipped values were chosen on the bench's fit half (bench/curated.py)."""
+    """The matching rule's knobs; the shipped values were fitted and chosen on the bench's fit half
+    (bench/curated.py, docs/answers.md "Curated answers")."""
 
-    unknown_weight: float = 0.10
-    negation_weight: float = 0.0
-    threshold: float = 0.84
-
-
+    top_k: int = 3  # candidates verified per question (the best ones by cosine)
+    cosine_floor: float = 0.45  # below it a candidate is not even verified (its score is 0)
+    # The verifier's logistic model (bench/curated.py fits it on the fit half; features in `Features`):
+    bias: float = -7.91
+    w_cosine: float = 4.32
+    w_cosine_mean: float = 6.78
+    w_align_min: float = 1.84
+    w_uncovered: float = 1.49
+    w_contrast: float = -2.9
+    w_type_clash: float = -2.27
+    w_negation: float = 0.0  # measured, no help (bench "ablation_fit_cv"); kept at 0 so the feature stays reported
+    threshold: float = 0.93  # the lowest with precision >= 0.98 on fit, in-sample and cross-validated
 MATCH_PARAMS = MatchParams()
 
 
@@ -121,15 +131,145 @@ def _embedding_model_name() -> str:
     return embedder().name
 
 
+# --- verification: does the candidate's intent explain every word of the question? -------------------------------
+# Words of general English that name the same thing in customer questions (a small thesaurus, not the bench's words):
+# each group is mapped to its first word before words are compared.
+_SYNONYM_GROUPS = (
+    "buy purchase", "sell", "rent hire", "cancel terminate unsubscribe", "stop end quit", "book reserve",
+    "booking reservation", "deliver ship", "delivery shipping", "refund reimburse reimbursement", "price cost fee rate",
+    "cheap inexpensive", "discount reduction", "coupon voucher", "child kid children kids", "son daughter",
+    "dog puppy", "cat kitten", "pet animal", "warranty guarantee", "colleague coworker", "move relocate",
+    "bill invoice", "abroad overseas international", "forget forgot lost", "fast quick speedy", "big large",
+    "small little", "allow permit", "help assist", "begin start", "choose pick select", "repair fix", "hour hr",
+    "minute min", "email mail", "phone telephone", "photo picture", "wifi wireless", "internet broadband",
+    "flat apartment", "home house", "gift present", "ngo nonprofit charity", "bike bicycle", "ebike", "password",
+)
+# Pairs with near embeddings and opposite intent (general English, not from the bench): a question word paired with
+# one of the candidate's words, when the candidate does not use the question's word itself, refuses the match.
+_CONTRAST_PAIRS = (
+    ("buy", "sell"), ("rent", "buy"), ("rent", "sell"), ("lend", "borrow"), ("add", "remove"), ("add", "delete"),
+    ("new", "used"), ("new", "old"), ("refund", "exchange"), ("cancel", "change"), ("cancel", "book"),
+    ("cancel", "pause"), ("cancel", "freeze"), ("cancel", "upgrade"), ("cancel", "renew"), ("upgrade", "downgrade"),
+    ("import", "export"), ("open", "close"), ("in", "out"), ("start", "stop"), ("start", "end"),
+    ("increase", "decrease"), ("accept", "reject"), ("send", "receive"), ("before", "after"), ("include", "exclude"),
+    ("join", "leave"), ("pick", "deliver"), ("student", "teacher"), ("child", "adult"), ("arrive", "leave"),
+    ("login", "logout"), ("subscribe", "cancel"), ("slow", "fast"), ("cheap", "expensive"), ("high", "low"),
+    ("more", "less"), ("first", "last"), ("early", "late"),
+    ("private", "public"), ("inside", "outside"), ("domestic", "abroad"), ("weekday", "weekend"),
+)
+_QUESTION_TYPES = (  # a question's type, when it has one: a candidate of another type answers another question
+    ("duration", ("how long", "how many days", "how many weeks", "how soon", "how quickly")),
+    ("amount", ("how much", "how many", "what does it cost", "price of", "what is the price")),
+    ("place", ("where",)),
+    ("reason", ("why",)),
+    ("time", ("what time", "when")),
+)
+_local_stem_map: dict[str, str] = {}
+
+
+def _canonical_map() -> dict[str, str]:
+    if not _local_stem_map:
+        stem = _stemmer().stemWord
+        for group in _SYNONYM_GROUPS:
+            words = group.split()
+            for word in words:
+                _local_stem_map.setdefault(stem(word), stem(words[0]))
+    return _local_stem_map
+
+
+def _canonical(stem: str) -> str:
+    return _canonical_map().get(stem, stem)
+
+
+def _contrasts() -> frozenset[tuple[str, str]]:
+    found = getattr(_contrasts, "cached", None)
+    if found is None:
+        pairs = set()
+        for a, b in _CONTRAST_PAIRS:
+            a, b = _canonical(_stemmer().stemWord(a)), _canonical(_stemmer().stemWord(b))
+            pairs.update({(a, b), (b, a)})
+        found = _contrasts.cached = frozenset(pairs)  # type: ignore[attr-defined]
+    return found
+
+
+# Stop words that still carry a role ("check in" / "check out"): seen by the contrast check only.
+_ROLE_WORDS = frozenset({"in", "out", "more", "less", "before", "after", "first", "last"})
+
+
+def content_words(text: str) -> dict[str, str]:
+    """Content words of `text` as {canonical stem: the word as written} (stop words and negations left out)."""
+    stem = _stemmer().stemWord
+    found: dict[str, str] = {}
+    for word in _words(text):
+        if word in _NEGATIONS or word.endswith("n't") or (len(word) < 2 and not word.isdigit()):
+            continue
+        if word in _STOP:
+            continue
+        found.setdefault(_canonical(stem(word)), word)
+    return found
+
+
+def role_words(text: str) -> frozenset[str]:
+    return frozenset(w for w in _words(text) if w in _ROLE_WORDS)
+
+
+def question_type(text: str) -> str | None:
+    lowered = " ".join(_words(text))
+    for name, cues in _QUESTION_TYPES:
+        if any(f" {cue} " in f" {lowered} " for cue in cues):
+            return name
+    return None
+
+
+# Word vectors (the workspace's embedder on single words), shared by every workspace of the process: a word's vector
+# does not depend on whose question it is in.
+_word_cache: dict[tuple[str, str], np.ndarray] = {}
+_WORD_CACHE_MAX = 50_000
+
+
+def word_vectors(words: Iterable[str]) -> dict[str, np.ndarray]:
+    from documents.embedding import embedder
+
+    name = embedder().name
+    wanted = sorted(set(words))
+    missing = [w for w in wanted if (name, w) not in _word_cache]
+    if missing:
+        vectors, _ = _embed(missing)
+        with _cache_lock:
+            if len(_word_cache) + len(missing) > _WORD_CACHE_MAX:
+                _word_cache.clear()
+            for word, vector in zip(missing, vectors):
+                _word_cache[(name, word)] = vector
+    return {w: _word_cache[(name, w)] if (name, w) in _word_cache else _embed([w])[0][0] for w in wanted}
+
+
 # --- the rule ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Candidate:
-    """What the rule knows of one curated answer: its phrasings' vectors, stems and negations."""
+    """What the rule knows of one curated answer: its phrasings' vectors, and the words and cues of all of them."""
 
     curated_answer_id: int
     vectors: np.ndarray  # (phrasings, dimension), unit rows
-    vocabulary: frozenset[str]
+    vocabulary: frozenset[str]  # canonical stems of every phrasing's content words
+    word_list: tuple[str, ...]  # the vocabulary's stems, in the order of word_matrix's rows
+    word_matrix: np.ndarray  # (words, dimension): each word's vector, as written in a phrasing
+    phrasing_words: tuple[frozenset[str], ...]
+    roles: frozenset[str]
+    types: frozenset[str | None]
     negated: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the verification step sees of one (question, candidate) pair; docs/answers.md explains each."""
+
+    cosine: float  # the best phrasing's cosine
+    cosine_mean: float  # the mean of every phrasing's cosine (several phrasings agreeing is surer than one)
+    align_min: float  # the question's worst-explained content word: its best word similarity in the candidate
+    uncovered: float  # the best phrasing's worst-covered content word, seen from the question's words
+    contrast: int  # a question word paired with an opposite word of the candidate (buy / sell)
+    negation: int  # a negation on one side only
+    type_clash: int  # "how long" against "how much", "where" against "why", ...
 
 
 @dataclass(frozen=True)
@@ -139,31 +279,122 @@ class Scored:
     cosine: float
     unknown: float
     phrasing: int
+    features: Features | None = None
 
 
 def candidate_build(*, curated_answer_id: int, phrasings: Sequence[str], vectors: np.ndarray) -> Candidate:
-    vocabulary: frozenset[str] = frozenset().union(*(content_stems(p) for p in phrasings)) if phrasings else frozenset()
-    return Candidate(curated_answer_id=curated_answer_id, vectors=vectors, vocabulary=vocabulary,
-                     negated=tuple(has_negation(p) for p in phrasings))
+    per_phrasing = [content_words(p) for p in phrasings]
+    written: dict[str, str] = {}
+    for words in per_phrasing:
+        for stem, word in words.items():
+            written.setdefault(stem, word)
+    word_list = tuple(sorted(written))
+    found = word_vectors(written[s] for s in word_list) if word_list else {}
+    matrix = (np.stack([found[written[s]] for s in word_list]) if word_list
+              else np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 1), dtype=np.float32))
+    stem = _stemmer().stemWord
+    return Candidate(
+        curated_answer_id=curated_answer_id, vectors=vectors, vocabulary=frozenset(written), word_list=word_list,
+        word_matrix=matrix, phrasing_words=tuple(frozenset(w) for w in per_phrasing),
+        roles=frozenset(stem(w) for p in phrasings for w in role_words(p)),
+        types=frozenset(question_type(p) for p in phrasings), negated=tuple(has_negation(p) for p in phrasings))
 
 
-def candidates_score(*, question: str, vector: np.ndarray, candidates: Iterable[Candidate],
+@dataclass(frozen=True)
+class Question:
+    """A question, read once for every candidate: its vector, words (with their vectors), roles, type, negation."""
+
+    text: str
+    vector: np.ndarray
+    words: dict[str, str]
+    word_vectors: dict[str, np.ndarray]
+    roles: frozenset[str]
+    type: str | None
+    negated: bool
+
+
+def question_read(*, text: str, vector: np.ndarray) -> Question:
+    words = content_words(text)
+    found = word_vectors(words.values()) if words else {}
+    stem = _stemmer().stemWord
+    return Question(text=text, vector=vector, words=words, word_vectors={s: found[w] for s, w in words.items()},
+                    roles=frozenset(stem(w) for w in role_words(text)), type=question_type(text),
+                    negated=has_negation(text))
+
+
+def features_compute(*, question: Question, candidate: Candidate, phrasing: int, cosine: float,
+                     cosine_mean: float) -> Features:
+    contrasts = _contrasts()
+    contrast = 0
+    q_all = set(question.words) | question.roles
+    c_all = set(candidate.vocabulary) | candidate.roles
+    for a in q_all - c_all:
+        if any((a, b) in contrasts and b not in q_all for b in c_all):
+            contrast = 1
+            break
+    sims: dict[str, float] = {}
+    for stem_, vector in question.word_vectors.items():
+        if stem_ in candidate.vocabulary:
+            sims[stem_] = 1.0
+        elif len(candidate.word_list):
+            sims[stem_] = float(np.max(candidate.word_matrix @ vector))
+        else:
+            sims[stem_] = 0.0
+    align_min = min(sims.values()) if sims else 1.0
+    covered = []
+    best_words = candidate.phrasing_words[phrasing] if candidate.phrasing_words else frozenset()
+    q_stems = list(question.word_vectors)
+    q_matrix = np.stack([question.word_vectors[s] for s in q_stems]) if q_stems else None
+    index = {s: i for i, s in enumerate(candidate.word_list)}
+    for stem_ in best_words:
+        if stem_ in question.words:
+            covered.append(1.0)
+        elif q_matrix is not None:
+            covered.append(float(np.max(q_matrix @ candidate.word_matrix[index[stem_]])))
+        else:
+            covered.append(0.0)
+    uncovered = min(covered) if covered else 1.0
+    negation = int(question.negated != candidate.negated[phrasing])
+    type_clash = int(question.type is not None and question.type not in candidate.types)
+    return Features(cosine=round(cosine, 4), cosine_mean=round(cosine_mean, 4), align_min=round(align_min, 4),
+                    uncovered=round(uncovered, 4), contrast=contrast, negation=negation, type_clash=type_clash)
+
+
+def features_score(features: Features, params: MatchParams = MATCH_PARAMS) -> float:
+    """The verifier: a logistic model over the features (coefficients fitted on the bench's fit half)."""
+    z = (params.bias + params.w_cosine * features.cosine + params.w_cosine_mean * features.cosine_mean
+         + params.w_align_min * features.align_min
+         + params.w_uncovered * features.uncovered
+         + params.w_contrast * features.contrast + params.w_negation * features.negation
+         + params.w_type_clash * features.type_clash)
+    return 1.0 / (1.0 + float(np.exp(-z)))
+
+
+def candidates_score(*, question: str | Question, vector: np.ndarray | None = None, candidates: Iterable[Candidate],
                      params: MatchParams = MATCH_PARAMS) -> list[Scored]:
-    """Every candidate's score for `question` (whose unit vector is `vector`), best first."""
-    stems = content_stems(question)
-    negated = has_negation(question)
-    scored: list[Scored] = []
+    """Every candidate's score for `question`, best first. Candidates are generated by cosine (the best phrasing of
+    each, `params.top_k` of them at most, above `params.cosine_floor`); each is then verified on its features."""
+    read = question if isinstance(question, Question) else question_read(text=question, vector=vector)
+    first: list[tuple[float, int, Candidate, float]] = []
     for candidate in candidates:
         if not len(candidate.vectors):
             continue
-        cosines = candidate.vectors @ vector
+        cosines = candidate.vectors @ read.vector
         best = int(np.argmax(cosines))
-        cosine = float(cosines[best])
-        unknown = (sum(1 for s in stems if s not in candidate.vocabulary) / len(stems)) if stems else 0.0
-        negation = 1.0 if negated != candidate.negated[best] else 0.0
-        score = cosine - params.unknown_weight * unknown - params.negation_weight * negation
+        first.append((float(cosines[best]), best, candidate, float(np.mean(cosines))))
+    first.sort(key=lambda t: (-t[0], t[2].curated_answer_id))
+    scored: list[Scored] = []
+    for cosine, best, candidate, cosine_mean in first[:max(1, params.top_k)]:
+        if cosine < params.cosine_floor:
+            score = 0.0
+            features = None
+        else:
+            features = features_compute(question=read, candidate=candidate, phrasing=best, cosine=cosine,
+                                        cosine_mean=cosine_mean)
+            score = features_score(features, params)
+        unknown = (sum(1 for s in read.words if s not in candidate.vocabulary) / len(read.words)) if read.words else 0.0
         scored.append(Scored(curated_answer_id=candidate.curated_answer_id, score=round(score, 4),
-                             cosine=round(cosine, 4), unknown=round(unknown, 4), phrasing=best))
+                             cosine=round(cosine, 4), unknown=round(unknown, 4), phrasing=best, features=features))
     scored.sort(key=lambda s: (-s.score, s.curated_answer_id))
     return scored
 
@@ -240,12 +471,13 @@ def curated_answer_match(*, question: str, params: MatchParams = MATCH_PARAMS) -
         if not candidates:
             return None
         vectors, _name = _embed([question])
+        read = question_read(text=question, vector=vectors[0])
     except ApplicationError as error:
         if error.code == ErrorCode.WRONG_SCHEMA:
             raise
         logger.warning("curated answers: no match attempted (%s)", error.code)
         return None
-    scored = candidates_score(question=question, vector=vectors[0], candidates=candidates, params=params)
+    scored = candidates_score(question=read, candidates=candidates, params=params)
     if not scored or scored[0].score < params.threshold:
         return None
     best = scored[0]
@@ -257,7 +489,8 @@ def curated_answer_match(*, question: str, params: MatchParams = MATCH_PARAMS) -
 
 
 def curated_answers_similar(*, question: str, limit: int = 3) -> list[tuple[CuratedAnswer, float]]:
-    """The curated answers closest to `question`, above the threshold or not (for "add it as a phrasing")."""
+    """The curated answers closest to `question` by cosine, each with its verifier score, above the threshold or not
+    (for "add it as a phrasing": the right answer may exist and not have matched)."""
     question = question_clean(question)[:MAX_QUESTION_CHARS]
     if not question:
         return []
@@ -266,11 +499,14 @@ def curated_answers_similar(*, question: str, limit: int = 3) -> list[tuple[Cura
         if not candidates:
             return []
         vectors, _name = _embed([question])
+        read = question_read(text=question, vector=vectors[0])
     except ApplicationError as error:
         if error.code == ErrorCode.WRONG_SCHEMA:
             raise
         return []
-    scored = candidates_score(question=question, vector=vectors[0], candidates=candidates)[:max(0, limit)]
+    scored = candidates_score(question=read, candidates=candidates,
+                              params=replace(MATCH_PARAMS, top_k=max(limit, MATCH_PARAMS.top_k),
+                                             cosine_floor=-1.0))[:max(0, limit)]
     found = CuratedAnswer.objects.in_bulk([s.curated_answer_id for s in scored])
     return [(found[s.curated_answer_id], s.score) for s in scored if s.curated_answer_id in found]
 
