@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection
@@ -206,3 +207,11 @@ def chunk_vector_search(*, query: str, limit: int = 10) -> list[ChunkHit]:
             rows.append(chunk)
             scores[chunk.pk] = hit.score
     return _hits(rows, scores)
+
+
+def chunk_source_url(*, document: Document, chunk: Chunk) -> str:
+    """Where a citation of this chunk links: the page a crawled or imported document came from, at the chunk's
+    heading when the page gave it an id; "" for uploads and typed-in text."""
+    if not document.source_url or document.source not in ("crawl", "url"):
+        return ""
+    return f"{document.source_url}#{quote(chunk.anchor, safe='-._~')}" if chunk.anchor else document.source_url
