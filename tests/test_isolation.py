@@ -84,6 +84,8 @@ FIELD_VALUES = {
     "channel": lambda ids: "api",
     "value": lambda ids: 1,
     "expires_at": lambda ids: None,  # an API key's optional expiry: never
+    "include": lambda ids: ["/docs/*"],  # a website source's path patterns
+    "exclude": lambda ids: ["/blog/*"],
 }
 
 # The dashboard's forms (their views take form posts, not the API's JSON).
@@ -99,6 +101,9 @@ DASHBOARD_FORMS: dict[str, Any] = {
     "knowledge/add-faq/": lambda ids: {"question": "Probe?", "answer": f"Probe answer {secrets.token_hex(4)}"},
     "knowledge/import-url/": lambda ids: {"url": "https://example.com/probe"},
     "knowledge/<int:document_id>/version/": lambda ids: {"file": _probe_file()},
+    "knowledge/sources/add/": lambda ids: {"url": "https://example.com/probe", "kind": "site", "max_pages": "5",
+                                           "schedule": "weekly", "exclude": "/blog/*"},
+    "knowledge/sources/<int:source_id>/settings/": lambda ids: {"schedule": "daily", "max_pages": "50"},
     "widgets/new/": lambda ids: _embed_form("Probe widget"),
     "widgets/<int:embed_id>/": lambda ids: _embed_form("Probe widget renamed"),
     "widgets/<int:embed_id>/actions/": lambda ids: {"action": "deactivate"},
