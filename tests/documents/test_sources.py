@@ -362,3 +362,201 @@ def test_a_crawl_interrupted_by_a_worker_restart_completes_from_its_frontier(ws,
                for d in documents.values())
     # Pages handled before the kill were not fetched again.
     assert all(len(site.hits(path)) == 1 for path in names[:4])
+
+
+# --- REST, commands, schedule, live events, export -------------------------------------------------------------------
+
+
+def small_site(site: Website, count: int = 3, prefix: str = "/s") -> list[str]:
+    names = [f"{prefix}/{n}.html" for n in range(count)]
+    for n, path in enumerate(names):
+        site.put(path, page(f"Page {n}", ("p", f"Page {n}", f"Page {n} of the site {word_marker('zp')}.")))
+    site.put_sitemap("/sitemap.xml", names)
+    return names
+
+
+def test_sources_api_creates_reports_and_refuses_bad_input(ws, site, crawl_worker, host_client, role_users):
+    names = small_site(site)
+    client = host_client(ws.host)
+    client.force_login(ws.owner)
+    created = client.post("/api/v1/sources/", {"url": site.url("/sitemap.xml"), "sitemap": True, "max_pages": 10,
+                                               "exclude": ["/private/*"], "schedule": "weekly"},
+                          content_type="application/json")
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["kind"] == "sitemap" and body["schedule"] == "weekly" and body["next_sync_at"]
+    assert body["exclude"] == ["/private/*"] and body["last_run"]["status"] in ("queued", "running", "completed")
+    source_id, run_id = body["id"], body["last_run"]["id"]
+    run_wait(ws, run_id, crawl_worker)
+    detail = client.get(f"/api/v1/sources/{source_id}/").json()
+    assert detail["page_count"] == 3 and detail["last_synced_at"]
+    assert {k: detail["last_run"][k] for k in ("status", "indexed", "added", "failed", "pending")} == \
+        {"status": "completed", "indexed": 3, "added": 3, "failed": 0, "pending": 0}
+    assert detail["last_run"]["note"] == "Finished."
+    report = client.get(f"/api/v1/sources/{source_id}/runs/{run_id}/pages/").json()
+    assert sorted(row["url"] for row in report["results"]) == sorted(site.url(n) for n in names)
+    assert client.get(f"/api/v1/sources/{source_id}/runs/{run_id}/pages/?state=failed").json()["count"] == 0
+    assert client.get("/api/v1/sources/").json()["count"] == 1
+
+    synced = client.post(f"/api/v1/sources/{source_id}/sync/")
+    assert synced.status_code == 202 and synced.json()["kind"] == "sync"
+    again = client.post(f"/api/v1/sources/{source_id}/sync/")
+    if again.status_code == 409:  # the first re-sync is still going
+        assert again.json()["error"]["code"] == "source_busy"
+    run = run_wait(ws, synced.json()["id"], crawl_worker)
+    assert (run.unchanged, run.changed) == (3, 0)
+    assert client.get(f"/api/v1/sources/{source_id}/runs/").json()["count"] in (2, 3)
+    ended = client.post(f"/api/v1/sources/{source_id}/runs/{run.pk}/cancel/")
+    assert ended.status_code == 409 and ended.json()["error"]["code"] == "conflict"
+
+    patched = client.patch(f"/api/v1/sources/{source_id}/", {"schedule": "off", "max_pages": 50},
+                           content_type="application/json")
+    assert patched.status_code == 200 and patched.json()["schedule"] == "off" and patched.json()["next_sync_at"] is None
+
+    for payload, code in [
+        ({"url": "ftp://example.com/"}, "url_invalid"),
+        ({"url": "not a url"}, "url_invalid"),
+        ({"url": "http://10.1.2.3/"}, "url_forbidden"),
+        ({"url": site.url("/"), "max_pages": 0}, "invalid"),
+        ({"url": site.url("/"), "max_depth": 99}, "invalid"),
+        ({"url": site.url("/"), "schedule": "hourly"}, "invalid"),
+        ({"url": site.url("/"), "include": "not-a-list"}, "invalid"),
+        ({"url": site.url("/"), "exclude": ["x" * 300]}, "invalid"),
+    ]:
+        refused = client.post("/api/v1/sources/", payload, content_type="application/json")
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == code, (payload, refused.content)
+    assert client.get("/api/v1/sources/999999/").status_code == 404
+    assert client.get(f"/api/v1/sources/{source_id}/runs/999999/pages/").status_code == 404
+
+    viewer = host_client(ws.host)
+    viewer.force_login(_member(ws, "viewer"))
+    assert viewer.get(f"/api/v1/sources/{source_id}/").status_code == 200
+    assert viewer.post(f"/api/v1/sources/{source_id}/sync/").status_code == 403
+    assert viewer.delete(f"/api/v1/sources/{source_id}/").status_code == 403
+
+    document_ids = list(crawled_documents(ws).values())
+    assert client.delete(f"/api/v1/sources/{source_id}/").status_code == 204
+    assert crawled_documents(ws) == {}
+    assert all(vectors_count(schema_name=ws.workspace.schema_name, document_id=d.pk) == 0 for d in document_ids)
+
+
+def _member(ws: WorkspaceWithOwner, role: str) -> Any:
+    from tests.factories import member
+
+    return member(ws.workspace, role)
+
+
+def test_crawl_and_sync_sources_commands_wait_and_print_the_contract(ws, site, crawl_worker, crawl_queue):
+    import json
+    import subprocess
+    import sys
+
+    from tests.live import BASE_DIR, process_env
+
+    names = small_site(site, count=4)
+    env = process_env(connection.settings_dict, **worker_env(crawl_queue))
+
+    def manage(*args: str) -> tuple[int, dict[str, Any]]:
+        result = subprocess.run([sys.executable, "manage.py", *args, "--json"], cwd=BASE_DIR, env=env,
+                                capture_output=True, text=True, timeout=HUNG_AFTER_SECONDS)
+        return result.returncode, json.loads(result.stdout or "null") or {"stderr": result.stderr[-2000:]}
+
+    code, crawled = manage("crawl", "--workspace", ws.workspace.slug, site.url("/sitemap.xml"), "--sitemap",
+                           "--max-pages", "3", "--every", "daily", "--wait", "--timeout", str(HUNG_AFTER_SECONDS))
+    assert code == 0, crawled
+    assert {"source_id", "pages", "indexed", "unchanged", "failed", "skipped", "seconds"} <= set(crawled)
+    assert (crawled["pages"], crawled["indexed"], crawled["unchanged"], crawled["failed"], crawled["skipped"]) == \
+        (3, 3, 0, 0, 1)  # max pages 3: the fourth is skipped
+    with workspace_schema(ws.workspace):
+        source = Source.objects.get(pk=crawled["source_id"])
+        assert source.schedule == "daily" and source.next_sync_at is not None
+
+    site.put(names[1], page("Changed", ("c", "Changed", f"Now different {word_marker('zq')}.")))
+    code, synced = manage("sync_sources", "--workspace", ws.workspace.slug, "--wait", "--timeout",
+                          str(HUNG_AFTER_SECONDS))
+    assert code == 0, synced
+    assert {k: synced[k] for k in ("sources", "checked", "changed", "added", "removed", "unchanged", "failed")} == \
+        {"sources": 1, "checked": 3, "changed": 1, "added": 0, "removed": 0, "unchanged": 2, "failed": 0}
+    assert isinstance(synced["seconds"], float)
+
+    code, refused = manage("crawl", "--workspace", ws.workspace.slug, "http://10.9.9.9/")
+    assert code == 1 and refused["error"]["code"] == "url_forbidden"
+    code, missing = manage("sync_sources", "--workspace", ws.workspace.slug, "--source", "999999")
+    assert code == 1 and missing["error"]["code"] == "not_found"
+
+
+def test_a_due_schedule_starts_a_resync_and_moves_the_next_one(ws, site, crawl_worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    small_site(site, count=2)
+    source, run = crawl(ws, site.url("/sitemap.xml"), sitemap=True, schedule="daily")
+    run_wait(ws, run.pk, crawl_worker)
+    with workspace_schema(ws.workspace):
+        source.refresh_from_db()
+        first_next = source.next_sync_at
+        assert first_next > timezone.now() + timedelta(hours=23)
+        assert sources.sources_sync_due() == []  # not due yet
+        started = sources.sources_sync_due(now=first_next + timedelta(seconds=1))
+        assert len(started) == 1
+    run = run_wait(ws, started[0], crawl_worker)
+    assert (run.kind, run.trigger, run.status, run.unchanged) == ("sync", "schedule", "completed", 2)
+    with workspace_schema(ws.workspace):
+        source.refresh_from_db()
+        assert source.next_sync_at > first_next
+
+
+def test_crawl_progress_is_pushed_live_over_the_websocket(ws, site, crawl_worker, live_server):
+    import json
+
+    from tests.documents.test_pipeline import session_cookie
+
+    small_site(site, count=5)
+    with live_server.ws_connect(ws.host, "/ws/workspace/events/",
+                                additional_headers={"Cookie": session_cookie(ws.owner)}) as socket_:
+        _source, run = crawl(ws, site.url("/sitemap.xml"), sitemap=True)
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + HUNG_AFTER_SECONDS
+        while time.monotonic() < deadline:
+            frame = json.loads(socket_.recv(timeout=60))
+            if frame.get("run_id") == run.pk:
+                seen.append(frame)
+                if frame["type"] == "source.run_finished":
+                    break
+    assert seen[0]["type"] == "source.run_started" and seen[0]["status"] == "queued"
+    assert seen[-1]["type"] == "source.run_finished" and seen[-1]["status"] == "completed"
+    assert (seen[-1]["indexed"], seen[-1]["pending"], seen[-1]["discovered"]) == (5, 0, 5)
+    assert any(frame["status"] == "running" for frame in seen)
+    indexed = [frame["indexed"] for frame in seen]
+    assert indexed == sorted(indexed)
+
+
+def test_export_and_import_carry_the_sources_and_the_imported_copy_resyncs(ws, site, crawl_worker, tmp_path,
+                                                                          django_db_blocker):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    from tenants.models import Workspace
+
+    small_site(site, count=3)
+    source, run = crawl(ws, site.url("/sitemap.xml"), sitemap=True)
+    run_wait(ws, run.pk, crawl_worker)
+    archive = tmp_path / "crawl.tar.gz"
+    out = io.StringIO()
+    call_command("export_workspace", "--workspace", ws.workspace.slug, "--output", str(archive), "--json", stdout=out)
+    counts = json.loads(out.getvalue())["counts"]
+    assert (counts["documents.source"], counts["documents.sourcepage"], counts["documents.sourcerun"]) == (1, 3, 1)
+    slug = f"imp-{secrets.token_hex(3)}"
+    out = io.StringIO()
+    call_command("import_workspace", "--archive", str(archive), "--slug", slug, "--owner-email", ws.owner.email,
+                 "--json", stdout=out)
+    target = Workspace.objects.get(slug=slug)
+    imported = WorkspaceWithOwner(workspace=target, owner=ws.owner)
+    with workspace_schema(target):
+        copy = Source.objects.get(pk=source.pk)
+        assert copy.url == source.url and copy.pages.exclude(document=None).count() == 3
+    run = run_wait(imported, sync(imported, copy).pk, crawl_worker)
+    assert (run.status, run.unchanged, run.changed, run.added) == ("completed", 3, 0, 0)
