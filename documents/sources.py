@@ -628,7 +628,7 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
     from documents.parsers import document_parse
     from documents.parsers.sniff import content_sniff_path
     from documents.pipeline import EMBED_BATCH, FULLTEXT_SQL, _preview
-    from documents.vectors import vectors_delete_ids, vectors_upsert
+    from documents.vectors import vectors_delete_ids, vectors_get, vectors_upsert
 
     source, fetched, path = ctx.source, result.fetched, result.path
     assert fetched is not None and path is not None
@@ -652,13 +652,26 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
     if not drafts:
         raise ApplicationError("No text was found on this page.", code=ErrorCode.EMPTY_DOCUMENT)
     model = embedder()
-    texts = [draft.embed_text or draft.text for draft in drafts]
-    embeddings: list[list[float]] = []
+    schema = connection.schema_name
+    # Passages of a changed page that are the same as before (same text under the same heading and title, same
+    # model) keep their vectors: only what changed is embedded again.
+    embeddings: list[list[float] | None] = [None] * len(drafts)
+    previous = Document.objects.filter(pk=page.document_id).first() if page is not None and page.document_id else None
+    if previous is not None and previous.embedding_model == model.name and previous.title == title:
+        old = {(chunk.heading_path, chunk.text): chunk.ordinal
+               for chunk in Chunk.objects.filter(document=previous).only("ordinal", "heading_path", "text")}
+        wanted = {index: chunk_vector_id(previous.pk, old[key]) for index, draft in enumerate(drafts)
+                  if (key := ((draft.heading_path or "")[:1000], draft.text)) in old}
+        stored = vectors_get(schema_name=schema, ids=sorted(set(wanted.values())))
+        for index, vector_id in wanted.items():
+            embeddings[index] = stored.get(vector_id)
+    missing = [index for index, vector in enumerate(embeddings) if vector is None]
+    texts = [drafts[index].embed_text or drafts[index].text for index in missing]
     for start in range(0, len(texts), EMBED_BATCH):
-        embeddings += [list(map(float, vector)) for vector in model.embed(texts[start:start + EMBED_BATCH])]
+        for offset, vector in enumerate(model.embed(texts[start:start + EMBED_BATCH])):
+            embeddings[missing[start + offset]] = list(map(float, vector))
     with open(path, "rb") as handle:
         stored = services._store_stream(source=File(handle, name=filename), filename=filename)
-    schema = connection.schema_name
     now = timezone.now()
     old_file = ""
     try:
@@ -715,7 +728,9 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
     if old_file and old_file != stored.name:
         services._storage_delete(old_file)
     counters = {"fetched": 1, "indexed": 1, outcome: 1}
-    _mark(row, PageState.INDEXED, outcome=outcome, document_id=document.pk, **counters)
+    note = f"{len(missing)} of {len(drafts)} passages embedded" + (" (the others were unchanged)."
+                                                                   if len(missing) < len(drafts) else ".")
+    _mark(row, PageState.INDEXED, outcome=outcome, reason=note, document_id=document.pk, **counters)
     services.document_event_send(schema_name=schema, payload=services.document_event_payload(
         document, "document.created" if outcome == "added" else "document.progress"))
     try:

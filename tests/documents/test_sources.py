@@ -228,6 +228,9 @@ def test_resync_finds_one_changed_one_new_one_gone_and_leaves_the_rest_alone(ws,
     # The changed page kept its document (same id, next version): re-indexed in place.
     warranty = after["/kb/warranty.html"]
     assert warranty.pk == before["/kb/warranty.html"].pk and warranty.version == 2
+    with workspace_schema(ws.workspace):
+        reason = SourceRunPage.objects.get(run=run, url=site.url("/kb/warranty.html")).reason
+    assert reason == f"{warranty.chunk_count} of {warranty.chunk_count} passages embedded."  # its one passage changed
     assert vectors_count(schema_name=ws.workspace.schema_name, document_id=warranty.pk) == warranty.chunk_count
     assert names[0] in after  # one 404 is not enough to remove a page
 
@@ -267,11 +270,16 @@ def test_a_page_fetched_again_with_the_same_bytes_is_unchanged_by_its_hash(ws, s
     assert dict(site.requests[requests_before:])["/only.html"] == 200
     again = crawled_documents(ws)["/only.html"]
     assert (again.version, again.indexed_at) == (document.version, document.indexed_at)
-    # A byte more is a change: re-indexed in place.
+    # A byte more is a change: re-indexed in place; its passages are the same, so none is embedded again.
     site.put("/only.html", site.pages["/only.html"][0] + b"\n")
     run = run_wait(ws, sync(ws, source).pk, crawl_worker)
     assert (run.unchanged, run.changed, run.indexed) == (0, 1, 1)
-    assert crawled_documents(ws)["/only.html"].version == document.version + 1
+    again = crawled_documents(ws)["/only.html"]
+    assert again.version == document.version + 1
+    with workspace_schema(ws.workspace):
+        assert SourceRunPage.objects.get(run=run, url=site.url("/only.html")).reason == \
+            f"0 of {again.chunk_count} passages embedded (the others were unchanged)."
+    assert vectors_count(schema_name=ws.workspace.schema_name, document_id=again.pk) == again.chunk_count
 
 
 # --- control: cancel, resume, limits, a worker restart ----------------------------------------------------------------
