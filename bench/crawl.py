@@ -151,6 +151,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     warm = Site({"/warm.html": b"<html><head><title>Warm</title></head><body><p>Warm up.</p></body></html>"})
     warm.pages["/sitemap.xml"] = sitemap(warm, ["/warm.html"])
 
+    load_before = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: say how busy it was
     folder = Path(tempfile.mkdtemp(prefix="bench-crawl-"))
     env = bench_env(folder)
     log = open(folder / "worker.log", "w")
@@ -198,6 +199,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
         ratio = resync["seconds_queued_to_finished"] / full_seconds if full_seconds else None
         return {
+            "load_average_before_after": [load_before, [round(x, 2) for x in os.getloadavg()]],
             "corpus": {**corpus, "pages": len(paths), "bytes": sum(len(pages[p]) for p in paths)},
             "settings": {"worker_concurrency": WORKER_CONCURRENCY, "source_concurrency": "default (2)",
                          "source_delay": 0, "embedding_threads": worker_threads()},

@@ -246,6 +246,8 @@ class SourceRunPage(models.Model):
     reason_code = models.CharField(max_length=60, blank=True)
     reason = models.CharField(max_length=500, blank=True)
     document_id = models.IntegerField(null=True, blank=True)
+    # Times a runner took this address in hand; one that never finishes (its worker crashes on it) gives up.
+    attempts = models.PositiveSmallIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

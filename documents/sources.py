@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.core.files.base import File
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -66,6 +66,7 @@ MAX_PATTERNS = 50
 MAX_PATTERN_CHARS = 200
 SCHEDULE_EVERY = {SourceSchedule.DAILY: timedelta(days=1), SourceSchedule.WEEKLY: timedelta(days=7)}
 PROGRESS_EVERY_SECONDS = 0.5
+MAX_PAGE_ATTEMPTS = 3
 READABLE_KINDS = {"html", "md", "txt", "pdf", "docx", "csv"}
 # Outcome codes a person may see per page (the run's report), in plain words.
 REASONS = {
@@ -484,6 +485,16 @@ def _slice(ctx: _Context, *, deadline: float) -> str:
                 SourceRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
                 return "continue"
             batch = list(SourceRunPage.objects.filter(run=run, state=PageState.PENDING).order_by("id")[:concurrency])
+            worn = [row for row in batch if row.attempts >= MAX_PAGE_ATTEMPTS]
+            for row in worn:
+                counters = {} if row.is_sitemap else {"failed": 1}
+                _mark(row, PageState.FAILED, code=ErrorCode.TOO_MANY_ATTEMPTS, **counters, reason=(
+                    f"Handling this page stopped {row.attempts} times without finishing (the worker may have "
+                    "crashed on it); it was left out."))
+            if worn:
+                continue
+            # Taken in hand (committed before any work): a run that dies here counts it when it comes back.
+            SourceRunPage.objects.filter(pk__in=[row.pk for row in batch]).update(attempts=F("attempts") + 1)
             if not batch:
                 run.refresh_from_db()
                 _run_finish(run, SourceRunStatus.COMPLETED)
@@ -493,10 +504,11 @@ def _slice(ctx: _Context, *, deadline: float) -> str:
             futures = []
             for row in batch:
                 page = known.get(row.url)
+                # Validators only for a page whose document is still there (a 304 has nothing to index).
+                conditional = page is not None and bool(page.document_id) and not row.is_sitemap
                 futures.append(pool.submit(
                     crawler.page_fetch, url=row.url, folder=ctx.folder, max_bytes=max_bytes,
-                    etag=page.etag if page and not row.is_sitemap else "",
-                    last_modified=page.last_modified if page and not row.is_sitemap else "",
+                    etag=page.etag if conditional else "", last_modified=page.last_modified if conditional else "",
                     politeness=politeness))
             for row, future in zip(batch, futures, strict=True):
                 result = future.result()
@@ -535,9 +547,13 @@ def _handle(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page
     if not crawler.same_site(fetched.final_url, source.url):
         _mark(row, PageState.SKIPPED, code="off_site_redirect", fetched=1, skipped=1)
         return False
-    if fetched.not_modified and page is not None and page.document_id:
-        _unchanged(ctx, row, page, etag=fetched.etag or page.etag,
-                   last_modified=fetched.last_modified or page.last_modified)
+    if fetched.not_modified:
+        if page is not None and page.document_id:
+            _unchanged(ctx, row, page, etag=fetched.etag or page.etag,
+                       last_modified=fetched.last_modified or page.last_modified)
+        else:  # a 304 we did not ask for
+            _mark(row, PageState.FAILED, code=ErrorCode.URL_UNREACHABLE,
+                  reason="The server answered 304 Not Modified to a plain request.", fetched=1, failed=1)
         return False
     assert result.path is not None
     digest = hashlib.sha256()
@@ -562,6 +578,13 @@ def _handle(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page
                   document_id=(error.details or {}).get("document_id"))
             return False
         _mark(row, PageState.FAILED, code=error.code, reason=error.message, fetched=1, failed=1)
+        return False
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the slice ends, the run is sent again and retries this page
+    except Exception as exc:  # a bug or an odd page must not stop the run again and again
+        logger.exception("unexpected failure indexing %s", row.url)
+        _mark(row, PageState.FAILED, code=ErrorCode.INGEST_ERROR, fetched=1, failed=1,
+              reason=f"Something unexpected went wrong while indexing this page ({type(exc).__name__}).")
         return False
 
 

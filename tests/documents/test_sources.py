@@ -568,3 +568,55 @@ def test_export_and_import_carry_the_sources_and_the_imported_copy_resyncs(ws, s
         assert copy.url == source.url and copy.pages.exclude(document=None).count() == 3
     run = run_wait(imported, sync(imported, copy).pk, crawl_worker)
     assert (run.status, run.unchanged, run.changed, run.added) == ("completed", 3, 0, 0)
+
+
+def test_dashboard_pages_add_a_website_and_say_what_is_wrong(ws, site, host_client, settings):
+    settings.SOURCE_QUEUE = f"crawl_nobody_{secrets.token_hex(3)}"  # no worker: the first run stays queued
+    small_site(site, count=1)
+    owner = host_client(ws.host)
+    owner.force_login(ws.owner)
+    refused = owner.post("/knowledge/sources/add/", {"url": "http://10.1.2.3/", "kind": "site"}, follow=True)
+    assert refused.status_code == 200 and "private network" in refused.content.decode()
+    refused = owner.post("/knowledge/sources/add/", {"url": site.url("/"), "max_pages": "0"}, follow=True)
+    assert "max_pages must be between 1 and 10000" in refused.content.decode()
+    added = owner.post("/knowledge/sources/add/", {"url": site.url("/sitemap.xml"), "kind": "sitemap",
+                                                   "schedule": "daily", "exclude": "/blog/*\n/tmp/*"})
+    with workspace_schema(ws.workspace):
+        source = Source.objects.get()
+    assert added.status_code == 302 and added["Location"] == f"/knowledge/sources/{source.pk}/"
+    assert (source.kind, source.schedule, source.exclude) == ("sitemap", "daily", ["/blog/*", "/tmp/*"])
+    detail = owner.get(added["Location"]).content.decode()
+    assert site.url("/sitemap.xml") in detail and "Waiting for a worker." in detail
+    busy = owner.post(f"/knowledge/sources/{source.pk}/sync/", follow=True).content.decode()
+    assert "being crawled right now" in busy  # the first run is still queued (no worker on this test's queue)
+    viewer = host_client(ws.host)
+    viewer.force_login(_member(ws, "viewer"))
+    listing = viewer.get("/knowledge/sources/").content.decode()
+    assert site.url("/sitemap.xml") in listing and "Add a website" not in listing
+    assert viewer.post(f"/knowledge/sources/{source.pk}/sync/").status_code == 403
+    saved = owner.post(f"/knowledge/sources/{source.pk}/settings/", {"schedule": "off"})
+    assert saved.status_code == 302
+    with workspace_schema(ws.workspace):
+        assert Source.objects.get().schedule == "off"
+    gone = owner.post(f"/knowledge/sources/{source.pk}/delete/")
+    assert gone.status_code == 302 and gone["Location"] == "/knowledge/sources/"
+    with workspace_schema(ws.workspace):
+        assert not Source.objects.exists()
+
+
+def test_a_page_that_keeps_killing_its_runner_is_left_out_with_the_reason(ws, site, crawl_worker, settings,
+                                                                         crawl_queue):
+    small_site(site, count=1)
+    settings.SOURCE_QUEUE = f"crawl_nobody_{secrets.token_hex(3)}"
+    _source, run = crawl(ws, site.url("/sitemap.xml"), sitemap=True)
+    with workspace_schema(ws.workspace):
+        # As after three runners died on it (each takes the row in hand before any work).
+        SourceRunPage.objects.filter(run=run).update(attempts=3)
+        settings.SOURCE_QUEUE = crawl_queue
+        sources.source_run_send(run_id=run.pk)
+    run = run_wait(ws, run.pk, crawl_worker)
+    assert (run.status, run.indexed) == ("completed", 0)  # its pages were never found: the sitemap was left out
+    with workspace_schema(ws.workspace):
+        row = SourceRunPage.objects.get(run=run)
+    assert (row.state, row.reason_code) == ("failed", "too_many_attempts") and "3 times" in row.reason
+    assert site.hits("/sitemap.xml") == []
