@@ -82,7 +82,7 @@ def knowledge_detail(request: HttpRequest, document_id: int) -> HttpResponse:
     return render(request, "documents/detail.html", {
         **_row(document),
         "chunks": selectors.document_chunks(document=document, limit=50),
-        "is_url": document.source == DocumentSource.URL,
+        "is_url": document.source in (DocumentSource.URL, DocumentSource.CRAWL),
     })
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
+from config.commands import OperatorCommand
 from config.errors import Conflict
 from documents import selectors, sources
 from documents.management.progress import ProgressBar, workspace_enter
 from documents.management.sources_wait import run_summary, runs_wait
-from config.commands import OperatorCommand
 from documents.models import Source, SourceRun
 
 
