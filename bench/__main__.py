@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BENCHES = ["provision", "ingest", "quality", "chat", "widget", "analytics", "load", "credits", "tenants", "coldstart",
-           "curated"]
+           "curated", "crawl"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

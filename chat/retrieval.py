@@ -93,6 +93,7 @@ class RetrievedChunk:
     fused_score: float = 0.0
     matched_terms: frozenset[str] = frozenset()
     sentence_score: float | None = None  # cosine of the question to this chunk's best sentence, when scored
+    url: str = ""  # the web page a crawled or imported document came from (+ "#heading" when known)
 
     @property
     def evidence_score(self) -> float | None:
@@ -115,6 +116,7 @@ class RetrievedChunk:
             "snippet": snippet if snippet is not None else snippet_make(self.text),
             "score": self.score,
             "chunk_id": self.chunk_id,
+            "url": self.url or None,
         }
 
 
@@ -593,10 +595,13 @@ def _match_terms(found: dict[int, RetrievedChunk], terms: list[QueryTerm]) -> No
 
 
 def _retrieved(chunk: Any) -> RetrievedChunk:
+    from documents.selectors import chunk_source_url
+
     document = chunk.document
     return RetrievedChunk(
         chunk_id=chunk.pk, document_id=chunk.document_id, ordinal=chunk.ordinal, title=document.title,
         filename=document.original_name, section=chunk.heading_path, page=chunk.page, text=chunk.text,
+        url=chunk_source_url(document=document, chunk=chunk),
     )
 
 

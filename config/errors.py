@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     URL_TOO_LARGE = "url_too_large"
     URL_TOO_MANY_REDIRECTS = "url_too_many_redirects"
     EMBEDDING_UNAVAILABLE = "embedding_unavailable"
+    SOURCE_BUSY = "source_busy"  # a website source already has a crawl or re-sync going (issue #17)
     # conversations and the real-time protocol (issue #4, docs/websocket-protocol.md)
     MALFORMED_FRAME = "malformed_frame"
     BINARY_NOT_SUPPORTED = "binary_not_supported"

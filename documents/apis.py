@@ -377,3 +377,209 @@ class DocumentVersionUploadApi(DocumentsApiView):
         uploaded = self._one_file(request)
         document = services.document_new_version(document=document, uploaded_file=uploaded, uploaded_by=request.user)
         return _document_response(document, status.HTTP_202_ACCEPTED)
+
+
+# --- website sources (/api/v1/sources/) -----------------------------------------------------------------------------
+
+
+class SourceRunOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    source_id = serializers.IntegerField()
+    kind = serializers.CharField(help_text="crawl (the first one) or sync.")
+    status = serializers.CharField(help_text="queued, running, cancelling, cancelled, stopped, completed or failed.")
+    trigger = serializers.CharField(help_text="manual, api, command or schedule.")
+    note = serializers.SerializerMethodField(help_text="Where the run is and why, in plain words.")
+    discovered = serializers.IntegerField(help_text="Page addresses found (sitemaps not counted).")
+    fetched = serializers.IntegerField(help_text="Pages the site answered (304 Not Modified included).")
+    indexed = serializers.IntegerField(help_text="New or changed pages parsed, embedded and indexed.")
+    unchanged = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Not fetched (robots.txt, patterns, depth, max pages, ...).")
+    added = serializers.IntegerField()
+    changed = serializers.IntegerField()
+    removed = serializers.IntegerField(help_text="Pages gone (404/410) twice in a row, removed from the index.")
+    pending = serializers.SerializerMethodField(help_text="Addresses still to handle (the persisted frontier).")
+    stop_code = serializers.CharField()
+    stop_message = serializers.CharField()
+    queued_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    seconds = serializers.FloatField()
+
+    def get_note(self, run: Any) -> str:
+        return selectors.source_run_note(run)
+
+    def get_pending(self, run: Any) -> int:
+        return run.pages.filter(state="pending").count()
+
+
+class SourceOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.CharField()
+    kind = serializers.CharField(help_text="site (follow links from the URL) or sitemap.")
+    max_pages = serializers.IntegerField()
+    max_depth = serializers.IntegerField()
+    include = serializers.ListField(child=serializers.CharField())
+    exclude = serializers.ListField(child=serializers.CharField())
+    schedule = serializers.CharField(help_text="off, daily or weekly.")
+    next_sync_at = serializers.DateTimeField(allow_null=True)
+    last_synced_at = serializers.DateTimeField(allow_null=True)
+    page_count = serializers.SerializerMethodField(help_text="Pages of this site in the knowledge base.")
+    last_run = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_page_count(self, source: Any) -> int:
+        count = getattr(source, "page_count", None)
+        return count if count is not None else source.pages.count()
+
+    def get_last_run(self, source: Any) -> dict[str, Any] | None:
+        run = selectors.source_last_run(source=source)
+        return SourceRunOutputSerializer(run).data if run is not None else None
+
+
+class SourceRunPageOutputSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    depth = serializers.IntegerField()
+    state = serializers.CharField(help_text="pending, indexed, unchanged, failed, skipped or removed.")
+    outcome = serializers.CharField(help_text="added, changed, unchanged, removed, gone_once or empty.")
+    reason_code = serializers.CharField()
+    reason = serializers.CharField()
+    document_id = serializers.IntegerField(allow_null=True)
+
+
+class SourceListCreateApi(DocumentsApiView):
+    required_permission = {"GET": "knowledge.view", "POST": "knowledge.manage"}
+    parser_classes = [JSONParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        url = serializers.CharField(max_length=services.MAX_URL, help_text="A start page, or a sitemap (sitemap).")
+        sitemap = serializers.BooleanField(required=False, default=False)
+        max_pages = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
+        max_depth = serializers.IntegerField(required=False, min_value=0, max_value=20)
+        include = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=50)
+        exclude = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=50)
+        schedule = serializers.ChoiceField(choices=["off", "daily", "weekly"], required=False)
+
+    @extend_schema(responses=SourceOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        paginator = ApiPagination()
+        page = paginator.paginate_queryset(selectors.source_list(), request, view=self)
+        return paginator.get_paginated_response(SourceOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: SourceOutputSerializer})
+    def post(self, request: Request) -> Response:
+        from documents import sources
+
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        source = sources.source_create(created_by=request.user, trigger="api", **serializer.validated_data)
+        return Response(SourceOutputSerializer(selectors.source_get(source_id=source.pk)).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class SourceDetailApi(DocumentsApiView):
+    required_permission = {"GET": "knowledge.view", "PATCH": "knowledge.manage", "DELETE": "knowledge.manage"}
+    parser_classes = [JSONParser, FormParser]
+
+    class UpdateSerializer(serializers.Serializer):
+        max_pages = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
+        max_depth = serializers.IntegerField(required=False, min_value=0, max_value=20)
+        include = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=50)
+        exclude = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=50)
+        schedule = serializers.ChoiceField(choices=["off", "daily", "weekly"], required=False)
+
+    @extend_schema(responses=SourceOutputSerializer)
+    def get(self, request: Request, source_id: int) -> Response:
+        return Response(SourceOutputSerializer(selectors.source_get(source_id=source_id)).data)
+
+    @extend_schema(request=UpdateSerializer, responses=SourceOutputSerializer)
+    def patch(self, request: Request, source_id: int) -> Response:
+        from documents import sources
+
+        serializer = self.UpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        source = sources.source_update(source=selectors.source_get(source_id=source_id), actor=request.user,
+                                       **serializer.validated_data)
+        return Response(SourceOutputSerializer(selectors.source_get(source_id=source.pk)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, source_id: int) -> Response:
+        from documents import sources
+
+        sources.source_delete(source=selectors.source_get(source_id=source_id), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SourceSyncApi(DocumentsApiView):
+    required_permission = "knowledge.manage"
+
+    @extend_schema(request=None, responses={202: SourceRunOutputSerializer})
+    def post(self, request: Request, source_id: int) -> Response:
+        from documents import sources
+
+        run = sources.source_sync(source=selectors.source_get(source_id=source_id), actor=request.user,
+                                  trigger="api")
+        return Response(SourceRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class SourceRunListApi(DocumentsApiView):
+    required_permission = "knowledge.view"
+
+    @extend_schema(responses=SourceRunOutputSerializer(many=True))
+    def get(self, request: Request, source_id: int) -> Response:
+        paginator = ApiPagination()
+        runs = selectors.source_runs(source=selectors.source_get(source_id=source_id))
+        page = paginator.paginate_queryset(runs, request, view=self)
+        return paginator.get_paginated_response(SourceRunOutputSerializer(page, many=True).data)
+
+
+class SourceRunDetailApi(DocumentsApiView):
+    required_permission = "knowledge.view"
+
+    @extend_schema(responses=SourceRunOutputSerializer)
+    def get(self, request: Request, source_id: int, run_id: int) -> Response:
+        run = selectors.source_run_get(source=selectors.source_get(source_id=source_id), run_id=run_id)
+        return Response(SourceRunOutputSerializer(run).data)
+
+
+class SourceRunPagesApi(DocumentsApiView):
+    """The run's report: what happened to every address it found, with the reason for each failure or skip."""
+
+    required_permission = "knowledge.view"
+
+    @extend_schema(parameters=[OpenApiParameter("state", str, required=False,
+                                                 enum=["pending", "indexed", "unchanged", "failed", "skipped",
+                                                       "removed"])],
+                   responses=SourceRunPageOutputSerializer(many=True))
+    def get(self, request: Request, source_id: int, run_id: int) -> Response:
+        run = selectors.source_run_get(source=selectors.source_get(source_id=source_id), run_id=run_id)
+        state = request.query_params.get("state") or None
+        if state is not None and state not in ("pending", "indexed", "unchanged", "failed", "skipped", "removed"):
+            raise ValidationFailed("Unknown state.", details={"field": "state"})
+        paginator = ApiPagination()
+        page = paginator.paginate_queryset(selectors.source_run_pages(run=run, state=state), request, view=self)
+        return paginator.get_paginated_response(SourceRunPageOutputSerializer(page, many=True).data)
+
+
+class SourceRunCancelApi(DocumentsApiView):
+    required_permission = "knowledge.manage"
+
+    @extend_schema(request=None, responses={202: SourceRunOutputSerializer})
+    def post(self, request: Request, source_id: int, run_id: int) -> Response:
+        from documents import sources
+
+        run = selectors.source_run_get(source=selectors.source_get(source_id=source_id), run_id=run_id)
+        run = sources.source_run_cancel(run=run, actor=request.user)
+        return Response(SourceRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class SourceRunResumeApi(DocumentsApiView):
+    required_permission = "knowledge.manage"
+
+    @extend_schema(request=None, responses={202: SourceRunOutputSerializer})
+    def post(self, request: Request, source_id: int, run_id: int) -> Response:
+        from documents import sources
+
+        run = selectors.source_run_get(source=selectors.source_get(source_id=source_id), run_id=run_id)
+        run = sources.source_run_resume(run=run, actor=request.user)
+        return Response(SourceRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)

@@ -56,19 +56,32 @@ class FetchedUrl:
     filename: str
     content_type_header: str
     size: int
+    etag: str = ""
+    last_modified: str = ""
+    not_modified: bool = False  # a conditional GET answered 304: nothing was written to dest
 
 
-def url_fetch(*, url: str, dest: Path, max_bytes: int, timeout: float, max_redirects: int = 3) -> FetchedUrl:
-    """Download `url` to `dest`, following at most `max_redirects` redirects, within `timeout` seconds in all."""
+def url_fetch(*, url: str, dest: Path, max_bytes: int, timeout: float, max_redirects: int = 3,
+              etag: str = "", last_modified: str = "", user_agent: str = "") -> FetchedUrl:
+    """Download `url` to `dest`, following at most `max_redirects` redirects, within `timeout` seconds in all.
+
+    `etag` / `last_modified` (from an earlier fetch) make the request conditional: a 304 answer comes back as
+    `not_modified` with nothing written. Every hop is checked the same way (url_validate, url_addresses)."""
     deadline = time.monotonic() + timeout
     current = url_validate(url)
     dest = Path(dest)
     redirects = 0
+    conditional = {}
+    if etag:
+        conditional["If-None-Match"] = etag
+    if last_modified:
+        conditional["If-Modified-Since"] = last_modified
     with httpx.Client(trust_env=False, follow_redirects=False, verify=True) as client:
         while True:
             target = url_validate(current)
             addresses = url_addresses(target, deadline=deadline)
-            outcome = _request(client, target, addresses, dest=dest, max_bytes=max_bytes, deadline=deadline)
+            outcome = _request(client, target, addresses, dest=dest, max_bytes=max_bytes, deadline=deadline,
+                               extra_headers={**conditional, **({"User-Agent": user_agent} if user_agent else {})})
             if isinstance(outcome, str):  # a redirect
                 redirects += 1
                 if redirects > max_redirects:
@@ -76,9 +89,11 @@ def url_fetch(*, url: str, dest: Path, max_bytes: int, timeout: float, max_redir
                                      code=ErrorCode.URL_TOO_MANY_REDIRECTS, details={"url": url[:300]})
                 current = urljoin(target, outcome)
                 continue
-            content_type, size, disposition = outcome
+            content_type, size, disposition, headers = outcome
             return FetchedUrl(final_url=target, filename=_filename(target, content_type, disposition),
-                              content_type_header=content_type, size=size)
+                              content_type_header=content_type, size=size, etag=headers.get("etag", "")[:300],
+                              last_modified=headers.get("last-modified", "")[:100],
+                              not_modified=headers.get("status") == "304")
 
 
 def url_validate(url: str) -> str:
@@ -165,8 +180,9 @@ def _resolve(host: str, port: int, deadline: float) -> list[str]:
 
 
 def _request(client: httpx.Client, url: str, addresses: list[str], *, dest: Path, max_bytes: int,
-             deadline: float) -> str | tuple[str, int, str]:
-    """One hop: a redirect's Location, or (content type, size, content disposition) of the body saved to dest."""
+             deadline: float, extra_headers: dict[str, str] | None = None) -> str | tuple[str, int, str, dict]:
+    """One hop: a redirect's Location, or (content type, size, content disposition, validators) of the body saved
+    to dest (a 304 to a conditional request: nothing saved, validators["status"] == "304")."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     default_port = 443 if parts.scheme == "https" else 80
@@ -186,7 +202,7 @@ def _request(client: httpx.Client, url: str, addresses: list[str], *, dest: Path
         pinned = f"{parts.scheme}://{netloc}:{port}{path}"
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         headers = {"Host": host_header, "User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate, identity",
-                   "Accept": "text/html,application/pdf,text/*;q=0.9,*/*;q=0.5"}
+                   "Accept": "text/html,application/pdf,text/*;q=0.9,*/*;q=0.5", **(extra_headers or {})}
         try:
             with client.stream("GET", pinned, headers=headers, extensions=extensions,
                                timeout=httpx.Timeout(remaining)) as response:
@@ -196,6 +212,11 @@ def _request(client: httpx.Client, url: str, addresses: list[str], *, dest: Path
                         raise FetchError("The address redirects nowhere.", code=ErrorCode.URL_UNREACHABLE,
                                          details={"status": response.status_code})
                     return location
+                validators = {"etag": response.headers.get("etag", ""),
+                              "last-modified": response.headers.get("last-modified", "")}
+                if response.status_code == 304 and extra_headers and (
+                        "If-None-Match" in extra_headers or "If-Modified-Since" in extra_headers):
+                    return (response.headers.get("content-type", ""), 0, "", {**validators, "status": "304"})
                 if response.status_code >= 400:
                     raise FetchError(f"The server answered {response.status_code}.", code=ErrorCode.URL_UNREACHABLE,
                                      transient=response.status_code in (408, 429) or response.status_code >= 500,
@@ -205,7 +226,7 @@ def _request(client: httpx.Client, url: str, addresses: list[str], *, dest: Path
                                      code=ErrorCode.URL_UNREACHABLE, details={"status": response.status_code})
                 size = _save(response, dest=dest, max_bytes=max_bytes, deadline=deadline)
                 return (response.headers.get("content-type", ""), size,
-                        response.headers.get("content-disposition", ""))
+                        response.headers.get("content-disposition", ""), validators)
         except httpx.TimeoutException:
             raise FetchError("The server did not answer in time.", code=ErrorCode.URL_TIMEOUT,
                              transient=True) from None

@@ -31,6 +31,7 @@ class DocumentSource(models.TextChoices):
     URL = "url", "URL"
     TEXT = "text", "Text"
     FAQ = "faq", "FAQ"
+    CRAWL = "crawl", "Website"
 
 
 class Document(models.Model):
@@ -92,6 +93,8 @@ class Chunk(models.Model):
     token_count = models.PositiveIntegerField(default=0)
     heading_path = models.CharField(max_length=1000, blank=True)
     page = models.PositiveIntegerField(null=True, blank=True)
+    # The id of the chunk's heading in its web page (crawled pages), so a citation can link to the heading.
+    anchor = models.CharField(max_length=200, blank=True, default="")
     search_vector = SearchVectorField(null=True)
 
     class Meta:
@@ -147,3 +150,140 @@ class CuratedAnswer(models.Model):
     @property
     def phrasings(self) -> list[str]:
         return [self.question, *[str(e) for e in self.examples or []]]
+
+
+# --- websites as sources (docs/knowledge.md "Websites") -------------------------------------------------------------
+
+
+class SourceKind(models.TextChoices):
+    SITE = "site", "Start URL (follow links)"
+    SITEMAP = "sitemap", "Sitemap"
+
+
+class SourceSchedule(models.TextChoices):
+    OFF = "off", "Off"
+    DAILY = "daily", "Daily"
+    WEEKLY = "weekly", "Weekly"
+
+
+class Source(models.Model):
+    """A website whose pages become documents: crawled once, then re-synced on demand or on a schedule."""
+
+    url = models.URLField(max_length=2000)
+    kind = models.CharField(max_length=10, choices=SourceKind.choices, default=SourceKind.SITE)
+    title = models.CharField(max_length=300, blank=True)
+    max_pages = models.PositiveIntegerField(default=100)
+    max_depth = models.PositiveSmallIntegerField(default=3)
+    include = models.JSONField(default=list, blank=True, help_text="Path patterns (fnmatch); empty: every path.")
+    exclude = models.JSONField(default=list, blank=True, help_text="Path patterns (fnmatch) never crawled.")
+    schedule = models.CharField(max_length=10, choices=SourceSchedule.choices, default=SourceSchedule.OFF)
+    next_sync_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title or self.url
+
+
+class SourceRunKind(models.TextChoices):
+    CRAWL = "crawl", "Crawl"
+    SYNC = "sync", "Re-sync"
+
+
+class SourceRunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    CANCELLING = "cancelling", "Cancelling"
+    CANCELLED = "cancelled", "Cancelled"
+    STOPPED = "stopped", "Stopped"  # ended early with a reason (plan limit, robots.txt unreadable, ...)
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+RUN_ACTIVE = (SourceRunStatus.QUEUED, SourceRunStatus.RUNNING, SourceRunStatus.CANCELLING)
+
+
+class SourceRun(models.Model):
+    """One crawl or re-sync of a source: its counters, its end, its report. Its frontier is its SourceRunPage rows."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(max_length=10, choices=SourceRunKind.choices, default=SourceRunKind.CRAWL)
+    status = models.CharField(max_length=12, choices=SourceRunStatus.choices, default=SourceRunStatus.QUEUED)
+    trigger = models.CharField(max_length=20, default="manual", help_text="manual, schedule, api or command.")
+    discovered = models.PositiveIntegerField(default=0)
+    fetched = models.PositiveIntegerField(default=0)
+    indexed = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    added = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    stop_code = models.CharField(max_length=60, blank=True)
+    stop_message = models.TextField(blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(default=0.0, help_text="Time spent working (resumes add up).")
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+
+class SourcePage(models.Model):
+    """A page of a source that is (or was) in the knowledge base, with what a conditional GET needs."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="pages")
+    url = models.URLField(max_length=2000)
+    depth = models.PositiveSmallIntegerField(default=0)
+    document = models.ForeignKey(Document, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    etag = models.CharField(max_length=300, blank=True)
+    last_modified = models.CharField(max_length=100, blank=True)
+    content_sha256 = models.CharField(max_length=64, blank=True)
+    links = models.JSONField(default=list, blank=True, help_text="Same-site links found on the page.")
+    gone_count = models.PositiveSmallIntegerField(default=0, help_text="404/410 answers in a row.")
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["url"]
+        constraints = [models.UniqueConstraint(fields=["source", "url"], name="source_page_unique_url")]
+
+
+class PageState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    INDEXED = "indexed", "Indexed"
+    UNCHANGED = "unchanged", "Unchanged"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    REMOVED = "removed", "Removed"
+
+
+class SourceRunPage(models.Model):
+    """A URL a run found: the frontier while pending (a resumed run continues from here), then its outcome."""
+
+    run = models.ForeignKey(SourceRun, on_delete=models.CASCADE, related_name="pages")
+    url = models.URLField(max_length=2000)
+    depth = models.PositiveSmallIntegerField(default=0)
+    is_sitemap = models.BooleanField(default=False)
+    state = models.CharField(max_length=10, choices=PageState.choices, default=PageState.PENDING)
+    outcome = models.CharField(max_length=20, blank=True, help_text="added, changed, unchanged, removed, ...")
+    reason_code = models.CharField(max_length=60, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    document_id = models.IntegerField(null=True, blank=True)
+    # Times a runner took this address in hand; one that never finishes (its worker crashes on it) gives up.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["run", "url"], name="source_run_page_unique_url")]
+        indexes = [models.Index(fields=["run", "state", "id"])]

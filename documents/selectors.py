@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection
@@ -206,3 +207,75 @@ def chunk_vector_search(*, query: str, limit: int = 10) -> list[ChunkHit]:
             rows.append(chunk)
             scores[chunk.pk] = hit.score
     return _hits(rows, scores)
+
+
+def chunk_source_url(*, document: Document, chunk: Chunk) -> str:
+    """Where a citation of this chunk links: the page a crawled or imported document came from, at the chunk's
+    heading when the page gave it an id; "" for uploads and typed-in text."""
+    if not document.source_url or document.source not in ("crawl", "url"):
+        return ""
+    return f"{document.source_url}#{quote(chunk.anchor, safe='-._~')}" if chunk.anchor else document.source_url
+
+
+# --- website sources ------------------------------------------------------------------------------------------------
+
+
+def source_list() -> QuerySet[Any]:
+    from documents.models import Source
+
+    return Source.objects.select_related("created_by").annotate(page_count=Count("pages")).order_by("-created_at",
+                                                                                                      "-id")
+
+
+def source_get(*, source_id: int) -> Any:
+    from documents.models import Source
+
+    source = source_list().filter(pk=source_id).first()
+    if source is None:
+        raise NotFound("No such source.", details={"source_id": source_id})
+    return source
+
+
+def source_last_run(*, source: Any) -> Any:
+    return source.runs.order_by("-queued_at", "-id").first()
+
+
+def source_runs(*, source: Any) -> QuerySet[Any]:
+    return source.runs.order_by("-queued_at", "-id")
+
+
+def source_run_get(*, source: Any, run_id: int) -> Any:
+    run = source.runs.filter(pk=run_id).first()
+    if run is None:
+        raise NotFound("No such run of this source.", details={"run_id": run_id})
+    return run
+
+
+def source_run_pages(*, run: Any, state: str | None = None) -> QuerySet[Any]:
+    """What a run did with each URL it found (its report), sitemaps left out; failures and skips first."""
+    from django.db.models import Case, IntegerField, Value, When
+
+    pages = run.pages.filter(is_sitemap=False)
+    if state:
+        pages = pages.filter(state=state)
+    order = Case(When(state="failed", then=Value(0)), When(state="skipped", then=Value(1)),
+                 When(state="pending", then=Value(2)), default=Value(3), output_field=IntegerField())
+    return pages.annotate(rank=order).order_by("rank", "id")
+
+
+def source_run_note(run: Any) -> str:
+    """Where a run is and why, in plain words (never "stuck" without a reason)."""
+    now = timezone.now()
+    if run.status == "queued":
+        waited = (now - run.queued_at).total_seconds()
+        return ("Waiting for a worker." if waited < 120 else
+                f"Waiting for a worker for {int(waited // 60)} minutes: the workers are busy or not running.")
+    if run.status in ("running", "cancelling"):
+        quiet = (now - (run.heartbeat_at or run.started_at or run.queued_at)).total_seconds()
+        if quiet > 180:
+            return (f"No progress for {int(quiet // 60)} minutes: the worker may have restarted. The run is sent "
+                    "again automatically and continues where it stopped.")
+        return "Stopping after the page in hand." if run.status == "cancelling" else "Crawling."
+    if run.status == "completed":
+        return "Finished."
+    return run.stop_message or run.get_status_display()

@@ -48,3 +48,34 @@ def documents_stalled_resend_all() -> int:
         with schema_context(schema_name):
             resent += len(services.documents_stalled_resend())
     return resent
+
+
+@shared_task(
+    bind=True, base=WorkspaceTask, name="documents.source_run", acks_late=True, reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def source_run(self, run_id: int) -> str:
+    """One slice of a website crawl or re-sync (documents/sources.py); sends itself again while pages are left."""
+    from documents import sources
+
+    outcome = sources.source_run_execute(run_id=run_id)
+    if outcome == "continue":
+        sources.source_run_send(run_id=run_id)
+    return outcome
+
+
+@shared_task(name="documents.sources_sync_due_all", ignore_result=True)
+def sources_sync_due_all() -> int:
+    """Celery beat (CELERY_BEAT_SCHEDULE): in every workspace, start the re-syncs that their schedule (daily,
+    weekly) makes due, and send again the runs whose worker went away (SOURCE_STALLED_AFTER without a heartbeat)."""
+    from django_tenants.utils import schema_context
+
+    from documents import sources
+    from tenants.models import Workspace
+
+    started = 0
+    for schema_name in Workspace.objects.exclude(schema_name="public").values_list("schema_name", flat=True):
+        with schema_context(schema_name):
+            started += len(sources.sources_sync_due())
+            sources.source_runs_stalled_resume()
+    return started

@@ -4,6 +4,14 @@ from django.urls import path
 from documents import apis, curated_apis, curated_views, views
 
 dashboard_urlpatterns = [
+    path("sources/", views.sources_index, name="sources"),
+    path("sources/add/", views.source_add, name="source-add"),
+    path("sources/<int:source_id>/", views.source_detail, name="source-detail"),
+    path("sources/<int:source_id>/settings/", views.source_settings, name="source-settings"),
+    path("sources/<int:source_id>/sync/", views.source_sync_now, name="source-sync"),
+    path("sources/<int:source_id>/cancel/", views.source_cancel, name="source-cancel"),
+    path("sources/<int:source_id>/resume/", views.source_resume, name="source-resume"),
+    path("sources/<int:source_id>/delete/", views.source_remove, name="source-delete"),
     path("failed/", views.knowledge_failed, name="knowledge-failed"),
     path("add-text/", views.knowledge_add_text, name="knowledge-add-text"),
     path("add-faq/", views.knowledge_add_faq, name="knowledge-add-faq"),
@@ -40,4 +48,15 @@ curated_api_urlpatterns = [
     path("export/", curated_apis.CuratedAnswerExportApi.as_view(), name="api-curated-answers-export"),
     path("import/", curated_apis.CuratedAnswerImportApi.as_view(), name="api-curated-answers-import"),
     path("<int:curated_answer_id>/", curated_apis.CuratedAnswerDetailApi.as_view(), name="api-curated-answer"),
+]
+
+source_api_urlpatterns = [
+    path("", apis.SourceListCreateApi.as_view(), name="api-sources"),
+    path("<int:source_id>/", apis.SourceDetailApi.as_view(), name="api-source"),
+    path("<int:source_id>/sync/", apis.SourceSyncApi.as_view(), name="api-source-sync"),
+    path("<int:source_id>/runs/", apis.SourceRunListApi.as_view(), name="api-source-runs"),
+    path("<int:source_id>/runs/<int:run_id>/", apis.SourceRunDetailApi.as_view(), name="api-source-run"),
+    path("<int:source_id>/runs/<int:run_id>/pages/", apis.SourceRunPagesApi.as_view(), name="api-source-run-pages"),
+    path("<int:source_id>/runs/<int:run_id>/cancel/", apis.SourceRunCancelApi.as_view(), name="api-source-run-cancel"),
+    path("<int:source_id>/runs/<int:run_id>/resume/", apis.SourceRunResumeApi.as_view(), name="api-source-run-resume"),
 ]

@@ -90,6 +90,28 @@ def vectors_delete_document(*, schema_name: str, document_id: int) -> None:
             collection.delete(where={"document_id": int(document_id)})
 
 
+def vectors_get(*, schema_name: str, ids: list[str]) -> dict[str, list[float]]:
+    """The stored embeddings of these vector ids (those that exist)."""
+    if not ids:
+        return {}
+    with _store.collection(vector_collection_name(schema_name)) as (_client, collection):
+        if collection is None:
+            return {}
+        found = collection.get(ids=[str(i) for i in ids], include=["embeddings"])
+    embeddings = found.get("embeddings")
+    if embeddings is None:
+        return {}
+    return {vector_id: [float(x) for x in vector] for vector_id, vector in zip(found["ids"], embeddings, strict=True)}
+
+
+def vectors_delete_ids(*, schema_name: str, ids: list[str]) -> None:
+    if not ids:
+        return
+    with _store.collection(vector_collection_name(schema_name), write=True) as (_client, collection):
+        if collection is not None:
+            collection.delete(ids=[str(i) for i in ids])
+
+
 def vectors_query(*, schema_name: str, embedding: list[float], limit: int,
                   where: dict[str, Any] | None = None) -> list[VectorHit]:
     """The `limit` nearest chunks of this workspace, best first."""

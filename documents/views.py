@@ -82,7 +82,7 @@ def knowledge_detail(request: HttpRequest, document_id: int) -> HttpResponse:
     return render(request, "documents/detail.html", {
         **_row(document),
         "chunks": selectors.document_chunks(document=document, limit=50),
-        "is_url": document.source == DocumentSource.URL,
+        "is_url": document.source in (DocumentSource.URL, DocumentSource.CRAWL),
     })
 
 
@@ -178,3 +178,135 @@ def knowledge_new_version(request: HttpRequest, document_id: int) -> HttpRespons
     document = services.document_new_version(document=document, uploaded_file=uploaded, uploaded_by=request.user)
     messages.success(request, f"Version {document.version} of “{document.title}” is being processed.")
     return redirect("knowledge-detail", document_id=document.pk)
+
+
+# --- website sources ---------------------------------------------------------------------------------------------
+
+
+def _source_action(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Like _action, back to the source's page (or the list) with the error in plain words."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except ApplicationError as error:
+            if error.status_code == 404:
+                raise
+            messages.error(request, _error_message(error))
+            if "source_id" in kwargs:
+                return redirect("source-detail", source_id=kwargs["source_id"])
+            return redirect("sources")
+
+    return wrapped
+
+
+def _lines(value: str) -> list[str]:
+    return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+@workspace_permission_required("knowledge.view")
+def sources_index(request: HttpRequest) -> HttpResponse:
+    rows = [{"source": source, "run": selectors.source_last_run(source=source)} for source in selectors.source_list()]
+    return render(request, "documents/sources.html", {
+        "rows": [{**row, "note": selectors.source_run_note(row["run"]) if row["run"] else ""} for row in rows],
+    })
+
+
+@workspace_permission_required("knowledge.manage")
+@require_POST
+@_source_action
+def source_add(request: HttpRequest) -> HttpResponse:
+    from documents import sources
+
+    source = sources.source_create(
+        url=request.POST.get("url", ""), sitemap=request.POST.get("kind") == "sitemap",
+        max_pages=request.POST.get("max_pages") or None, max_depth=request.POST.get("max_depth") or None,
+        include=_lines(request.POST.get("include", "")), exclude=_lines(request.POST.get("exclude", "")),
+        schedule=request.POST.get("schedule") or "off", created_by=request.user)
+    messages.success(request, f"{source.url} was added; its crawl has started.")
+    return redirect("source-detail", source_id=source.pk)
+
+
+@workspace_permission_required("knowledge.view")
+def source_detail(request: HttpRequest, source_id: int) -> HttpResponse:
+    source = selectors.source_get(source_id=source_id)
+    run = selectors.source_last_run(source=source)
+    report = list(selectors.source_run_pages(run=run)[:500]) if run else []
+    return render(request, "documents/source_detail.html", {
+        "source": source, "run": run, "note": selectors.source_run_note(run) if run else "",
+        "pending": run.pages.filter(state="pending").count() if run else 0,
+        "report": report, "runs": list(selectors.source_runs(source=source)[:10]),
+        "report_truncated": run is not None and run.pages.filter(is_sitemap=False).count() > len(report),
+    })
+
+
+@workspace_permission_required("knowledge.manage")
+@require_POST
+@_source_action
+def source_settings(request: HttpRequest, source_id: int) -> HttpResponse:
+    from documents import sources
+
+    sources.source_update(
+        source=selectors.source_get(source_id=source_id), actor=request.user,
+        schedule=request.POST.get("schedule") or None, max_pages=request.POST.get("max_pages") or None,
+        max_depth=request.POST.get("max_depth") or None,
+        include=_lines(request.POST.get("include", "")) if "include" in request.POST else None,
+        exclude=_lines(request.POST.get("exclude", "")) if "exclude" in request.POST else None)
+    messages.success(request, "Saved; the next run uses these settings.")
+    return redirect("source-detail", source_id=source_id)
+
+
+@workspace_permission_required("knowledge.manage")
+@require_POST
+@_source_action
+def source_sync_now(request: HttpRequest, source_id: int) -> HttpResponse:
+    from documents import sources
+
+    sources.source_sync(source=selectors.source_get(source_id=source_id), actor=request.user)
+    messages.success(request, "The re-sync has started.")
+    return redirect("source-detail", source_id=source_id)
+
+
+@workspace_permission_required("knowledge.manage")
+@require_POST
+@_source_action
+def source_cancel(request: HttpRequest, source_id: int) -> HttpResponse:
+    from documents import sources
+
+    source = selectors.source_get(source_id=source_id)
+    run = selectors.source_last_run(source=source)
+    if run is None:
+        messages.error(request, "This website has no run to cancel.")
+    else:
+        sources.source_run_cancel(run=run, actor=request.user)
+        messages.success(request, "The run stops after the page in hand.")
+    return redirect("source-detail", source_id=source_id)
+
+
+@workspace_permission_required("knowledge.manage")
+@require_POST
+@_source_action
+def source_resume(request: HttpRequest, source_id: int) -> HttpResponse:
+    from documents import sources
+
+    source = selectors.source_get(source_id=source_id)
+    run = selectors.source_last_run(source=source)
+    if run is None:
+        messages.error(request, "This website has no run to resume.")
+    else:
+        sources.source_run_resume(run=run, actor=request.user)
+        messages.success(request, "The run continues where it stopped.")
+    return redirect("source-detail", source_id=source_id)
+
+
+@workspace_permission_required("knowledge.manage")
+@require_POST
+@_source_action
+def source_remove(request: HttpRequest, source_id: int) -> HttpResponse:
+    from documents import sources
+
+    source = selectors.source_get(source_id=source_id)
+    removed = sources.source_delete(source=source, actor=request.user)
+    messages.success(request, f"{source.url} and its {removed} page{'s' if removed != 1 else ''} were removed.")
+    return redirect("sources")

@@ -76,6 +76,7 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
             title=f"Returns {marker}", text=f"# Returns\n\nReturns are accepted within 30 days. Code {marker}.")
         _document_indexed(title=f"Shipping {marker}", text="", upload=(
             f"Shipping takes three to five working days. Reference {marker}.\n" * 3).encode())
+        source, run = _source_crawled(document=text_document, marker=marker)
         from chat.models import Message
 
         message = Message.objects.filter(conversation=seeded.conversation, role="assistant").order_by("pk").first()
@@ -107,10 +108,32 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
         "public_key": seeded.embed.public_key,
         "export_id": export.pk,
         "curated_answer_id": curated.pk,
+        "source_id": source.pk,
+        "run_id": run.pk,
         "token": "not-a-token",  # an invitation link is a bearer secret by design; its page is public
     }
     secrets_of = [marker, workspace.name, *(user.email for user in users.values())]
     return FilledWorkspace(marker=marker, ids=ids, secrets=secrets_of, users=users)
+
+
+def _source_crawled(*, document: Any, marker: str) -> tuple[Any, Any]:
+    """A website source with a finished crawl whose one page is `document`. Written as rows: a real crawl needs a
+    site and a worker (tests/documents/test_sources.py has those), and a queued run would change the workspace while
+    the sweeps fingerprint it."""
+    from django.utils import timezone
+
+    from documents.models import Source, SourcePage, SourceRun, SourceRunPage
+
+    url = f"https://help.example/{marker.lower()}/"
+    now = timezone.now()
+    source = Source.objects.create(url=url, title=f"Help {marker}", last_synced_at=now)
+    run = SourceRun.objects.create(source=source, status="completed", discovered=2, fetched=1, indexed=1, added=1,
+                                   skipped=1, started_at=now, finished_at=now, heartbeat_at=now)
+    SourceRunPage.objects.create(run=run, url=url, state="indexed", outcome="added", document_id=document.pk)
+    SourceRunPage.objects.create(run=run, url=url + "private/", state="skipped", reason_code="robots_txt",
+                                 reason=f"robots.txt {marker}")
+    SourcePage.objects.create(source=source, url=url, document=document, etag=f'"{marker}"', content_sha256="0" * 64)
+    return source, run
 
 
 def _rows_digest(cursor: Any, query: str, params: list[Any]) -> tuple[int, str]:

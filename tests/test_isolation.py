@@ -87,6 +87,8 @@ FIELD_VALUES = {
     "csv": lambda ids: SimpleUploadedFile(  # curated answers' CSV import
         "probe.csv", f"question,answer\nProbe {secrets.token_hex(4)}?,Probe answer\n".encode(), content_type="text/csv"),
     "source_message_id": lambda ids: ids["message_id"],
+    "include": lambda ids: ["/docs/*"],  # a website source's path patterns
+    "exclude": lambda ids: ["/blog/*"],
 }
 
 # The dashboard's forms (their views take form posts, not the API's JSON).
@@ -106,6 +108,9 @@ DASHBOARD_FORMS: dict[str, Any] = {
                                            "examples": "Probe phrasing", "message": str(ids["message_id"])},
     "knowledge/curated/<int:curated_answer_id>/": lambda ids: {"question": "Probe question?",
                                                                "answer": "Probe answer edited"},
+    "knowledge/sources/add/": lambda ids: {"url": "https://example.com/probe", "kind": "site", "max_pages": "5",
+                                           "schedule": "weekly", "exclude": "/blog/*"},
+    "knowledge/sources/<int:source_id>/settings/": lambda ids: {"schedule": "daily", "max_pages": "50"},
     "widgets/new/": lambda ids: _embed_form("Probe widget"),
     "widgets/<int:embed_id>/": lambda ids: _embed_form("Probe widget renamed"),
     "widgets/<int:embed_id>/actions/": lambda ids: {"action": "deactivate"},

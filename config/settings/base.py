@@ -247,6 +247,17 @@ DOCUMENT_STALLED_AFTER = env.int("DOCUMENT_STALLED_AFTER", default=900)
 CELERY_BEAT_SCHEDULE["documents-stalled-resend"] = {
     "task": "documents.stalled_resend_all", "schedule": env.int("DOCUMENT_STALLED_SWEEP_EVERY", default=300),
 }
+# Websites as sources (documents/sources.py, docs/knowledge.md "Websites"): parallel requests per site, the least
+# time between two requests' starts (robots.txt's crawl-delay wins when larger), the length of one slice of a run
+# (it then sends itself again), and when a run without a heartbeat counts as stalled (beat sends it again).
+SOURCE_CONCURRENCY = env.int("SOURCE_CONCURRENCY", default=2)
+SOURCE_DELAY = env.float("SOURCE_DELAY", default=0.25)
+SOURCE_SLICE_SECONDS = env.float("SOURCE_SLICE_SECONDS", default=30)
+SOURCE_STALLED_AFTER = env.int("SOURCE_STALLED_AFTER", default=300)
+SOURCE_QUEUE = env.str("SOURCE_QUEUE", default="")  # empty: the ingest queue
+CELERY_BEAT_SCHEDULE["sources-sync-due"] = {
+    "task": "documents.sources_sync_due_all", "schedule": env.int("SOURCE_SYNC_SWEEP_EVERY", default=300),
+}
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 # Only read by the file-based backend (browser tests read invitation emails from this folder).

@@ -385,7 +385,10 @@
     var ol = el("ol");
     citations.forEach(function (c) {
       var item = el("li", "ccw-source");
-      item.appendChild(el("span", "ccw-source-title", c.title || t("untitled")));
+      var href = c.url ? safeHref(c.url) : null;  // a web page (a crawled site): the title links to it
+      var title = el(href ? "a" : "span", "ccw-source-title", c.title || t("untitled"));
+      if (href) { title.href = href; title.target = "_blank"; title.rel = "noopener noreferrer nofollow"; }
+      item.appendChild(title);
       var where = (c.section ? " — " + c.section : "") + (c.page ? " (p. " + c.page + ")" : "");
       if (where) item.appendChild(document.createTextNode(where));
       if (c.snippet) item.appendChild(window.CCGMarkdown.renderSnippet(el("div", "ccw-snippet"), c.snippet));

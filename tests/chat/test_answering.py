@@ -16,7 +16,8 @@ from config.errors import ValidationFailed
 from tests.chat.fakes import FakeVendor, Reply
 from tests.chat.knowledge import ROUTER_DOCS, knowledge_workspace
 
-CITATION_KEYS = {"document_id", "title", "filename", "section", "page", "snippet", "score", "chunk_id"}
+# url: the page of a crawled or imported document (with its heading's anchor), else null
+CITATION_KEYS = {"document_id", "title", "filename", "section", "page", "snippet", "score", "chunk_id", "url"}
 COMPLETED_KEYS = {"answer", "answered", "citations", "confidence", "provider", "model", "tokens_in", "tokens_out",
                   "tokens_estimated", "cost", "timings_ms", "fallbacks", "query", "reason", "curated_answer_id"}
 

@@ -40,3 +40,8 @@ def test_the_running_worker_knows_every_scheduled_task(celery_worker):
     registered = {line.split()[0] for line in mine[0]}  # "name [rate_limit=...]"
     missing = sorted(set(scheduled_tasks().values()) - registered)
     assert not missing, f"the worker has no task for these beat entries: {missing}"
+
+
+def test_the_schedule_names_the_periodic_jobs_we_rely_on():
+    """Entries that nothing else would notice missing: a website whose daily re-sync never starts looks fine."""
+    assert {"documents.stalled_resend_all", "documents.sources_sync_due_all"} <= set(scheduled_tasks().values())

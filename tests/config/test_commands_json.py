@@ -143,6 +143,10 @@ CASES: dict[str, Any] = {
     "create_api_key": lambda ws, tmp: ["create_api_key", "--workspace", ws.workspace.slug, "--name", "ci"],
     "ingest": lambda ws, tmp: ["ingest", "--workspace", ws.workspace.slug, str(_text_file(tmp))],
     "reindex": lambda ws, tmp: ["reindex", "--workspace", ws.workspace.slug],
+    # Queued only (no --wait): a host that does not resolve here is accepted and fails in the worker, with a reason.
+    "crawl": lambda ws, tmp: ["crawl", "--workspace", ws.workspace.slug, "https://docs.example/help/", "--max-pages",
+                              "5", "--exclude", "/blog/*", "--every", "weekly"],
+    "sync_sources": lambda ws, tmp: ["sync_sources", "--workspace", ws.workspace.slug],
     "failed_jobs": lambda ws, tmp: ["failed_jobs", "--workspace", ws.workspace.slug],
     "ask": lambda ws, tmp: ["ask", "--workspace", ws.workspace.slug, "How do I reset my password?"],
     "usage_report": lambda ws, tmp: ["usage_report", "--workspace", ws.workspace.slug],
