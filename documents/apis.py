@@ -451,7 +451,7 @@ class SourceListCreateApi(DocumentsApiView):
     required_permission = {"GET": "knowledge.view", "POST": "knowledge.manage"}
     parser_classes = [JSONParser, FormParser]
 
-    class InputSerializer(serializers.Serializer):
+    class SourceCreateInputSerializer(serializers.Serializer):
         url = serializers.CharField(max_length=services.MAX_URL, help_text="A start page, or a sitemap (sitemap).")
         sitemap = serializers.BooleanField(required=False, default=False)
         max_pages = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
@@ -466,11 +466,11 @@ class SourceListCreateApi(DocumentsApiView):
         page = paginator.paginate_queryset(selectors.source_list(), request, view=self)
         return paginator.get_paginated_response(SourceOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: SourceOutputSerializer})
+    @extend_schema(request=SourceCreateInputSerializer, responses={201: SourceOutputSerializer})
     def post(self, request: Request) -> Response:
         from documents import sources
 
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.SourceCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         source = sources.source_create(created_by=request.user, trigger="api", **serializer.validated_data)
         return Response(SourceOutputSerializer(selectors.source_get(source_id=source.pk)).data,
@@ -481,7 +481,7 @@ class SourceDetailApi(DocumentsApiView):
     required_permission = {"GET": "knowledge.view", "PATCH": "knowledge.manage", "DELETE": "knowledge.manage"}
     parser_classes = [JSONParser, FormParser]
 
-    class UpdateSerializer(serializers.Serializer):
+    class SourceUpdateInputSerializer(serializers.Serializer):
         max_pages = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
         max_depth = serializers.IntegerField(required=False, min_value=0, max_value=20)
         include = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=50)
@@ -492,11 +492,11 @@ class SourceDetailApi(DocumentsApiView):
     def get(self, request: Request, source_id: int) -> Response:
         return Response(SourceOutputSerializer(selectors.source_get(source_id=source_id)).data)
 
-    @extend_schema(request=UpdateSerializer, responses=SourceOutputSerializer)
+    @extend_schema(request=SourceUpdateInputSerializer, responses=SourceOutputSerializer)
     def patch(self, request: Request, source_id: int) -> Response:
         from documents import sources
 
-        serializer = self.UpdateSerializer(data=request.data)
+        serializer = self.SourceUpdateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         source = sources.source_update(source=selectors.source_get(source_id=source_id), actor=request.user,
                                        **serializer.validated_data)

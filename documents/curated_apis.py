@@ -47,7 +47,7 @@ class CuratedAnswerListCreateApi(APIView):
     required_permission = {"GET": "knowledge.view", "POST": "knowledge.manage"}
     parser_classes = [StrictJSONParser, StrictFormParser]
 
-    class InputSerializer(serializers.Serializer):
+    class CuratedAnswerInputSerializer(serializers.Serializer):
         question = serializers.CharField(max_length=curated.MAX_QUESTION_CHARS)
         answer = serializers.CharField(max_length=curated.MAX_ANSWER_CHARS)
         examples = serializers.ListField(child=serializers.CharField(max_length=curated.MAX_QUESTION_CHARS),
@@ -61,9 +61,9 @@ class CuratedAnswerListCreateApi(APIView):
         page = paginator.paginate_queryset(curated.curated_answer_list(search=search), request, view=self)
         return paginator.get_paginated_response(CuratedAnswerOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: CuratedAnswerOutputSerializer})
+    @extend_schema(request=CuratedAnswerInputSerializer, responses={201: CuratedAnswerOutputSerializer})
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.CuratedAnswerInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         obj = curated.curated_answer_create(actor=request.user, **serializer.validated_data)
         return _out(obj, status.HTTP_201_CREATED)
@@ -73,7 +73,7 @@ class CuratedAnswerDetailApi(APIView):
     required_permission = {"GET": "knowledge.view", "PATCH": "knowledge.manage", "DELETE": "knowledge.manage"}
     parser_classes = [StrictJSONParser, StrictFormParser]
 
-    class UpdateSerializer(serializers.Serializer):
+    class CuratedAnswerUpdateInputSerializer(serializers.Serializer):
         question = serializers.CharField(max_length=curated.MAX_QUESTION_CHARS, required=False)
         answer = serializers.CharField(max_length=curated.MAX_ANSWER_CHARS, required=False)
         examples = serializers.ListField(child=serializers.CharField(max_length=curated.MAX_QUESTION_CHARS),
@@ -83,10 +83,10 @@ class CuratedAnswerDetailApi(APIView):
     def get(self, request: Request, curated_answer_id: int) -> Response:
         return _out(curated.curated_answer_get(curated_answer_id=curated_answer_id))
 
-    @extend_schema(request=UpdateSerializer, responses=CuratedAnswerOutputSerializer)
+    @extend_schema(request=CuratedAnswerUpdateInputSerializer, responses=CuratedAnswerOutputSerializer)
     def patch(self, request: Request, curated_answer_id: int) -> Response:
         obj = curated.curated_answer_get(curated_answer_id=curated_answer_id)
-        serializer = self.UpdateSerializer(data=request.data)
+        serializer = self.CuratedAnswerUpdateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         return _out(curated.curated_answer_update(curated=obj, actor=request.user, **serializer.validated_data))
 
@@ -111,15 +111,15 @@ class CuratedAnswerImportApi(APIView):
     required_permission = "knowledge.manage"
     parser_classes = [StrictMultiPartParser]
 
-    class ImportInputSerializer(serializers.Serializer):
+    class CuratedAnswerImportInputSerializer(serializers.Serializer):
         csv = serializers.FileField(help_text="UTF-8 CSV with a header row: question, answer[, examples] (examples "
                                               "separated by “|”). A question already stored updates that answer.")
 
-    class ImportOutputSerializer(serializers.Serializer):
+    class CuratedAnswerImportOutputSerializer(serializers.Serializer):
         created = serializers.IntegerField()
         updated = serializers.IntegerField()
 
-    @extend_schema(request={"multipart/form-data": ImportInputSerializer}, responses={200: ImportOutputSerializer})
+    @extend_schema(request={"multipart/form-data": CuratedAnswerImportInputSerializer}, responses={200: CuratedAnswerImportOutputSerializer})
     def post(self, request: Request) -> Response:
         files = request.FILES.getlist("csv")
         if len(files) != 1:
