@@ -3,8 +3,10 @@ pipeline; retry timing is decided here, the rest in documents/pipeline.py."""
 from __future__ import annotations
 
 import random
+import threading
 
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from config.celery import WorkspaceTask
 from documents import pipeline, services
@@ -48,3 +50,10 @@ def documents_stalled_resend_all() -> int:
         with schema_context(schema_name):
             resent += len(services.documents_stalled_resend())
     return resent
+
+
+@worker_process_init.connect
+def _pipeline_warm_in_background(**_kwargs: object) -> None:
+    """Each worker process loads the tokenizer and the model as it starts, in a thread (the process is ready to take
+    a job at once; a job arriving meanwhile waits on the same loads instead of starting them again)."""
+    threading.Thread(target=pipeline.pipeline_warm, name="pipeline-warm", daemon=True).start()
