@@ -312,11 +312,16 @@ def sentence_signals(
     question = stems(query)
     lexical = unknown = 0.0
     unknown_names: list[str] = []
-    sentence_lexical = [0.0] * len(units)
+    ordering_lexical = [0.0] * len(units)
     if question:
         sentence_stems = [_sentence_stems(sentence) | answer_type_stems(query, sentence) for _, sentence in units]
-        sentence_lexical = [len(question & found) / len(question) for found in sentence_stems]
-        lexical = max(sentence_lexical)
+        lexical = max(len(question & found) / len(question) for found in sentence_stems)
+        # For the order, a sentence is read under its document's title and section: "Enter the new network name and
+        # a password" under "Wi-Fi setup › Changing the network name and password" answers "How do I change the
+        # Wi-Fi password?" better than "All your Wi-Fi names and passwords are erased" under "Resetting the router".
+        context = [stems(f"{chunk.title} {chunk.section}") for chunk in chunks[: params.sentence_chunks]]
+        ordering_lexical = [len(question & (found | context[index])) / len(question)
+                            for (index, _), found in zip(units, sentence_stems)]
         # Words the knowledge base never uses ("Canada" when only delivery times are written down); a value that
         # implies a word (an e-mail address: "email") makes it known.
         vocabulary = _vocabulary()
@@ -338,7 +343,7 @@ def sentence_signals(
         cosine = float(sum(a * b for a, b in zip(vectors[0], vector)))
         chunk = chunks[index]
         chunk.sentence_score = cosine if chunk.sentence_score is None else max(chunk.sentence_score, cosine)
-        evidence = (cosine + params.sentence_rank_lexical_weight * sentence_lexical[position]
+        evidence = (cosine + params.sentence_rank_lexical_weight * ordering_lexical[position]
                     + params.sentence_rank_type_weight * answer_type_agreement(query, units[position][1]))
         chunk.sentence_evidence = (evidence if chunk.sentence_evidence is None
                                    else max(chunk.sentence_evidence, evidence))
