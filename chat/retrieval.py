@@ -780,11 +780,14 @@ def retrieval_query_build(*, question: str, history: Sequence[tuple[str, str]] |
 
 # A second question joined to the first: "..., and who pays return shipping?", "...? Do you ship to Canada?",
 # "... and do you ...". Only before a word that opens a question, so "return and exchange" stays one part.
-_QUESTION_OPENER = (r"(?:who|whom|whose|what|how|when|where|which|why|do|does|did|is|are|was|were|can|could|will|"
-                    r"would|should|may|am|have|has)\b")
+# A word opening a question: a wh-word, or an auxiliary followed by a word that is not "not" ("do you", "is there",
+# "do gift cards"; not "... and are not needed anymore").
+_QUESTION_OPENER = (r"(?:(?:who|whom|whose|what|how|when|where|which|why)\b|(?:do|does|did|is|are|was|were|can|"
+                    r"could|will|would|should|may|am|have|has)\s+(?!not\b|n't\b)[a-z]\w*\b)")
 _PART_BREAK = re.compile(
     rf"\?\s+(?=\S)|[,;]\s*(?:(?:and|but|also|plus|or)\s+)?(?={_QUESTION_OPENER})|\s+and\s+(?={_QUESTION_OPENER})",
     re.IGNORECASE)
+_OPENS_QUESTION = re.compile(rf"^{_QUESTION_OPENER}", re.IGNORECASE)
 MAX_QUESTION_PARTS = 3
 
 
@@ -804,6 +807,10 @@ def question_parts_split(question: str) -> list[str]:
         parts[1] = f"{parts[0].rstrip('?')}, {parts[1]}"
         parts.pop(0)
     if not 2 <= len(parts) <= MAX_QUESTION_PARTS:
+        return [question]
+    # Every part must be a question of its own: "My log files keep growing; what rotates them?" and "I changed the
+    # GRUB settings; how do I apply them?" are one question with its context.
+    if not all(_OPENS_QUESTION.match(part) for part in parts):
         return [question]
     parts = [part if part.endswith("?") else f"{part.rstrip('.!')}?" for part in parts]
     return [part[0].upper() + part[1:] for part in parts]
