@@ -15,8 +15,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHES = ["provision", "ingest", "quality", "chat", "widget", "analytics", "load", "credits", "tenants", "coldstart",
-           "curated", "crawl"]
+BENCHES = ["provision", "ingest", "quality", "first_answer", "chat", "widget", "analytics", "load", "credits", "tenants",
+           "coldstart", "curated", "crawl"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

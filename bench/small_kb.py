@@ -8,7 +8,8 @@ cards; each fact lives in exactly one document, so "the right source first" is d
 
 Questions per workspace: a direct question and a paraphrase per fact, a typo, a follow-up that leans on the previous
 question, and out-of-scope questions about the same business that the texts don't answer ("Do you ship to Canada?"
-when only delivery times are given, "Do you accept PayPal?").
+when only delivery times are given, "Do you accept PayPal?"). Multi-part questions are reported apart ("multi":
+two facts from two documents in one message; "multi_partial": a fact and an out-of-scope question).
 
 Fit and eval halves are fixed before any tuning: even workspaces are "fit", odd ones "eval". Eval workspaces also use
 wording templates (document sentences and questions) that fit workspaces never see (`held_out=True`), so the eval
@@ -257,11 +258,37 @@ def workspaces_generate(*, count: int = WORKSPACES, seed: int = SEED) -> list[Wo
         for question in rng.sample(usable, 3):
             workspace.questions.append({"kind": "out", "style": "out_of_scope", "topic": "", "value": "",
                                         "question": question, "history": []})
+        workspace.questions.extend(_multi_part_questions(seed, index, split, chosen, workspace.documents))
         for number, item in enumerate(workspace.questions):
             item["id"] = f"{workspace.slug}-q{number:02d}"
             item["split"] = split
-            item["documents"] = [d["title"] for d in workspace.documents if item["topic"] in d["facts"]]
+            topics = item.get("topics") or [item["topic"]]
+            item["documents"] = [d["title"] for d in workspace.documents if set(topics) & set(d["facts"])]
         out.append(workspace)
+    return out
+
+
+def _multi_part_questions(seed: int, index: int, split: str, chosen: list[Fact],
+                          documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two questions in one message (issue #22): two facts kept in different documents ("multi"), and a fact with
+    an out-of-scope question about the same business ("multi_partial": answer one part, decline the other). A
+    random generator of their own, so adding them changed none of the other questions."""
+    rng = random.Random(seed * 1000 + index)
+    where = {topic: d["title"] for d in documents for topic in d["facts"]}
+    out: list[dict[str, Any]] = []
+    joined = lambda first, second: f"{first.rstrip('?')}, and {second[0].lower()}{second[1:]}"  # noqa: E731
+    pairs = [(a, b) for a in chosen for b in chosen if a.topic < b.topic and where[a.topic] != where[b.topic]
+             and {a.topic, b.topic} != {"hours", "saturday"}]
+    if pairs:
+        first, second = rng.choice(pairs)
+        out.append({"kind": "multi", "style": "multi_part", "topic": "", "topics": [first.topic, second.topic],
+                    "value": "", "values": [first.value, second.value],
+                    "question": joined(_pick(rng, first.direct, split), _pick(rng, second.direct, split)),
+                    "history": []})
+    fact = rng.choice(chosen)
+    usable = [q for q, held_out in OUT_OF_SCOPE[:-2] if split == "eval" or not held_out]
+    out.append({"kind": "multi_partial", "style": "multi_part", "topic": fact.topic, "value": fact.value,
+                "question": joined(_pick(rng, fact.direct, split), rng.choice(usable)), "history": []})
     return out
 
 
@@ -350,11 +377,15 @@ def small_kb_answers(*, count: int = WORKSPACES) -> list[dict[str, Any]]:
             data = answer_once(question=item["question"], history=history)
             retrieval = knowledge_retrieve(query=retrieval_query_build(question=item["question"], history=history))
             cited = [c["title"] for c in data["citations"]]
+            answer = data["answer"].lower()
             rows.append({
                 **item, "workspace": spec.slug, "answered": data["answered"], "reason": data["reason"],
                 "answer": data["answer"], "cited": cited,
                 "right_source_first": bool(cited) and cited[0] in item["documents"],
-                "fact_in_answer": bool(item["value"]) and item["value"].lower() in data["answer"].lower(),
+                "fact_in_answer": bool(item["value"]) and item["value"].lower() in answer,
+                "all_sources_cited": set(item["documents"]) <= set(cited),
+                "all_facts_in_answer": all(value.lower() in answer for value in item.get("values", [])),
+                "says_what_is_not_covered": "couldn't find anything" in answer and data["answered"],
                 "top_similarity": retrieval.top_similarity, "signals": getattr(retrieval, "signals", {}),
             })
         connection.set_schema_to_public()
@@ -379,6 +410,22 @@ def small_kb_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                if (group := [r for r in inside if r["style"] == style])}
         if outside:
             out["declined_out_of_scope"] = round(sum(not r["answered"] for r in outside) / len(outside), 3)
+        both = [r for r in items if r["kind"] == "multi"]
+        partial = [r for r in items if r["kind"] == "multi_partial"]
+        if both:
+            # Two in-scope parts, two documents: answered, both documents cited, both facts quoted.
+            out["multi_part"] = {
+                "questions": len(both),
+                "both_sources_cited": round(sum(r["answered"] and r["all_sources_cited"] for r in both) / len(both), 3),
+                "both_facts_in_answer": round(sum(r["answered"] and r["all_sources_cited"] and r["all_facts_in_answer"]
+                                                  for r in both) / len(both), 3)}
+        if partial:
+            # One in-scope part, one the texts don't answer: the first answered from its document, the other named.
+            out["multi_part_one_uncovered"] = {
+                "questions": len(partial),
+                "answered_right_source_first_and_other_part_declined": round(sum(
+                    r["answered"] and r["right_source_first"] and r["says_what_is_not_covered"] for r in partial)
+                    / len(partial), 3)}
         return out
 
     return {
@@ -390,5 +437,9 @@ def small_kb_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
                  "expected": r["documents"]} for r in rows if r["kind"] == "in" and not (r["answered"] and r["right_source_first"])],
             "out_of_scope_answered": [{"id": r["id"], "q": r["question"]} for r in rows
                                       if r["kind"] == "out" and r["answered"]],
+            "multi_part": [{"id": r["id"], "q": r["question"], "cited": r["cited"], "expected": r["documents"]}
+                           for r in rows if (r["kind"] == "multi" and not (r["answered"] and r["all_sources_cited"]))
+                           or (r["kind"] == "multi_partial" and not (r["answered"] and r["right_source_first"]
+                                                                   and r["says_what_is_not_covered"]))],
         },
     }

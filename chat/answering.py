@@ -45,8 +45,16 @@ from chat.models import AssistantSettings
 from chat.providers import BuiltinChatModel, ProviderConfig, provider_chain, providers_stream
 from chat.providers.base import FailureCode, ProviderFailure
 from chat.providers.builtin import BUILTIN_MODEL
-from chat.providers.phrases import decline_text, language_pick, small_talk_reply
-from chat.retrieval import RetrievalResult, RetrievedChunk, knowledge_retrieve, retrieval_query_build, snippet_make
+from chat.providers.phrases import decline_text, language_pick, partial_decline_text, small_talk_reply
+from chat.retrieval import (
+    RetrievalResult,
+    RetrievedChunk,
+    content_words,
+    knowledge_retrieve,
+    question_parts_split,
+    retrieval_query_build,
+    snippet_make,
+)
 from config import metrics
 from documents.curated import CuratedMatch, curated_answer_hit_record, curated_answer_match
 from config.errors import ValidationFailed
@@ -144,7 +152,7 @@ def _source_block(index: int, chunk: RetrievedChunk) -> str:
 
 def messages_build(
     *, assistant: AssistantSettings, language: str, question: str, history: Sequence[tuple[str, str]],
-    sources: list[RetrievedChunk],
+    sources: list[RetrievedChunk], uncovered_parts: Sequence[str] = (),
 ) -> list[BaseMessage]:
     messages: list[BaseMessage] = [SystemMessage(system_prompt_build(assistant=assistant, language=language))]
     for role, text in list(history or [])[-HISTORY_TURNS:]:
@@ -158,10 +166,75 @@ def messages_build(
     if sources:
         blocks = "\n\n".join(_source_block(i, chunk) for i, chunk in enumerate(sources, start=1))
         content = f"Sources:\n\n{blocks}\n\nQuestion: {question}"
+        if uncovered_parts:
+            # Retrieval found nothing for these parts: the model answers the others and says so for these.
+            missing = "; ".join(uncovered_parts)
+            content += (f"\n\nThe sources say nothing about: {missing} Answer the other parts and say that you "
+                        f"found nothing about these.")
     else:
         content = f"Question: {question}"
     messages.append(HumanMessage(content))
     return messages
+
+
+# --- multi-part questions ----------------------------------------------------------------------------------------
+
+
+_PART_PRONOUNS = {"it", "its", "that", "this", "those", "these", "them", "they", "their", "one", "ones"}
+
+
+@dataclass
+class _PartRetrieval:
+    question: str
+    query: str
+    chunks: list[RetrievedChunk]
+
+
+def multi_part_retrieve(
+    *, parts: list[str], history: list[tuple[str, str]],
+) -> tuple[RetrievalResult, list[_PartRetrieval], list[str]]:
+    """Retrieve each part of a multi-part question on its own ("How long do I have to return an item, and who pays
+    return shipping?": the two facts are often in two documents, and one search finds one). Returns one result
+    whose chunks interleave the covered parts' sources (covered when any part is), the covered parts with their
+    sources, and the parts nothing covers. A later part that leans on an earlier one ("..., and who pays for
+    it?") is searched together with it."""
+    results: list[tuple[str, RetrievalResult]] = []
+    for position, part in enumerate(parts):
+        words = set(re.findall(r"\w+", part.lower()))
+        # Only a pronoun ties a part to the one before ("who pays for it?"); "is there ..." asks something new.
+        leans = position > 0 and (bool(words & _PART_PRONOUNS) or len(content_words(part)) < 2)
+        turns = [*history, ("customer", parts[position - 1])] if leans else history
+        query = retrieval_query_build(question=part, history=turns)
+        results.append((part, knowledge_retrieve(query=query, limit=SOURCES_LIMIT)))
+    covered = [(part, result) for part, result in results if result.covered]
+    uncovered = [part for part, result in results if not result.covered]
+    if not covered:
+        best = max((result for _, result in results), key=lambda r: r.top_similarity)
+        return best, [], []
+    merged: list[RetrievedChunk] = []
+    seen: set[int] = set()
+    per_part = [result.chunks for _, result in covered]
+    for rank in range(max(len(chunks) for chunks in per_part)):
+        for chunks in per_part:
+            if rank < len(chunks) and chunks[rank].chunk_id not in seen:
+                seen.add(chunks[rank].chunk_id)
+                merged.append(chunks[rank])
+    limit = SOURCES_LIMIT * len(covered)
+    kept = merged[:limit]
+    kept_ids = {chunk.chunk_id for chunk in kept}
+    part_retrievals = [_PartRetrieval(part, result.query, [c for c in result.chunks if c.chunk_id in kept_ids])
+                       for part, result in covered]
+    first = covered[0][1]
+    timings = {"total": round(sum(result.timings_ms.get("total", 0.0) for _, result in results), 1)}
+    combined = RetrievalResult(
+        query=" | ".join(result.query for _, result in results), chunks=kept, covered=True,
+        confidence=min(result.confidence for _, result in covered),
+        top_similarity=max(result.top_similarity for _, result in covered),
+        term_coverage=first.term_coverage, reason=first.reason, timings_ms=timings, degraded=first.degraded,
+        candidates=kept, signals={"parts": [{"question": part, "covered": result.covered, "reason": result.reason}
+                                            for part, result in results]},
+    )
+    return combined, part_retrievals, uncovered
 
 
 # --- the stream ----------------------------------------------------------------------------------------------------
@@ -192,7 +265,11 @@ def answer_stream(
 
     query = retrieval_query_build(question=question, history=history)
     yield AnswerEvent("tool_executing", {"tool": "retrieval", "query": query})
-    retrieval = knowledge_retrieve(query=query, limit=SOURCES_LIMIT)
+    parts = question_parts_split(question) if small_talk is None and not injection else [question]
+    if len(parts) > 1:
+        retrieval, covered_parts, uncovered_parts = multi_part_retrieve(parts=parts, history=history)
+    else:
+        retrieval, covered_parts, uncovered_parts = knowledge_retrieve(query=query, limit=SOURCES_LIMIT), [], []
     covered = retrieval.covered and not injection and small_talk is None
     sources = retrieval.chunks if covered else []
     yield AnswerEvent("tool_completed", {"tool": "retrieval", "sources": [c.citation() for c in sources],
@@ -208,9 +285,11 @@ def answer_stream(
         builtin = BuiltinChatModel(fixed_text=fixed)
     else:
         # retrieval.query is what was searched: the query with typos the knowledge base can correct corrected.
-        builtin = BuiltinChatModel(question=retrieval.query, sources=sources, fallback_text=decline_text(language))
+        note = partial_decline_text(language, uncovered_parts) if uncovered_parts else ""
+        builtin = BuiltinChatModel(question=retrieval.query, sources=sources, fallback_text=decline_text(language),
+                                   parts=[(part.query, part.chunks) for part in covered_parts], note_text=note)
     messages = messages_build(assistant=assistant, language=language, question=question, history=history,
-                              sources=sources)
+                              sources=sources, uncovered_parts=uncovered_parts)
 
     first_token_ms: float | None = None
     try:

@@ -71,6 +71,14 @@ class RetrievalParams:
     sentence_lexical_weight: float = 0.3
     sentence_unknown_weight: float = 0.1
     typo_min_length: int = 5  # a word the knowledge base doesn't know, this long, is tried one edit away
+    # Ordering the best chunks by their best sentence: cosine + this share of its lexical agreement (with the
+    # question's answer type, see _ANSWER_TYPES), so "When is phone support open?" cites the sentence holding a phone
+    # number and hours, not "Opening hours: ..." (chosen on the small-KB fit half).
+    sentence_rank_lexical_weight: float = 0.5
+    # Just over the chunk threshold (by less than this) and the scored sentences don't reach cover_sentence: not
+    # covered (measured on the small-KB fit half: every such answer there was to an out-of-scope question).
+    sentence_veto_margin: float = 0.05
+    sentence_rank_type_weight: float = 0.2  # + this when the sentence holds the kind of value the question asks for
 
 
 DEFAULT_PARAMS = RetrievalParams()
@@ -94,11 +102,14 @@ class RetrievedChunk:
     matched_terms: frozenset[str] = frozenset()
     sentence_score: float | None = None  # cosine of the question to this chunk's best sentence, when scored
     url: str = ""  # the web page a crawled or imported document came from (+ "#heading" when known)
+    # Its best sentence's cosine + sentence_rank_lexical_weight * that sentence's lexical agreement, when scored.
+    sentence_evidence: float | None = None
 
     @property
     def evidence_score(self) -> float | None:
-        """How close the chunk's best evidence is to the question: the chunk's cosine, or its best sentence's."""
-        scores = [s for s in (self.dense_score, self.sentence_score) if s is not None]
+        """How close the chunk's best evidence is to the question: the chunk's cosine, or its best sentence's
+        (cosine and the words it shares with the question, see sentence_signals)."""
+        scores = [s for s in (self.dense_score, self.sentence_score, self.sentence_evidence) if s is not None]
         return max(scores) if scores else None
 
     @property
@@ -186,6 +197,12 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
                 covered, reason = True, "similar_sentence"
                 confidence = max(confidence, coverage_confidence(
                     params.cover_threshold + signals["value"] - params.cover_sentence, params=params))
+            elif (covered and top_similarity < params.cover_threshold + params.sentence_veto_margin
+                  and signals["value"] < params.cover_sentence):
+                # A short chunk just over the line whose sentences don't answer: "Is there a student discount?"
+                # over "Shipping is free on orders over $100." is near the chunk only because the chunk is short.
+                covered, reason = False, "low_sentence_evidence"
+                confidence = min(confidence, 0.5)
     timings["total"] = _ms(started)
     return RetrievalResult(
         query=query, chunks=chunks, covered=covered, confidence=confidence,
@@ -207,24 +224,66 @@ _IMPLIED_WORDS = [
 ]
 
 
+# What a question asks for, and the value in a sentence that answers it: "How long is the returns window?" is
+# answered by "within 30 days", "where do I send an email" by an e-mail address. When both sides agree, the words of
+# the question that ask for the value ("how long", "send an email") count as found in that sentence — whatever
+# digits the value has, and although the sentence never says "long" or "email".
+_DURATION = re.compile(r"\b\d+\s*(-\s*)?(business |working |calendar )?(day|week|month|year|hour)s?\b"
+                       r"|\b(a|one|two|three|four|five|six|seven|ten)\s+(business |working )?(day|week|month|year)s?\b",
+                       re.IGNORECASE)
+_ANSWER_TYPES = [
+    (re.compile(r"\bhow (long|fast|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
+                r"|\buntil when\b|\bwithin how\b", re.IGNORECASE), _DURATION),
+    (re.compile(r"\b(send|write)\b[\w ]{0,12}\be-?mail\b|\be-?mail( address)?\b", re.IGNORECASE),
+     _IMPLIED_WORDS[0][0]),
+    (re.compile(r"\b(phone( number)?|call|telephone|ring)\b", re.IGNORECASE), _IMPLIED_WORDS[1][0]),
+    (re.compile(r"\bhow much\b|\b(price|cost|costs|pay)\b", re.IGNORECASE), _IMPLIED_WORDS[2][0]),
+    (re.compile(r"\bwhat time\b|\b(hours|open|opening|close|closing)\b", re.IGNORECASE),
+     re.compile(_IMPLIED_WORDS[3][0].pattern + r"|\b\d{1,2}\s?-\s?\d{1,2}\s?h\b", re.IGNORECASE)),
+]
+
+
+def answer_type_stems(query: str, sentence: str) -> frozenset[str]:
+    """The question's words that ask for a kind of value the sentence holds (see _ANSWER_TYPES)."""
+    from chat.providers.builtin import stems
+
+    found: set[str] = set()
+    for asks, holds in _ANSWER_TYPES:
+        if holds.search(sentence):
+            for match in asks.finditer(query):
+                found |= stems(match.group(0))
+    return frozenset(found)
+
+
+def answer_type_agreement(query: str, sentence: str) -> float:
+    """The share of the kinds of value the question asks for (a duration, a phone number, hours ...) that the
+    sentence holds; 0 when the question asks for none."""
+    asked = [holds for asks, holds in _ANSWER_TYPES if asks.search(query)]
+    if not asked:
+        return 0.0
+    return sum(1 for holds in asked if holds.search(sentence)) / len(asked)
+
+
 _SENTENCE_NAME_EXCEPTIONS = {"i", "i'm", "i've", "ok"}
 
 
 def passage_sentences(text: str) -> list[str]:
     """Sentences and lines of a chunk; a FAQ question line keeps its answer line ("Q: ...?" + "A: ...")."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    merged: list[str] = []
+    merged: list[tuple[str, bool]] = []  # (line, is a FAQ pair: kept whole, the question names the answer's topic)
     for line in lines:
-        if merged and (
-            (merged[-1].endswith("?") and re.match(r"^(a|answer)\s*[:.)-]", line, re.IGNORECASE))
-            or (line[0].islower() and not re.search(r"[.!?:;]$", merged[-1]))  # a hard-wrapped line (PDF)
-        ):
-            merged[-1] = f"{merged[-1]} {line}"
+        if merged and merged[-1][0].endswith("?") and re.match(r"^(a|answer)\s*[:.)-]", line, re.IGNORECASE):
+            merged[-1] = (f"{merged[-1][0]} {line}", True)
+        elif merged and line[0].islower() and not re.search(r"[.!?:;]$", merged[-1][0]):  # a hard-wrapped line (PDF)
+            merged[-1] = (f"{merged[-1][0]} {line}", merged[-1][1])
         else:
-            merged.append(line)
+            merged.append((line, False))
     out = []
-    for line in merged:
-        out.extend(piece.strip() for piece in _SENTENCE_BREAK.split(line) if len(piece.split()) >= 2)
+    for line, pair in merged:
+        if pair:
+            out.append(line)
+        else:
+            out.extend(piece.strip() for piece in _SENTENCE_BREAK.split(line) if len(piece.split()) >= 2)
     return out
 
 
@@ -255,9 +314,16 @@ def sentence_signals(
     question = stems(query)
     lexical = unknown = 0.0
     unknown_names: list[str] = []
+    ordering_lexical = [0.0] * len(units)
     if question:
-        sentence_stems = [_sentence_stems(sentence) for _, sentence in units]
+        sentence_stems = [_sentence_stems(sentence) | answer_type_stems(query, sentence) for _, sentence in units]
         lexical = max(len(question & found) / len(question) for found in sentence_stems)
+        # For the order, a sentence is read under its document's title and section: "Enter the new network name and
+        # a password" under "Wi-Fi setup › Changing the network name and password" answers "How do I change the
+        # Wi-Fi password?" better than "All your Wi-Fi names and passwords are erased" under "Resetting the router".
+        context = [stems(f"{chunk.title} {chunk.section}") for chunk in chunks[: params.sentence_chunks]]
+        ordering_lexical = [len(question & (found | context[index])) / len(question)
+                            for (index, _), found in zip(units, sentence_stems)]
         # Words the knowledge base never uses ("Canada" when only delivery times are written down); a value that
         # implies a word (an e-mail address: "email") makes it known.
         vocabulary = _vocabulary()
@@ -279,6 +345,10 @@ def sentence_signals(
         cosine = float(sum(a * b for a, b in zip(vectors[0], vector)))
         chunk = chunks[index]
         chunk.sentence_score = cosine if chunk.sentence_score is None else max(chunk.sentence_score, cosine)
+        evidence = (cosine + params.sentence_rank_lexical_weight * ordering_lexical[position]
+                    + params.sentence_rank_type_weight * answer_type_agreement(query, units[position][1]))
+        chunk.sentence_evidence = (evidence if chunk.sentence_evidence is None
+                                   else max(chunk.sentence_evidence, evidence))
         if cosine > best:
             best, best_unit = cosine, position
     value = best + params.sentence_lexical_weight * lexical - params.sentence_unknown_weight * unknown
@@ -340,9 +410,19 @@ def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> 
             df = vocabulary.get(candidate_stem, 0)
             if df and (best is None or df > best[0]):
                 best = (df, candidate)
+        if best is None:
+            # The word the customer meant may be one the knowledge base doesn't use ("pohne" over "Call us ..."):
+            # two swapped letters making exactly one English word is a typo too (a swap rarely makes another word).
+            swaps = {candidate for candidate in _swaps(word) if candidate in english}
+            if len(swaps) == 1:
+                best = (0, swaps.pop())
         if best is not None:
             fixed = re.sub(rf"\b{word}\b", best[1], fixed, flags=re.IGNORECASE)
     return fixed
+
+
+def _swaps(word: str) -> set[str]:
+    return {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)} - {word}
 
 
 def _edits(word: str, *, substitutions: bool) -> set[str]:
@@ -701,6 +781,44 @@ def retrieval_query_build(*, question: str, history: Sequence[tuple[str, str]] |
     if running and question_is_follow_up(question):
         return _combine(running, question)
     return question
+
+
+# A second question joined to the first: "..., and who pays return shipping?", "...? Do you ship to Canada?",
+# "... and do you ...". Only before a word that opens a question, so "return and exchange" stays one part.
+# A word opening a question: a wh-word, or an auxiliary followed by a word that is not "not" ("do you", "is there",
+# "do gift cards"; not "... and are not needed anymore").
+_QUESTION_OPENER = (r"(?:(?:who|whom|whose|what|how|when|where|which|why)\b|(?:do|does|did|is|are|was|were|can|"
+                    r"could|will|would|should|may|am|have|has)\s+(?!not\b|n't\b)[a-z]\w*\b)")
+_PART_BREAK = re.compile(
+    rf"\?\s+(?=\S)|[,;]\s*(?:(?:and|but|also|plus|or)\s+)?(?={_QUESTION_OPENER})|\s+and\s+(?={_QUESTION_OPENER})",
+    re.IGNORECASE)
+_OPENS_QUESTION = re.compile(rf"^{_QUESTION_OPENER}", re.IGNORECASE)
+MAX_QUESTION_PARTS = 3
+
+
+def question_parts_split(question: str) -> list[str]:
+    """The separate questions in one message ("How long do I have to return an item, and who pays return
+    shipping?" -> two), each ending in "?"; the question itself when it has one part. A piece without a
+    content word ("..., and why?") stays with its neighbour; more than MAX_QUESTION_PARTS pieces are not split."""
+    question = " ".join((question or "").split())
+    pieces = [piece.strip(" ,;") for piece in _PART_BREAK.split(question) if piece and piece.strip(" ,;?")]
+    parts: list[str] = []
+    for piece in pieces:
+        if parts and not content_words(piece):
+            parts[-1] = f"{parts[-1].rstrip('?')}, {piece}"
+        else:
+            parts.append(piece)
+    if len(parts) > 1 and not content_words(parts[0]):
+        parts[1] = f"{parts[0].rstrip('?')}, {parts[1]}"
+        parts.pop(0)
+    if not 2 <= len(parts) <= MAX_QUESTION_PARTS:
+        return [question]
+    # Every part must be a question of its own: "My log files keep growing; what rotates them?" and "I changed the
+    # GRUB settings; how do I apply them?" are one question with its context.
+    if not all(_OPENS_QUESTION.match(part) for part in parts):
+        return [question]
+    parts = [part if part.endswith("?") else f"{part.rstrip('.!')}?" for part in parts]
+    return [part[0].upper() + part[1:] for part in parts]
 
 
 def _combine(previous: str, follow_up: str) -> str:

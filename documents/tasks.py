@@ -79,3 +79,4 @@ def sources_sync_due_all() -> int:
             started += len(sources.sources_sync_due())
             sources.source_runs_stalled_resume()
     return started
+

@@ -18,7 +18,7 @@ import math
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -198,6 +198,11 @@ def builtin_compose(
     if not units:
         return Composition(text="")
     question_stems = stems(question)
+    from chat.retrieval import answer_type_stems
+
+    for unit in units:
+        # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open".
+        unit.stems = unit.stems | (answer_type_stems(question, unit.text) & question_stems)
     frequency: dict[str, int] = {}
     for unit in units:
         for stem in unit.stems & question_stems:
@@ -311,6 +316,35 @@ def _render(passages: list[list[Unit]]) -> Composition:
     return Composition(text="\n\n".join(paragraphs), sources=order, snippets=snippets, units=units)
 
 
+_MARKER = re.compile(r"\[(\d+)\](?=\n|$)")
+
+
+def builtin_compose_parts(*, parts: Sequence[tuple[str, Sequence[Any]]], sources: Sequence[Any]) -> Composition:
+    """One answer to a multi-part question: each part composed from its own sources, one paragraph group after
+    another, with markers renumbered into one citation list (indices into `sources`, which holds every part's
+    sources)."""
+    index_of = {id(source): index for index, source in enumerate(sources)}
+    order: list[int] = []
+    snippets: dict[int, str] = {}
+    texts: list[str] = []
+    units = 0
+    for question, part_sources in parts:
+        composition = builtin_compose(question=question, sources=part_sources)
+        if not composition.text:
+            continue
+        mapping: dict[int, int] = {}
+        for number, local in enumerate(composition.sources, start=1):
+            shared = index_of[id(part_sources[local])]
+            if shared not in order:
+                order.append(shared)
+            mapping[number] = order.index(shared) + 1
+            if local in composition.snippets:
+                snippets.setdefault(shared, composition.snippets[local])
+        texts.append(_MARKER.sub(lambda m: f"[{mapping.get(int(m.group(1)), int(m.group(1)))}]", composition.text))
+        units += composition.units
+    return Composition(text="\n\n".join(texts), sources=order, snippets=snippets, units=units)
+
+
 def text_pieces(text: str) -> Iterator[str]:
     """Word-like pieces (at most 12 characters plus leading whitespace), as a model's tokens arrive."""
     for match in _PIECE.finditer(text):
@@ -324,6 +358,8 @@ class BuiltinChatModel(BaseChatModel):
     sources: list[Any] = []
     fixed_text: str | None = None
     fallback_text: str = ""  # said when the sources hold nothing quotable
+    parts: list[Any] = []  # [(part question, its sources)] for a multi-part question; `sources` holds them all
+    note_text: str = ""  # said after a composed answer (the parts of a multi-part question nothing covers)
     _composition: Composition | None = PrivateAttr(default=None)
 
     @property
@@ -336,7 +372,12 @@ class BuiltinChatModel(BaseChatModel):
             if self.fixed_text is not None:
                 self._composition = Composition(text=self.fixed_text)
             else:
-                composition = builtin_compose(question=self.question, sources=self.sources)
+                if self.parts:
+                    composition = builtin_compose_parts(parts=self.parts, sources=self.sources)
+                else:
+                    composition = builtin_compose(question=self.question, sources=self.sources)
+                if composition.text and self.note_text:
+                    composition = replace(composition, text=f"{composition.text}\n\n{self.note_text}")
                 self._composition = composition if composition.text else Composition(text=self.fallback_text)
         return self._composition
 

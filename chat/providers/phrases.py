@@ -24,6 +24,23 @@ DECLINE = {
     "nl": "Sorry, ik heb daarover niets gevonden in onze documentatie, dus ik kan u geen betrouwbaar antwoord geven. "
           "Zal ik u in contact brengen met iemand van ons team?",
 }
+# Said after the answer to the parts of a multi-part question the documents do cover; {parts} names the others.
+PARTIAL_DECLINE = {
+    "en": "I couldn't find anything in our documentation about {parts}. Would you like me to connect you with "
+          "someone from our team for that?",
+    "de": "Zu {parts} habe ich in unserer Dokumentation nichts gefunden. Soll ich Sie dafür mit jemandem aus "
+          "unserem Team verbinden?",
+    "fr": "Je n'ai rien trouvé dans notre documentation sur {parts}. Voulez-vous que je vous mette en relation "
+          "avec quelqu'un de notre équipe pour cela ?",
+    "es": "No he encontrado nada en nuestra documentación sobre {parts}. ¿Quiere que le ponga en contacto con "
+          "alguien de nuestro equipo para eso?",
+    "it": "Non ho trovato nulla nella nostra documentazione su {parts}. Vuole che la metta in contatto con "
+          "qualcuno del nostro team per questo?",
+    "pt": "Não encontrei nada na nossa documentação sobre {parts}. Quer que eu o coloque em contato com alguém "
+          "da nossa equipe para isso?",
+    "nl": "Over {parts} heb ik niets gevonden in onze documentatie. Zal ik u daarvoor in contact brengen met "
+          "iemand van ons team?",
+}
 GREETING = {
     "en": "Hello! What can I help you with?",
     "de": "Hallo! Wobei kann ich Ihnen helfen?",
@@ -70,6 +87,12 @@ def language_pick(setting: str, text: str) -> str:
 
 def decline_text(language: str) -> str:
     return DECLINE.get(language, DECLINE["en"])
+
+
+def partial_decline_text(language: str, parts: list[str]) -> str:
+    """The note after a multi-part answer naming the parts the documents don't cover, each quoted."""
+    quoted = ", ".join(f"\u201c{part.rstrip('?').strip()}\u201d" for part in parts)
+    return PARTIAL_DECLINE.get(language, PARTIAL_DECLINE["en"]).format(parts=quoted)
 
 
 _GREETING = re.compile(

@@ -18,9 +18,10 @@ WORDINGS = [
      "Gift cards bought at store {n} never expire."),
     ("Returns are accepted within {r} days at store {n}. Orders from warehouse {n} ship in {s} business days. "
      "Gift cards from store {n} never expire."),
+    # "window" is a word this text never uses: "How long" asking for a duration finds "{r} days" (answer types).
+    ("Store {n} gives you {r} days to return an item. Warehouse {n} needs {s} business days to ship an order. "
+     "Gift cards bought at store {n} never expire."),
 ]
-# Known miss (docs/answers.md): "Store 43 gives you 60 days to return an item." is not found for "How long is the
-# returns window?" ("window" is a word the text never uses and the sentence is only loosely similar).
 DIRECT = [
     ("How long is the returns window?", "r"),
     ("How long does shipping take?", "s"),
@@ -29,7 +30,7 @@ DIRECT = [
 OUT_OF_SCOPE = ["Do you ship to Canada?", "Do you accept PayPal?", "What is the capital of France?"]
 
 
-def variants(count: int = 10) -> list[dict]:
+def variants(count: int = 12) -> list[dict]:
     rng = random.Random(20)
     out = []
     for index in range(count):

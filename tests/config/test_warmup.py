@@ -16,7 +16,7 @@ from tests.conftest import LOG_DIR
 from tests.live import process_env, start_live_server, start_process
 
 HUNG_AFTER_SECONDS = 240  # a liveness bound: loading a model on a busy shared machine, not a speed claim
-PARTS = {"imports", "tokenizer", "embedder", "vector_client", "stemmer"}
+PARTS = {"imports", "parsers", "chunking", "tokenizer", "embedder", "vector_client", "stemmer"}
 
 
 def test_off_by_setting_in_this_process(settings, monkeypatch):
