@@ -106,6 +106,8 @@ DASHBOARD_FORMS: dict[str, Any] = {
                                            "examples": "Probe phrasing", "message": str(ids["message_id"])},
     "knowledge/curated/<int:curated_answer_id>/": lambda ids: {"question": "Probe question?",
                                                                "answer": "Probe answer edited"},
+    "conversations/office-hours/": lambda ids: {"timezone": "Europe/Berlin", "mon": "09:00-17:00",
+                                                "notify_agents": "on", "notify_after_seconds": "60"},
     "widgets/new/": lambda ids: _embed_form("Probe widget"),
     "widgets/<int:embed_id>/": lambda ids: _embed_form("Probe widget renamed"),
     "widgets/<int:embed_id>/actions/": lambda ids: {"action": "deactivate"},
