@@ -130,6 +130,27 @@ def test_the_daily_digest_lists_declined_and_thumbs_down_questions_to_the_owners
         assert notifications.digest_send(now=due) == "empty"
 
 
+def test_the_beat_task_has_the_worker_send_each_due_digest(celery_worker, worker_mailbox):
+    """chat.digest_send_all (what beat sends hourly) fans out to the worker, which mails the owners of a workspace
+    whose local time is past 08:00 (its time zone is picked so that it is noon there now)."""
+    from chat.services import assistant_answer_persist, customer_message_post
+    from chat.tasks import digest_send_all
+
+    shop = workspace_with_owner(name=f"Noon Shop {secrets.token_hex(3)}")
+    offset = 12 - timezone.now().astimezone(dt.timezone.utc).hour  # -11 … 12 hours: noon there
+    marker = secrets.token_hex(4)
+    with tenant_context(shop.workspace):
+        OfficeHours.objects.create(timezone=f"Etc/GMT{-offset:+d}" if offset else "UTC")  # Etc/GMT signs are inverted
+        conversation = services.conversation_start(channel="widget")
+        question, _ = customer_message_post(conversation=conversation, text=f"Can you fix my boat {marker}?")
+        assistant_answer_persist(conversation=conversation, reply_to=question,
+                                 result={"answer": "I don't know.", "answered": False, "confidence": 0.1},
+                                 latency_first_token_ms=None, latency_total_ms=None)
+    assert digest_send_all() >= 1
+    digest = worker_mailbox.wait_for(to=shop.owner.email, subject_contains="Daily digest", timeout=LIVENESS_DEADLINE)
+    assert f"Can you fix my boat {marker}?" in worker_mailbox.body(digest)
+
+
 def test_office_hours_and_notifications_have_a_settings_page_and_api(host_client):
     shop = workspace_with_owner(name=f"Hours Shop {secrets.token_hex(3)}")
     client = host_client(f"{shop.workspace.slug}.localhost")
