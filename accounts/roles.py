@@ -41,6 +41,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "workspace.export": frozenset({Role.OWNER}),  # the whole workspace's data in one archive (docs/operations.md)
     "api_keys.manage": STAFF_ROLES,
     "audit.view": STAFF_ROLES,
+    # Visitor data rights (issue #18): export or erase everything one widget visitor left. People only: no API-key
+    # scope grants it (the audit log names who erased whom).
+    "visitors.manage": STAFF_ROLES,
 }
 
 # API-key scopes grant permissions the same way roles do. A key never manages the team or other keys.

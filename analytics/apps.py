@@ -5,7 +5,8 @@ class AnalyticsConfig(AppConfig):
     name = "analytics"
 
     def ready(self) -> None:
-        from analytics.receivers import receivers_connect
+        from analytics.receivers import erasure_receivers_connect, receivers_connect
 
         # analytics sits on top (STYLE.md floors): chat, documents and embeds only send; we listen.
         receivers_connect()
+        erasure_receivers_connect()

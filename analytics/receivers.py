@@ -124,3 +124,14 @@ def receivers_connect() -> None:
     ]
     for signal, receiver in pairs:
         signal.connect(receiver, dispatch_uid=f"analytics.{receiver.__name__}", weak=False)
+
+
+def on_visitor_erasing(*, visitor_id: str, public_ids: list[str], **_: Any) -> None:
+    """Not swallowed: an erasure that could not reach analytics must fail and roll back, not half-succeed."""
+    services.visitor_events_erase(visitor_id=visitor_id, conversation_ids=public_ids)
+
+
+def erasure_receivers_connect() -> None:
+    from chat import signals as chat_signals
+
+    chat_signals.visitor_erasing.connect(on_visitor_erasing, dispatch_uid="analytics.on_visitor_erasing", weak=False)

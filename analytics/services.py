@@ -300,3 +300,34 @@ def questions_cluster(*, min_event_id: int = 0, max_event_id: int | None = None,
          for qhash, index, text in assignments], batch_size=1000, ignore_conflicts=True,
     )
     return {"questions_clustered": len(assignments), "clusters_created": created}
+
+
+# --- visitor erasure (chat.signals.visitor_erasing; docs/handoff.md "Visitor data rights") --------------------------
+def visitor_events_erase(*, visitor_id: str, conversation_ids: list[str]) -> dict[str, int]:
+    """Forget one visitor: delete their raw events (their conversations' and the widget opens under their id), then
+    the clustered question texts no remaining event asks. A cluster that held one of them loses its member: deleted
+    when nothing is left, else its centroid is rebuilt from the remaining members' embeddings (the old one mixed in
+    the visitor's question) and its representative taken from them. Rollups keep their counts: they hold no text
+    and no visitor id. Runs inside the erasure's transaction and raises on failure (the erasure then rolls back)."""
+    from documents.embedding import embedder
+
+    events = Event.objects.filter(conversation_id__in=conversation_ids) | Event.objects.filter(visitor_id=visitor_id)
+    hashes = set(events.exclude(question_hash="").values_list("question_hash", flat=True))
+    deleted, _ = events.delete()
+    still_asked = set(Event.objects.filter(question_hash__in=hashes).values_list("question_hash", flat=True))
+    orphans = hashes - still_asked
+    affected = set(QuestionAssignment.objects.filter(question_hash__in=orphans).values_list("cluster_id", flat=True))
+    QuestionAssignment.objects.filter(question_hash__in=orphans).delete()
+    rebuilt = 0
+    for cluster in QuestionCluster.objects.filter(pk__in=affected).order_by("pk"):
+        members = list(cluster.assignments.order_by("created_at", "question_hash").values_list("text", flat=True))
+        if not members:
+            cluster.delete()
+            continue
+        vectors = _unit(np.asarray(embedder().embed([question_normalise(text) for text in members]), dtype=np.float32))
+        cluster.centroid = _unit(vectors.sum(axis=0)[None, :])[0].astype(np.float32).tobytes()
+        cluster.size = len(members)
+        cluster.representative = members[0]
+        cluster.save(update_fields=["centroid", "size", "representative"])
+        rebuilt += 1
+    return {"events": deleted, "questions": len(orphans), "clusters_rebuilt": rebuilt}

@@ -425,15 +425,27 @@ class OfficeHoursApi(APIView):
         timezone = serializers.CharField(max_length=64)
         weekly_hours = serializers.DictField(child=serializers.ListField(
             child=serializers.ListField(child=serializers.CharField(max_length=5), min_length=2, max_length=2)))
+        # Staff notifications (docs/handoff.md "Staff notifications"); optional on PUT: unchanged when left out.
+        notify_agents = serializers.BooleanField(required=False)
+        notify_after_seconds = serializers.IntegerField(required=False, min_value=0, max_value=1800)
+        daily_digest = serializers.BooleanField(required=False)
+
+    @staticmethod
+    def _body(hours: Any) -> dict[str, Any]:
+        from chat.models import OfficeHours
+
+        hours = hours or OfficeHours()  # the defaults of a workspace that never saved any
+        return {"enabled": hours.enabled, "timezone": hours.timezone, "weekly_hours": hours.weekly_hours,
+                "notify_agents": hours.notify_agents, "notify_after_seconds": hours.notify_after_seconds,
+                "daily_digest": hours.daily_digest}
 
     @extend_schema(responses=OfficeHoursSerializer)
     def get(self, request: Request) -> Response:
         from chat import handoff
 
         hours = handoff.office_hours_get()
-        body = {"enabled": bool(hours and hours.enabled), "timezone": hours.timezone if hours else "UTC",
-                "weekly_hours": hours.weekly_hours if hours else {}}
-        return Response({**self.OfficeHoursSerializer(body).data, "open_now": handoff.office_hours_open(hours)})
+        return Response({**self.OfficeHoursSerializer(self._body(hours)).data,
+                         "open_now": handoff.office_hours_open(hours)})
 
     @extend_schema(request=OfficeHoursSerializer, responses=OfficeHoursSerializer)
     def put(self, request: Request) -> Response:
@@ -442,7 +454,42 @@ class OfficeHoursApi(APIView):
         serializer = self.OfficeHoursSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        hours = handoff.office_hours_set(enabled=data["enabled"], timezone_name=data["timezone"],
-                                         weekly_hours=data["weekly_hours"])
-        body = {"enabled": hours.enabled, "timezone": hours.timezone, "weekly_hours": hours.weekly_hours}
-        return Response({**self.OfficeHoursSerializer(body).data, "open_now": handoff.office_hours_open(hours)})
+        hours = handoff.office_hours_set(
+            enabled=data["enabled"], timezone_name=data["timezone"], weekly_hours=data["weekly_hours"],
+            notify_agents=data.get("notify_agents"), notify_after_seconds=data.get("notify_after_seconds"),
+            daily_digest=data.get("daily_digest"))
+        return Response({**self.OfficeHoursSerializer(self._body(hours)).data,
+                         "open_now": handoff.office_hours_open(hours)})
+
+
+# --- visitor data rights (issue #18; docs/handoff.md "Visitor data rights") ---------------------------------------
+class VisitorExportApi(APIView):
+    """Everything the workspace holds of one widget visitor, as JSON (an attachment)."""
+
+    required_permission = "visitors.manage"
+
+    @extend_schema(responses={200: serializers.DictField()})
+    def get(self, request: Request, visitor_id: str) -> Response:
+        from chat import visitors
+
+        document = visitors.visitor_export(workspace=request.tenant, actor=request.user, visitor_id=visitor_id)
+        response = Response(document)
+        response["Content-Disposition"] = 'attachment; filename="visitor-export.json"'
+        return response
+
+
+class VisitorEraseApi(APIView):
+    """Erase one widget visitor: their conversations, messages, notes, analytics events and Redis logs."""
+
+    required_permission = "visitors.manage"
+
+    class OutputSerializer(serializers.Serializer):
+        conversations = serializers.IntegerField()
+        messages = serializers.IntegerField()
+
+    @extend_schema(request=None, responses=OutputSerializer)
+    def delete(self, request: Request, visitor_id: str) -> Response:
+        from chat import visitors
+
+        counts = visitors.visitor_erase(workspace=request.tenant, actor=request.user, visitor_id=visitor_id)
+        return Response(self.OutputSerializer(counts).data)

@@ -84,7 +84,13 @@ def office_hours_get() -> OfficeHours | None:
     return OfficeHours.objects.order_by("id").first()
 
 
-def office_hours_set(*, enabled: bool, timezone_name: str, weekly_hours: dict[str, list[list[str]]]) -> OfficeHours:
+NOTIFY_AFTER_MAX = 1800  # seconds; a Celery countdown must stay well below the broker's visibility timeout
+
+
+def office_hours_set(*, enabled: bool, timezone_name: str, weekly_hours: dict[str, list[list[str]]],
+                     notify_agents: bool | None = None, notify_after_seconds: int | None = None,
+                     daily_digest: bool | None = None) -> OfficeHours:
+    """Save the workspace's office hours; the notification settings (chat.notifications) change only when given."""
     try:
         zoneinfo.ZoneInfo(timezone_name)
     except Exception:  # not found, or not a valid key at all (a path, a NUL, ...)
@@ -102,8 +108,17 @@ def office_hours_set(*, enabled: bool, timezone_name: str, weekly_hours: dict[st
             if end <= start:
                 raise ValidationFailed("A span must end after it starts.", details={"fields": {"weekly_hours": [day]}})
             clean[day].append([start.strftime("%H:%M"), end.strftime("%H:%M")])
+    if notify_after_seconds is not None and not 0 <= notify_after_seconds <= NOTIFY_AFTER_MAX:
+        raise ValidationFailed(f"The delay is 0 to {NOTIFY_AFTER_MAX} seconds.",
+                               details={"fields": {"notify_after_seconds": [f"0 to {NOTIFY_AFTER_MAX}."]}})
     hours = office_hours_get() or OfficeHours()
     hours.enabled, hours.timezone, hours.weekly_hours = enabled, timezone_name, clean
+    if notify_agents is not None:
+        hours.notify_agents = notify_agents
+    if notify_after_seconds is not None:
+        hours.notify_after_seconds = notify_after_seconds
+    if daily_digest is not None:
+        hours.daily_digest = daily_digest
     hours.save()
     return hours
 

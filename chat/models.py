@@ -137,4 +137,9 @@ class OfficeHours(models.Model):
     timezone = models.CharField(max_length=64, default="UTC")
     # {"mon": [["09:00", "17:00"]], "tue": [...], ...}; a missing or empty day is closed.
     weekly_hours = models.JSONField(default=dict, blank=True)
+    # Staff notifications (issue #18, chat.notifications): e-mail the agents when a customer waits and nobody has the
+    # inbox open, this long after the customer asked; and a daily digest of unanswered / thumbs-down questions.
+    notify_agents = models.BooleanField(default=True)
+    notify_after_seconds = models.PositiveIntegerField(default=120, help_text="0 = at once; at most 1800.")
+    daily_digest = models.BooleanField(default=True, help_text="Owners get the day's unanswered and thumbs-down questions.")
     updated_at = models.DateTimeField(auto_now=True)

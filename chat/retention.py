@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from chat.events import ConversationLog, sync_client
 from chat.models import Conversation
+from chat.notifications import notified_key
 from chat.signals import conversations_purged
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _logs_delete(schema: str, public_ids: list) -> None:
     keys: list[str] = []
     for public_id in public_ids:
         log = ConversationLog.of(schema, Conversation(public_id=public_id))
-        keys += [log.seq_key, log.stream_key, log.lock_key]
+        keys += [log.seq_key, log.stream_key, log.lock_key, notified_key(schema, public_id)]
     try:
         sync_client().delete(*keys)
     except Exception:  # noqa: BLE001 — the logs expire by themselves (CHAT_EVENT_LOG_TTL)

@@ -23,3 +23,7 @@ agent_joined = Signal()
 conversation_closed = Signal()
 # public_ids: list[str] — conversations deleted by the workspace's retention rule (chat.retention)
 conversations_purged = Signal()
+# visitor_id: str, public_ids: list[str] — sent *synchronously* inside the erasure of one visitor (chat.visitors),
+# before it commits: receivers remove what they copied of the visitor (analytics events and question texts, widget
+# counters) and may raise, which rolls the erasure back rather than leaving a half-erased visitor.
+visitor_erasing = Signal()

@@ -6,9 +6,13 @@ from chat import apis, views
 dashboard_urlpatterns = [
     path("", views.conversation_list, name="conversations"),
     path("inbox/", views.inbox, name="inbox"),
+    path("office-hours/", views.office_hours_settings, name="office-hours"),
     path("try/", views.conversation_try_start, name="conversation-try-start"),
     path("try/<uuid:conversation_id>/", views.conversation_try, name="conversation-try"),
     path("<uuid:conversation_id>/", views.conversation_transcript, name="conversation-transcript"),
+    # visitor data rights (issue #18)
+    path("visitors/<str:visitor_id>/", views.visitor_data, name="visitor-data"),
+    path("visitors/<str:visitor_id>/export/", views.visitor_data_export, name="visitor-data-export"),
 ]
 
 api_urlpatterns = [
@@ -16,6 +20,9 @@ api_urlpatterns = [
     # human handoff (issue #6; docs/handoff.md)
     path("inbox/", apis.InboxApi.as_view(), name="api-inbox"),
     path("office-hours/", apis.OfficeHoursApi.as_view(), name="api-office-hours"),
+    # visitor data rights (issue #18; docs/handoff.md)
+    path("visitors/<str:visitor_id>/", apis.VisitorEraseApi.as_view(), name="api-visitor"),
+    path("visitors/<str:visitor_id>/export/", apis.VisitorExportApi.as_view(), name="api-visitor-export"),
     path("<uuid:conversation_id>/join/", apis.ConversationJoinApi.as_view(), name="api-conversation-join"),
     path("<uuid:conversation_id>/agent-messages/", apis.ConversationAgentMessageApi.as_view(),
          name="api-conversation-agent-messages"),

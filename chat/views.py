@@ -101,3 +101,126 @@ def inbox(request: HttpRequest) -> HttpResponse:
         "max_message_chars": ProtocolLimits.from_settings().max_message_chars,
         "reasons": ["asked", "keyword", "unanswered", "agent"], "channels": Channel.choices,
     })
+
+
+# --- visitor data rights (issue #18; docs/handoff.md "Visitor data rights") -----------------------------------------
+@workspace_permission_required("visitors.manage")
+@require_http_methods(["GET", "POST"])
+def visitor_data(request: HttpRequest, visitor_id: str) -> HttpResponse:
+    """One visitor: what we hold (their conversations), a JSON download, and erasure (POST, confirmed)."""
+    from django.contrib import messages as flash
+
+    from chat import visitors
+    from config.errors import ApplicationError
+
+    if request.method == "POST":
+        if request.POST.get("confirm") != visitor_id:
+            flash.error(request, "Type the visitor id to confirm the erasure.")
+            return redirect("visitor-data", visitor_id=visitor_id)
+        try:
+            counts = visitors.visitor_erase(workspace=request.tenant, actor=request.user,  # type: ignore[attr-defined]
+                                            visitor_id=visitor_id)
+        except ApplicationError as exc:
+            flash.error(request, exc.message)
+            return redirect("conversations")
+        flash.success(request, f"Visitor erased: {counts['conversations']} conversations, "
+                               f"{counts['messages']} messages.")
+        return redirect("conversations")
+    conversations = selectors.conversation_list(visitor_id=visitor_id)[:200]
+    if not conversations:
+        raise Http404("No conversations of this visitor.")
+    return render(request, "chat/visitor.html", {"visitor_id": visitor_id, "conversations": conversations})
+
+
+@workspace_permission_required("visitors.manage")
+@require_GET
+def visitor_data_export(request: HttpRequest, visitor_id: str) -> HttpResponse:
+    import json
+
+    from chat import visitors
+    from config.errors import NotFound
+
+    try:
+        document = visitors.visitor_export(workspace=request.tenant, actor=request.user,  # type: ignore[attr-defined]
+                                           visitor_id=visitor_id)
+    except NotFound:
+        raise Http404("No conversations of this visitor.") from None
+    response = HttpResponse(json.dumps(document, ensure_ascii=False, indent=2), content_type="application/json")
+    response["Content-Disposition"] = 'attachment; filename="visitor-export.json"'
+    return response
+
+
+# --- office hours and staff notifications (issue #18; docs/handoff.md) ---------------------------------------------
+def _office_hours_form_class():
+    from django import forms
+
+    from chat.handoff import NOTIFY_AFTER_MAX, WEEKDAYS
+
+    day_fields = {day: forms.CharField(
+        label=day.capitalize(), required=False, max_length=200,
+        help_text="" if day != "mon" else "Spans like 09:00-12:00, 13:00-17:00; empty = closed.")
+        for day in WEEKDAYS}
+
+    def clean(self: forms.Form) -> dict[str, Any]:
+        data = forms.Form.clean(self)
+        weekly: dict[str, list[list[str]]] = {}
+        for day in WEEKDAYS:
+            text = (data.get(day) or "").strip()
+            if not text:
+                continue
+            spans = [[bound.strip() for bound in part.split("-")] for part in text.split(",")]
+            if any(len(span) != 2 for span in spans):
+                self.add_error(day, "Write spans as 09:00-17:00.")
+                continue
+            weekly[day] = spans
+        data["weekly_hours"] = weekly
+        return data
+
+    fields: dict[str, Any] = {
+        "enabled": forms.BooleanField(label="Use office hours", required=False,
+                                      help_text="Off: always within office hours (presence still counts)."),
+        "timezone": forms.CharField(label="Time zone", max_length=64, help_text="An IANA name, e.g. Europe/Berlin."),
+        **day_fields,
+        "notify_agents": forms.BooleanField(
+            label="E-mail the agents when a customer waits and nobody has the inbox open", required=False),
+        "notify_after_seconds": forms.IntegerField(label="After (seconds)", min_value=0, max_value=NOTIFY_AFTER_MAX),
+        "daily_digest": forms.BooleanField(
+            label="Daily digest of unanswered and thumbs-down questions to the owners", required=False),
+        "clean": clean,
+    }
+    OfficeHoursForm = type("OfficeHoursForm", (forms.Form,), fields)
+    return OfficeHoursForm
+
+
+@workspace_permission_required("settings.manage")
+@require_http_methods(["GET", "POST"])
+def office_hours_settings(request: HttpRequest) -> HttpResponse:
+    from django.contrib import messages as flash
+
+    from chat import handoff
+    from chat.models import OfficeHours
+    from config.errors import ValidationFailed
+
+    form_class = _office_hours_form_class()
+    hours = handoff.office_hours_get() or OfficeHours()
+    if request.method == "POST":
+        form = form_class(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                handoff.office_hours_set(
+                    enabled=data["enabled"], timezone_name=data["timezone"], weekly_hours=data["weekly_hours"],
+                    notify_agents=data["notify_agents"], notify_after_seconds=data["notify_after_seconds"],
+                    daily_digest=data["daily_digest"])
+            except ValidationFailed as exc:
+                form.add_error(None, exc.message)
+            else:
+                flash.success(request, "Office hours saved.")
+                return redirect("office-hours")
+    else:
+        initial = {"enabled": hours.enabled, "timezone": hours.timezone, "notify_agents": hours.notify_agents,
+                   "notify_after_seconds": hours.notify_after_seconds, "daily_digest": hours.daily_digest}
+        for day, spans in (hours.weekly_hours or {}).items():
+            initial[day] = ", ".join(f"{start}-{end}" for start, end in spans)
+        form = form_class(initial=initial)
+    return render(request, "chat/office_hours.html", {"form": form, "open_now": handoff.office_hours_open(hours)})

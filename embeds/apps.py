@@ -19,3 +19,8 @@ class EmbedsConfig(AppConfig):
         socket_authenticator_register(widget_visitor_principal)
         # django-cors-headers: CORS for /widget/v1/config/ is decided per embed by the view (its allowed origins).
         check_request_enabled.connect(cors_allowed_by_embed, dispatch_uid="embeds.cors_allowed_by_embed")
+        # An erased visitor's daily answer counters go with them (chat.visitors).
+        from chat.signals import visitor_erasing
+        from embeds.limits import visitor_counters_erase
+
+        visitor_erasing.connect(visitor_counters_erase, dispatch_uid="embeds.visitor_counters_erase", weak=False)

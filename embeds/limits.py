@@ -149,3 +149,16 @@ def daily_cap_error(scope: str, retry_after: int) -> RateLimited:
                            code=ErrorCode.VISITOR_DAILY_LIMIT, retry_after=retry_after)
     return RateLimited("This chat has answered as many questions as it can today; please try again tomorrow.",
                        code=ErrorCode.EMBED_DAILY_LIMIT, retry_after=retry_after)
+
+
+def visitor_counters_erase(sender: Any = None, *, visitor_id: str, **_: Any) -> int:
+    """chat.signals.visitor_erasing: delete the erased visitor's daily answer counters in this workspace (their key
+    holds a digest of the visitor id). Raises on a Redis failure, which rolls the erasure back."""
+    from django.db import connection
+
+    from chat.events import sync_client
+
+    client = sync_client()
+    pattern = _socket_key(connection.schema_name, "answers.visitor", visitor_id, 0)[:-1] + "*"
+    keys = list(client.scan_iter(match=pattern, count=500))
+    return client.delete(*keys) if keys else 0

@@ -116,13 +116,29 @@ def live_server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker) -> Iterator[ManagedProcess]:
+def worker_mail_folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("worker-mail")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, worker_mail_folder) -> Iterator[ManagedProcess]:
+    """The session's worker. Its e-mails (staff notifications, digests, owner alerts) land as files in
+    `worker_mail_folder` (django's filebased backend), so tests read what it really sent (`worker_mailbox`)."""
     from django.db import connection
 
     with django_db_blocker.unblock():
-        worker = start_celery_worker(connection.settings_dict, LOG_DIR)
+        worker = start_celery_worker(connection.settings_dict, LOG_DIR, extra_env={
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "EMAIL_FILE_PATH": str(worker_mail_folder)})
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def worker_mailbox(worker_mail_folder):
+    from tests.browser.mailbox import Mailbox
+
+    return Mailbox(worker_mail_folder)
 
 
 @pytest.fixture(scope="session")

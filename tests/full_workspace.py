@@ -103,6 +103,7 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
         "invitation_id": invitation.pk,
         "document_id": text_document.pk,
         "conversation_id": seeded.conversation.public_id,
+        "visitor_id": seeded.conversation.visitor_id,  # visitor data rights (export, erase)
         "message_id": message.pk,
         "embed_id": seeded.embed.pk,
         "public_key": seeded.embed.public_key,

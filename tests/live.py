@@ -131,8 +131,11 @@ def start_live_server(
     raise RuntimeError(f"ASGI server did not come up:\n{server.process.log_tail()}")
 
 
-def start_celery_worker(settings_dict: dict[str, Any], log_dir: Path, name: str = "celery") -> ManagedProcess:
-    env = process_env(settings_dict)
+def start_celery_worker(settings_dict: dict[str, Any], log_dir: Path, name: str = "celery",
+                        extra_env: dict[str, str] | None = None) -> ManagedProcess:
+    """`extra_env` adds or overrides environment variables of the worker (the session's worker writes its mail to
+    files: tests/conftest.py `worker_mailbox`)."""
+    env = process_env(settings_dict, **(extra_env or {}))
     argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-l", "info", "-Q", "default,ingest,ingest_large",
             "-c", "2", "-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
     worker = start_process(name, argv, env, log_dir)

@@ -111,6 +111,8 @@ DASHBOARD_FORMS: dict[str, Any] = {
     "knowledge/sources/add/": lambda ids: {"url": "https://example.com/probe", "kind": "site", "max_pages": "5",
                                            "schedule": "weekly", "exclude": "/blog/*"},
     "knowledge/sources/<int:source_id>/settings/": lambda ids: {"schedule": "daily", "max_pages": "50"},
+    "conversations/office-hours/": lambda ids: {"timezone": "Europe/Berlin", "mon": "09:00-17:00",
+                                                "notify_agents": "on", "notify_after_seconds": "60"},
     "widgets/new/": lambda ids: _embed_form("Probe widget"),
     "widgets/<int:embed_id>/": lambda ids: _embed_form("Probe widget renamed"),
     "widgets/<int:embed_id>/actions/": lambda ids: {"action": "deactivate"},

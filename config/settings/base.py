@@ -154,6 +154,9 @@ CELERY_BEAT_SCHEDULE = {
     "conversations-retention": {"task": "chat.retention_purge_all", "schedule": 60 * 60},
     # Cluster new questions and bring every workspace's analytics rollups up to date (analytics.tasks).
     "analytics-rollups-update": {"task": "analytics.rollups_update_all", "schedule": 5 * 60},
+    # Hourly: each workspace whose local morning has come gets its daily digest of unanswered and thumbs-down
+    # questions, once a day (chat.notifications).
+    "staff-daily-digest": {"task": "chat.digest_send_all", "schedule": 60 * 60},
 }
 # Analytics (docs/analytics.md): an answer below this confidence counts as low-confidence; questions whose
 # embeddings reach this cosine similarity to a cluster's centroid join it.

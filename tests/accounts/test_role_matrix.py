@@ -99,9 +99,12 @@ def matrix(django_db_blocker) -> dict[str, Any]:
 
             document = document_create_text(title="Matrix", text=f"Returns within 30 days. {secrets.token_hex(4)}")
             conversation = conversation_start(channel="dashboard", created_by=ws.owner)
+            visitor_id = f"v-matrix-{secrets.token_hex(4)}"  # a widget visitor: their data's export page and API
+            conversation_start(channel="widget", visitor_id=visitor_id)
     # Reads go to real objects; writes to objects that don't exist (the permission is checked first, and the
     # matrix must not delete or change what the next role's requests look at).
-    existing = {"document_id": document.pk, "conversation_id": conversation.public_id, "slug": ws.workspace.slug}
+    existing = {"document_id": document.pk, "conversation_id": conversation.public_id, "slug": ws.workspace.slug,
+                "visitor_id": visitor_id}
     return {"ws": ws, "users": users, "keys": keys, "existing": existing}
 
 
@@ -118,6 +121,9 @@ def fill(endpoint: Endpoint, existing: dict[str, Any], *, write: bool) -> tuple[
         kind = type(converters[name]).__name__
         if name == "slug" or (not write and name in existing):
             return str(existing[name])
+        if name == "visitor_id":  # a visitor id is any string; one nobody has (erasing it would change the reads)
+            missing = True
+            return "v-matrix-missing"
         if kind not in ("IntConverter", "UUIDConverter"):
             raise AssertionError(f"the role matrix can't fill <{name}> ({kind}) in {endpoint.route}: teach fill()")
         missing = True
