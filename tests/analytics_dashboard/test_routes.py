@@ -8,7 +8,7 @@ from accounts.roles import Role, role_has_permission
 from tests.accounts.test_role_matrix import endpoints, exercise
 from tests.test_isolation import fill_path, tenant_routes
 
-EXPECTED = {"analytics/", *(f"analytics/export/{t}.csv" for t in (
+EXPECTED = {"analytics/", "analytics/review/", *(f"analytics/export/{t}.csv" for t in (
     "summary", "queries-over-time", "top-queries", "unanswered", "documents", "embeds", "quality", "handoffs")),
     "analytics/export/transcripts.csv", "analytics/export/transcripts.jsonl"}
 
