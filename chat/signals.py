@@ -23,3 +23,6 @@ agent_joined = Signal()
 conversation_closed = Signal()
 # public_ids: list[str] — conversations deleted by the workspace's retention rule (chat.retention)
 conversations_purged = Signal()
+# conversation: Conversation, lead: Lead (chat.models), created: bool — a visitor filled in (or corrected) the
+# widget's lead form; webhooks deliver it as `lead.captured`
+lead_captured = Signal()

@@ -46,6 +46,7 @@ api_v1 = [
     path("documents/", include(document_urls.api_urlpatterns)),
     path("curated-answers/", include(document_urls.curated_api_urlpatterns)),
     path("conversations/", include(chat_urls.api_urlpatterns)),
+    path("leads/", include(chat_urls.lead_api_urlpatterns)),
     path("embeds/", include(embed_urls.api_urlpatterns)),
     path("analytics/", include(analytics_api_urls.api_urlpatterns)),
 ]
