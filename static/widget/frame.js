@@ -366,7 +366,11 @@
         : createConversation({ lead: values });
       saved.then(function () {
         hideLeadForm();
-        notice(t("lead_saved"), "info");
+        // In the transcript, not the notice bar: the socket's welcome clears notices as it connects.
+        var thanks = el("li", "ccw-msg ccw-system ccw-lead-saved");
+        thanks.appendChild(el("div", "ccw-bubble", t("lead_saved")));
+        els.log.appendChild(thanks);
+        announce(t("lead_saved"));
         setInteractive(true);
         if (stage === "before_chat") {
           els.human.hidden = !cfg.behaviour.offer_human;

@@ -121,7 +121,7 @@ def test_the_lead_form_validates_starts_the_chat_and_the_lead_reaches_the_inbox(
     order.fill("A-1042")
     form.get_by_role("button", name="Start the chat").click()
     expect(form).to_have_count(0, timeout=WAIT)
-    expect(frame.locator("#ccw-notice")).to_have_text("Thanks — we have your details.")
+    expect(frame.locator("li.ccw-lead-saved")).to_have_text("Thanks — we have your details.")
     box = frame.get_by_label("Your message")
     expect(box).to_be_enabled(timeout=WAIT)
     box.fill(RETURN_QUESTION)
