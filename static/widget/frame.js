@@ -251,6 +251,8 @@
 
   function showEmpty() {
     conversation = null;
+    leadGiven = false;
+    leadEmail = "";
     clearLog();
     els.newButton.hidden = true;
     els.emailRow.hidden = !cfg.behaviour.collect_email;
@@ -300,6 +302,7 @@
 
   // --- the lead form: before the chat, or when the visitor asks for a person (docs/widget.md) ----------------
   var leadForm = cfg.lead_form || { when: "off", fields: {} };
+  var leadGiven = false, leadEmail = "";  // of the current conversation
   var LEAD_INPUTS = [["name", "text", "name"], ["email", "email", "email"], ["phone", "tel", "tel"],
                      ["custom", "text", "off"]];
   function hideLeadForm() {
@@ -365,6 +368,8 @@
         ? authed("PUT", cfg.paths.conversations + encodeURIComponent(conversation.id) + "/lead/", { lead: values })
         : createConversation({ lead: values });
       saved.then(function () {
+        leadGiven = true;
+        leadEmail = values.email || "";
         hideLeadForm();
         // In the transcript, not the notice bar: the socket's welcome clears notices as it connects.
         var thanks = el("li", "ccw-msg ccw-system ccw-lead-saved");
@@ -413,6 +418,8 @@
     disconnect();
     clearLog();
     conversation = c;
+    leadGiven = false;
+    leadEmail = "";
     store.set("conversation", c.id);
     els.newButton.hidden = false;
     els.emailRow.hidden = true;
@@ -615,7 +622,7 @@
     if (status === "waiting") {
       // What happens next (docs/handoff.md): someone joins, or nobody is there now and an email gets a reply.
       notice(t(next && next.ask_email ? "human_nobody" : "human_requested"), "handoff");
-      if (next && next.ask_email) showContactForm();
+      if (next && next.ask_email && !leadEmail) showContactForm();  // the lead form has their address already
     } else if (status === "closed") { notice(t("closed"), "info"); setInteractive(false); }
     else if (els.notice.getAttribute("data-kind") === "handoff") notice("");
   }
@@ -930,13 +937,11 @@
     var now = Date.now();
     if (socketLive && now - typingSentAt > 2500) { typingSentAt = now; send({ type: "typing", state: true }); }
   });
-  var leadGiven = false;
   els.human.addEventListener("click", function () {
     var ask = function () { send({ type: "request_human" }); };
     if (leadForm.when === "handoff" && !leadGiven && !document.getElementById("ccw-lead")) {
       // Ask how to reach them first; the request for a person follows once the form is saved.
       showLeadForm("handoff", function () {
-        leadGiven = true;
         var wait = setInterval(function () { if (socketLive) { clearInterval(wait); ask(); } }, 200);
       });
       return;

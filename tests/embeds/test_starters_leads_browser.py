@@ -4,7 +4,8 @@ website served from another origin (http://shop.localhost:<port>/, the workspace
 Chips show before the first message and are buttons: clicking one asks it and the answer streams; after a decline
 the widget offers them again ("You could ask…"). The lead form comes before the chat: it refuses empty required
 fields and a bad email in the page, shows the server's refusal of a bad phone number on that field, then starts the
-chat; the lead is stored on the conversation and an agent sees it in the inbox.
+chat; the lead is stored on the conversation and an agent sees it in the inbox. A form shown at handoff asks before
+a person is called.
 """
 from __future__ import annotations
 
@@ -151,3 +152,46 @@ def test_the_lead_form_validates_starts_the_chat_and_the_lead_reaches_the_inbox(
     expect(details.locator('[data-lead-field="phone"]')).to_have_text("+44 20 7946 0958")
     expect(details.locator('[data-lead-field="order number"]')).to_have_text("A-1042")
     expect(agent.locator("[data-pane] [data-pane-visitor]")).to_contain_text("ada@example.test")
+    agent_context.close()  # the agent goes offline (the handoff test below wants nobody there)
+
+
+def test_the_handoff_form_asks_before_a_person_is_called(browser: Browser, shop, widget_server, host_site,
+                                                         django_db_blocker):
+    """`when: handoff`: the chat starts at once; "Talk to a person" asks for the email first, then calls a person.
+    Nobody is online, and the widget doesn't ask for the address a second time."""
+    with django_db_blocker.unblock():
+        embed = embed_make(shop["ws"].workspace, [host_site.origin("shop.localhost")], name="Handoff form",
+                           lead_form={"when": "handoff", "fields": {"email": "required"}})
+    from chat.events import sync_client
+    from chat.inbox import presence_key
+
+    sync_client().delete(presence_key(shop["ws"].workspace.schema_name))  # nobody online
+    url = host_site.page(f"handoff-lead-{embed.pk}.html",
+                         host_page_html(snippet_for(widget_server, shop["host"], embed)))
+    customer = browser.new_context().new_page()
+    customer.goto(url)
+    expect(launcher(customer)).to_be_visible(timeout=WAIT)
+    launcher(customer).click()
+    frame = chat_frame(customer)
+    box = frame.get_by_label("Your message")
+    expect(box).to_be_enabled(timeout=WAIT)
+    expect(frame.locator("form#ccw-lead")).to_have_count(0)
+    box.fill(RETURN_QUESTION)
+    box.press("Enter")
+    expect(frame.locator("li.ccw-assistant[data-message-id]").last.locator(".ccw-bubble")).to_contain_text(
+        "30 days", timeout=WAIT)
+    frame.get_by_role("button", name="Talk to a person").click()
+    form = frame.locator("form#ccw-lead")
+    expect(form).to_contain_text("So our team can get back to you", timeout=WAIT)
+    form.get_by_role("button", name="Send").click()
+    expect(form.locator('[data-error-for="email"]')).to_have_text("Please fill this in.")
+    form.get_by_label("Email").fill("grace@example.test")
+    form.get_by_role("button", name="Send").click()
+    expect(form).to_have_count(0, timeout=WAIT)
+    expect(frame.locator("#ccw-notice")).to_contain_text("Nobody from our team is available", timeout=WAIT)
+    expect(frame.locator("#ccw-contact")).to_have_count(0)
+    conversation = wait_for(lambda: in_workspace(shop["ws"].workspace, lambda: Conversation.objects.filter(
+        embed_id=embed.pk, status="waiting").first()), what="the conversation waiting for a person")
+    lead = in_workspace(shop["ws"].workspace, lambda: Lead.objects.get(conversation=conversation))
+    assert (lead.email, lead.stage, conversation.visitor_email) == ("grace@example.test", "handoff",
+                                                                     "grace@example.test")
