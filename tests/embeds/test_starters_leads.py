@@ -336,6 +336,7 @@ def test_leads_list_and_csv_for_api_and_dashboard(shop, captured, host_client):
     assert by_email["eve@example.test"]["name"].startswith("'=")  # a formula is shown as text in a spreadsheet
     viewer = host_client(shop.host)
     viewer.force_login(member(shop.workspace, "viewer"))
+    assert 'href="/conversations/leads.csv"' in viewer.get("/conversations/").content.decode()
     page = viewer.get("/conversations/leads.csv")
     assert page.status_code == 200 and "grace@example.test" in b"".join(page.streaming_content).decode()
 
