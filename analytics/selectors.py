@@ -419,6 +419,32 @@ def analytics_top_queries(filters: AnalyticsFilters, *, limit: int = 20, source:
              "unanswered": n3} for cluster_id, (n1, n2, n3) in ranked]
 
 
+STARTER_MIN_ASKED = 2  # asked at least twice in the window: one question is not a pattern
+STARTER_MIN_ANSWERED_RATE = 0.8  # the knowledge base answered at least 4 in 5 of them
+STARTER_WINDOW = timedelta(days=30)
+STARTER_MAX_CHARS = 150  # embeds.leads.MAX_STARTER_CHARS
+
+
+def starter_question_candidates(*, embed_id: int | None = None, now: datetime | None = None,
+                                limit: int = 20) -> list[dict[str, Any]]:
+    """Starter question suggestions (embeds.starters): the clustered top questions of the last 30 days (of one
+    widget, when given) that were asked at least STARTER_MIN_ASKED times and answered at least
+    STARTER_MIN_ANSWERED_RATE of the time — so a chip never offers what the knowledge base can't answer. Most asked
+    first; the cluster's representative question is the text."""
+    end = now or timezone.now()
+    filters = AnalyticsFilters(start=end - STARTER_WINDOW, end=end, tz=ZoneInfo("UTC"), embed_id=embed_id,
+                               interval="day")
+    candidates = []
+    for row in analytics_top_queries(filters, limit=200):
+        question = " ".join(row["question"].split())
+        rate = row["answered"] / row["count"] if row["count"] else 0.0
+        if row["count"] >= STARTER_MIN_ASKED and rate >= STARTER_MIN_ANSWERED_RATE and \
+                0 < len(question) <= STARTER_MAX_CHARS:
+            candidates.append({"question": question, "count": row["count"], "answered_rate": round(rate, 3),
+                               "cluster_id": row["cluster_id"]})
+    return candidates[:limit]
+
+
 def analytics_top_queries_freshness(filters: AnalyticsFilters, *, limit: int = 10) -> dict[str, Any]:
     """How fresh Top questions is: when questions were last grouped (the rollup task clusters, every
     ANALYTICS rollup period), and the questions of the range asked since — not in any cluster yet, so not counted

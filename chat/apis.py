@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyPrincipal
 from accounts.roles import role_has_permission, scopes_have_permission
 from chat import protocol, selectors, services
-from chat.models import Channel, Conversation, ConversationStatus
+from chat.models import Channel, Conversation, ConversationStatus, Lead
 from config.errors import ErrorCode, NotFound, PermissionDenied
 from config.pagination import ApiPagination
 
@@ -63,8 +66,38 @@ class ConversationOutputSerializer(serializers.Serializer):
     message_count = serializers.IntegerField(required=False, default=None)
 
 
+class LeadOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    conversation_id = serializers.UUIDField(source="conversation.public_id")
+    embed_id = serializers.IntegerField(allow_null=True)
+    stage = serializers.CharField(help_text="before_chat or handoff: when the form was shown.")
+    name = serializers.CharField()
+    email = serializers.CharField()
+    phone = serializers.CharField()
+    custom_label = serializers.CharField()
+    custom_value = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ConversationLeadSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    email = serializers.CharField()
+    phone = serializers.CharField()
+    custom_label = serializers.CharField()
+    custom_value = serializers.CharField()
+    stage = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
 class ConversationDetailOutputSerializer(ConversationOutputSerializer):
     metadata = serializers.DictField()
+    lead = serializers.SerializerMethodField(help_text="What the visitor entered in the widget's lead form, or null.")
+
+    @extend_schema_field(ConversationLeadSerializer(allow_null=True))
+    def get_lead(self, conversation: Conversation) -> dict[str, Any] | None:
+        lead = Lead.objects.filter(conversation=conversation).first()
+        return ConversationLeadSerializer(lead).data if lead is not None else None
     messages = MessageOutputSerializer(
         many=True, source="visible_messages",
         help_text="Oldest first; internal notes only for people who handle conversations.")
@@ -493,3 +526,49 @@ class VisitorEraseApi(APIView):
 
         counts = visitors.visitor_erase(workspace=request.tenant, actor=request.user, visitor_id=visitor_id)
         return Response(self.OutputSerializer(counts).data)
+
+
+class _LeadFilterSerializer(serializers.Serializer):
+    embed = serializers.IntegerField(required=False, min_value=1, max_value=2**62, help_text="Only this widget's.")
+
+
+class LeadListApi(APIView):
+    """The leads visitors left in the widgets' lead forms, newest first (docs/widget.md "Lead form")."""
+
+    required_permission = "conversations.view"
+
+    @extend_schema(parameters=[_LeadFilterSerializer], responses=LeadOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        from chat.leads import lead_list
+
+        filters = _LeadFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = ApiPagination()
+        page = paginator.paginate_queryset(lead_list(embed_id=filters.validated_data.get("embed")), request, view=self)
+        return paginator.get_paginated_response(LeadOutputSerializer(page, many=True).data)
+
+
+class _CsvWithJsonErrors(BaseContentNegotiation):
+    """The CSV export answers CSV whatever the Accept header says; its errors are JSON like every other error."""
+
+    def select_parser(self, request: Any, parsers: Any) -> Any:
+        return parsers[0]
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class LeadExportApi(APIView):
+    """Every lead as CSV (columns: chat.leads.LEAD_CSV_HEADER), newest first; the dashboard serves the same file."""
+
+    required_permission = "conversations.view"
+    content_negotiation_class = _CsvWithJsonErrors
+    renderer_classes = [JSONRenderer]
+
+    @extend_schema(parameters=[_LeadFilterSerializer], responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request: Request) -> Any:
+        from chat.views import lead_csv_response
+
+        filters = _LeadFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return lead_csv_response(request._request.tenant, embed_id=filters.validated_data.get("embed"))

@@ -58,6 +58,29 @@ class Conversation(models.Model):
         return str(self.public_id)
 
 
+class Lead(models.Model):
+    """What a visitor told us about themselves in the widget's lead form (embeds.leads validates it against the
+    widget's form). One per conversation; deleted with it (retention, visitor erasure, workspace purge)."""
+
+    conversation = models.OneToOneField(Conversation, on_delete=models.CASCADE, related_name="lead")
+    visitor_id = models.CharField(max_length=64, blank=True, db_index=True)
+    embed_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    custom_label = models.CharField(max_length=60, blank=True)
+    custom_value = models.CharField(max_length=500, blank=True)
+    stage = models.CharField(max_length=20, blank=True, help_text="before_chat or handoff: when the form was shown.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.email or self.name or self.phone or f"lead {self.pk}"
+
+
 class MessageRole(models.TextChoices):
     CUSTOMER = "customer", "Customer"
     ASSISTANT = "assistant", "Assistant"

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from chat import protocol, selectors, signals
 from chat.events import ConversationLog, SyncSink
-from chat.models import Channel, Conversation, ConversationStatus, Message, MessageRole
+from chat.models import Channel, Conversation, ConversationStatus, Lead, Message, MessageRole
 from tenants import billing
 from config.errors import ApplicationError, Conflict, ErrorCode, NotFound, ValidationFailed
 
@@ -84,6 +84,32 @@ def conversation_start(
     )
     _signal_on_commit(signals.conversation_started, conversation=conversation, channel=channel)
     return conversation
+
+
+def conversation_lead_save(
+    *, conversation: Conversation, values: dict[str, str], custom_label: str = "", stage: str = "",
+) -> Lead:
+    """Store the visitor's lead form answers on the conversation (already validated against the widget's form by
+    embeds.leads); a second submission replaces the first. The email also becomes the conversation's contact
+    address (the one the inbox and handoff use). Sends `lead_captured` on commit."""
+    fields = {
+        "name": values.get("name", ""), "email": values.get("email", ""), "phone": values.get("phone", ""),
+        "custom_value": values.get("custom", ""), "custom_label": custom_label if values.get("custom") else "",
+        "stage": stage, "visitor_id": conversation.visitor_id, "embed_id": conversation.embed_id,
+    }
+    with transaction.atomic():
+        lead, created = Lead.objects.update_or_create(conversation=conversation, defaults=fields)
+        contact: dict[str, str] = {}
+        if fields["email"]:
+            contact["visitor_email"] = fields["email"]
+        if fields["name"]:
+            contact["visitor_name"] = fields["name"]
+        if contact:
+            Conversation.objects.filter(pk=conversation.pk).update(**contact)
+            for name, value in contact.items():
+                setattr(conversation, name, value)
+        _signal_on_commit(signals.lead_captured, conversation=conversation, lead=lead, created=created)
+    return lead
 
 
 def conversation_request_human(*, conversation: Conversation, reason: str = "asked") -> Conversation:

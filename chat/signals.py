@@ -27,3 +27,7 @@ conversations_purged = Signal()
 # before it commits: receivers remove what they copied of the visitor (analytics events and question texts, widget
 # counters) and may raise, which rolls the erasure back rather than leaving a half-erased visitor.
 visitor_erasing = Signal()
+
+# conversation: Conversation, lead: Lead (chat.models), created: bool — a visitor filled in (or corrected) the
+# widget's lead form; webhooks deliver it as `lead.captured`
+lead_captured = Signal()

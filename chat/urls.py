@@ -7,6 +7,7 @@ dashboard_urlpatterns = [
     path("", views.conversation_list, name="conversations"),
     path("inbox/", views.inbox, name="inbox"),
     path("office-hours/", views.office_hours_settings, name="office-hours"),
+    path("leads.csv", views.leads_export, name="leads-export"),
     path("try/", views.conversation_try_start, name="conversation-try-start"),
     path("try/<uuid:conversation_id>/", views.conversation_try, name="conversation-try"),
     path("<uuid:conversation_id>/", views.conversation_transcript, name="conversation-transcript"),
@@ -42,4 +43,9 @@ api_urlpatterns = [
         "<uuid:conversation_id>/request-human/", apis.ConversationRequestHumanApi.as_view(),
         name="api-conversation-request-human",
     ),
+]
+
+lead_api_urlpatterns = [
+    path("", apis.LeadListApi.as_view(), name="api-leads"),
+    path("export/", apis.LeadExportApi.as_view(), name="api-leads-export"),
 ]

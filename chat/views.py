@@ -5,7 +5,8 @@ from typing import Any
 from uuid import UUID
 
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.utils import timezone
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -224,3 +225,19 @@ def office_hours_settings(request: HttpRequest) -> HttpResponse:
             initial[day] = ", ".join(f"{start}-{end}" for start, end in spans)
         form = form_class(initial=initial)
     return render(request, "chat/office_hours.html", {"form": form, "open_now": handoff.office_hours_open(hours)})
+
+
+def lead_csv_response(workspace: Any, *, embed_id: int | None = None) -> StreamingHttpResponse:
+    """Every lead as a CSV download (the dashboard and the API serve the same file)."""
+    from chat.leads import lead_csv_lines
+
+    response = StreamingHttpResponse(lead_csv_lines(embed_id=embed_id), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="leads-{workspace.slug}-{timezone.now():%Y%m%d-%H%M%S}.csv"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@workspace_permission_required("conversations.view")
+@require_GET
+def leads_export(request: HttpRequest) -> HttpResponse:
+    return lead_csv_response(request.tenant)  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.services import audit_record
-from chat.models import Conversation, Message
+from chat.models import Conversation, Lead, Message
 from chat.retention import _logs_delete
 from chat.signals import visitor_erasing
 from config.errors import NotFound, ValidationFailed
@@ -55,6 +55,11 @@ def visitor_export(*, workspace: Any, actor: Any, visitor_id: str) -> dict[str, 
             "feedback": message.feedback, "feedback_comment": message.feedback_comment,
             "created_at": _iso(message.created_at),
         })
+    leads = {lead.conversation_id: {
+        "name": lead.name, "email": lead.email, "phone": lead.phone, "custom_label": lead.custom_label,
+        "custom_value": lead.custom_value, "stage": lead.stage, "created_at": _iso(lead.created_at),
+        "updated_at": _iso(lead.updated_at),
+    } for lead in Lead.objects.filter(conversation__in=conversations)}
     audit_record(workspace=workspace, actor=actor, action="visitor.exported", target=visitor_id,
                  data={"conversations": len(conversations)})
     return {
@@ -67,7 +72,7 @@ def visitor_export(*, workspace: Any, actor: Any, visitor_id: str) -> dict[str, 
             "origin": conversation.origin, "handoff_reason": conversation.handoff_reason,
             "metadata": conversation.metadata, "created_at": _iso(conversation.created_at),
             "last_message_at": _iso(conversation.last_message_at), "closed_at": _iso(conversation.closed_at),
-            "messages": messages.get(conversation.pk, []),
+            "lead": leads.get(conversation.pk), "messages": messages.get(conversation.pk, []),
         } for conversation in conversations],
     }
 

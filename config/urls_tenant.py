@@ -47,6 +47,7 @@ api_v1 = [
     path("curated-answers/", include(document_urls.curated_api_urlpatterns)),
     path("sources/", include(document_urls.source_api_urlpatterns)),
     path("conversations/", include(chat_urls.api_urlpatterns)),
+    path("leads/", include(chat_urls.lead_api_urlpatterns)),
     path("embeds/", include(embed_urls.api_urlpatterns)),
     path("analytics/", include(analytics_api_urls.api_urlpatterns)),
 ]

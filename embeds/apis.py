@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from config.errors import NotFound
 from embeds import selectors, services
+from embeds.leads import lead_form_public
 from embeds.models import Embed
 from embeds.theme import BEHAVIOUR_DEFAULTS, THEME_DEFAULTS
 
@@ -31,6 +32,8 @@ class EmbedOutputSerializer(serializers.Serializer):
     identity_secret_hint = serializers.CharField(help_text="The last characters of the identity secret.")
     identity_legacy_hashes = serializers.BooleanField(
         help_text="Also accepts user hashes signed without a timestamp (they never expire).")
+    starter_questions = serializers.ListField(child=serializers.CharField(), help_text="Up to 6 chips.")
+    lead_form = serializers.SerializerMethodField()
     snippet = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -42,6 +45,9 @@ class EmbedOutputSerializer(serializers.Serializer):
 
     def get_behaviour(self, embed: Embed) -> dict[str, bool]:
         return embed.behaviour()
+
+    def get_lead_form(self, embed: Embed) -> dict[str, Any]:
+        return lead_form_public(embed.lead_form)
 
     def get_snippet(self, embed: Embed) -> str:
         return selectors.embed_snippet(embed=embed, base_url=selectors.workspace_base_url())
@@ -62,6 +68,12 @@ class _EmbedInputSerializer(serializers.Serializer):
     theme = serializers.DictField(required=False, help_text=f"Any of {sorted(THEME_DEFAULTS)}.")
     behaviour = serializers.DictField(child=serializers.BooleanField(), required=False,
                                       help_text=f"Any of {sorted(BEHAVIOUR_DEFAULTS)}.")
+    starter_questions = serializers.ListField(
+        child=serializers.CharField(max_length=150, allow_blank=True), max_length=20, required=False,
+        help_text="Up to 6 questions shown as chips before the first message and after a decline.")
+    lead_form = serializers.DictField(
+        required=False, help_text='{"when": "off|before_chat|handoff", "fields": {"name|email|phone|custom": '
+                                  '"off|optional|required"}, "custom_label": "Company"}')
 
 
 def _embed(embed_id: int) -> Embed:
@@ -91,6 +103,7 @@ class EmbedListCreateApi(APIView):
         embed = services.embed_create(
             name=data["name"], allowed_origins=data["allowed_origins"], theme=data.get("theme"),
             behaviour=data.get("behaviour"), created_by=request.user,
+            starter_questions=data.get("starter_questions"), lead_form=data.get("lead_form"),
         )
         secret = None
         if data["identity_verification"]:
@@ -161,3 +174,22 @@ class EmbedActivateApi(APIView):
     @extend_schema(request=None, responses=EmbedOutputSerializer)
     def post(self, request: Request, embed_id: int) -> Response:
         return Response(EmbedOutputSerializer(services.embed_activate(embed=_embed(embed_id), actor=request.user)).data)
+
+
+class EmbedStarterSuggestionsApi(APIView):
+    """Starter questions suggested from what this widget's customers ask (embeds.starters): asked at least twice in
+    the last 30 days and answered at least 4 times in 5. Approve one by adding it to `starter_questions` (PATCH)."""
+
+    required_permission = "widgets.view"
+
+    class SuggestionSerializer(serializers.Serializer):
+        question = serializers.CharField()
+        count = serializers.IntegerField()
+        answered_rate = serializers.FloatField()
+        cluster_id = serializers.IntegerField()
+
+    @extend_schema(responses=SuggestionSerializer(many=True))
+    def get(self, request: Request, embed_id: int) -> Response:
+        from embeds.starters import starter_questions_suggest
+
+        return Response(self.SuggestionSerializer(starter_questions_suggest(embed=_embed(embed_id)), many=True).data)

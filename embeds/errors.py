@@ -18,3 +18,5 @@ class EmbedErrorCode(StrEnum):
     IDENTITY_EXPIRED = "identity_expired"  # user_ts older than WIDGET_IDENTITY_MAX_AGE
     IDENTITY_TIMESTAMP_INVALID = "identity_timestamp_invalid"  # not Unix seconds, or ahead of our clock beyond skew
     IDENTITY_TIMESTAMP_REQUIRED = "identity_timestamp_required"  # legacy hash (no user_ts) on an embed refusing it
+    LEAD_FORM_OFF = "lead_form_off"  # a lead sent to a widget whose lead form is off (400)
+    LEAD_INVALID = "lead_invalid"  # a required field missing, a bad email or phone, a field the form doesn't ask (400)

@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from config.errors import ValidationFailed
+from embeds.leads import LEAD_FIELD_STATES, LEAD_FIELDS, LEAD_WHEN, MAX_CUSTOM_LABEL, lead_form_public
 from embeds.models import Embed
 from embeds.theme import (
     BEHAVIOUR_DEFAULTS,
@@ -52,13 +53,35 @@ class EmbedForm(forms.Form):
     show_sources = forms.BooleanField(required=False, label="Show the sources of answers")
     collect_email = forms.BooleanField(required=False, label="Ask for the visitor's email (optional for them)")
     offer_human = forms.BooleanField(required=False, label="Offer “talk to a person”")
+    starter_questions = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One per line, at most 6: shown as buttons before the first message and after an unanswered "
+                  "question. Clicking one asks it.")
+    lead_when = forms.ChoiceField(
+        required=False, label="Lead form", initial="off",
+        choices=[("off", "Off"), ("before_chat", "Before the chat starts"),
+                 ("handoff", "When the visitor asks for a person")])
+    lead_name = forms.ChoiceField(required=False, label="Lead form: name", initial="off",
+                                  choices=[(s, s.capitalize()) for s in LEAD_FIELD_STATES])
+    lead_email = forms.ChoiceField(required=False, label="Lead form: email", initial="off",
+                                   choices=[(s, s.capitalize()) for s in LEAD_FIELD_STATES])
+    lead_phone = forms.ChoiceField(required=False, label="Lead form: phone", initial="off",
+                                   choices=[(s, s.capitalize()) for s in LEAD_FIELD_STATES])
+    lead_custom = forms.ChoiceField(required=False, label="Lead form: your own field", initial="off",
+                                    choices=[(s, s.capitalize()) for s in LEAD_FIELD_STATES])
+    lead_custom_label = forms.CharField(required=False, max_length=MAX_CUSTOM_LABEL, label="Your own field's label",
+                                        help_text="E.g. “Company” or “Order number”.")
 
     @classmethod
     def for_embed(cls, embed: Embed | None, data: Any = None) -> EmbedForm:
         initial: dict[str, Any] = {**THEME_DEFAULTS, **BEHAVIOUR_DEFAULTS}
         if embed is not None:
+            lead_form = lead_form_public(embed.lead_form)
             initial.update(embed.theme(), **embed.behaviour(), name=embed.name,
-                           allowed_origins="\n".join(embed.allowed_origins))
+                           allowed_origins="\n".join(embed.allowed_origins),
+                           starter_questions="\n".join(embed.starter_questions or []),
+                           lead_when=lead_form["when"], lead_custom_label=lead_form["custom_label"],
+                           **{f"lead_{name}": lead_form["fields"][name] for name in LEAD_FIELDS})
         return cls(data=data, initial=initial)
 
     def service_arguments(self) -> dict[str, Any]:
@@ -68,6 +91,12 @@ class EmbedForm(forms.Form):
             "allowed_origins": data["allowed_origins"],
             "theme": {name: data[name] for name in THEME_FIELDS},
             "behaviour": {name: bool(data[name]) for name in BEHAVIOUR_FIELDS},
+            "starter_questions": data.get("starter_questions") or "",
+            "lead_form": {
+                "when": data.get("lead_when") or LEAD_WHEN[0],
+                "fields": {name: data.get(f"lead_{name}") or "off" for name in LEAD_FIELDS},
+                "custom_label": data.get("lead_custom_label") or "",
+            },
         }
 
     def add_service_errors(self, error: ValidationFailed) -> None:
@@ -80,8 +109,9 @@ class EmbedForm(forms.Form):
                         self.add_error(sub if sub in self.fields else None, message)
                         placed = True
             elif isinstance(messages, list):
+                target = "lead_when" if name == "lead_form" else name
                 for message in messages:
-                    self.add_error(name if name in self.fields else None, message)
+                    self.add_error(target if target in self.fields else None, message)
                     placed = True
         if not placed:
             self.add_error(None, error.message)

@@ -34,6 +34,13 @@ class Embed(models.Model):
     collect_email = models.BooleanField(default=BEHAVIOUR_DEFAULTS["collect_email"])
     offer_human = models.BooleanField(default=BEHAVIOUR_DEFAULTS["offer_human"])
 
+    # --- starter questions and the lead form (embeds.leads) ---
+    # Up to 6 questions shown as chips before the first message and after a decline; clicking one asks it.
+    starter_questions = models.JSONField(default=list, blank=True)
+    # {"when": "off" | "before_chat" | "handoff", "fields": {"name"|"email"|"phone"|"custom": "off"|"optional"|
+    # "required"}, "custom_label": str}; the visitor's answers are stored on the conversation (chat.models.Lead).
+    lead_form = models.JSONField(default=dict, blank=True)
+
     # --- identity verification (HMAC of the host's user id) ---
     # Fernet token of the secret under a key derived from SECRET_KEY (embeds.security): the server must be able to
     # compute HMACs with it, so it can't be a one-way hash; shown once when generated. Empty: verification is off.

@@ -14,10 +14,11 @@ from django.db.models import QuerySet
 from django.utils.html import escape
 
 from chat import protocol
-from chat.models import Conversation
+from chat.models import Conversation, Lead
 from chat.selectors import conversation_get, message_list
 from config.errors import NotAuthenticated, NotFound, PermissionDenied
 from embeds.errors import EmbedErrorCode
+from embeds.leads import lead_form_public
 from embeds.models import Embed
 from embeds.origins import origin_matches, request_origin_parse
 from embeds.security import TokenExpired, TokenInvalid, VisitorClaims, public_key_plausible, visitor_token_read
@@ -168,6 +169,8 @@ def embed_frame_config(*, embed: Embed, language: str, host_origin: str) -> dict
         "placeholder": embed.placeholder or strings["placeholder"],
         "behaviour": embed.behaviour(),
         "identity_verification": embed.identity_verification_enabled,
+        "starter_questions": list(embed.starter_questions or []),
+        "lead_form": lead_form_public(embed.lead_form),
         "paths": {
             "session": f"/widget/v1/session/{key}/",
             "conversations": "/widget/v1/conversations/",
@@ -278,3 +281,14 @@ def visitor_conversation_payload(conversation: Conversation) -> dict[str, Any]:
         "created_at": conversation.created_at.isoformat() if conversation.created_at else None,
         "updated_at": conversation.updated_at.isoformat() if conversation.updated_at else None,
     }
+
+
+def visitor_lead_get(*, conversation: Conversation) -> Lead | None:
+    return Lead.objects.filter(conversation=conversation).first()
+
+
+def visitor_lead_payload(lead: Lead | None) -> dict[str, str] | None:
+    """What the visitor told us, back to them (nothing internal: no ids, no stage)."""
+    if lead is None:
+        return None
+    return {"name": lead.name, "email": lead.email, "phone": lead.phone, "custom": lead.custom_value}

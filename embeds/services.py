@@ -25,6 +25,8 @@ from chat.services import conversation_start
 from config.errors import ApplicationError, NotAuthenticated, PermissionDenied, ValidationFailed
 from embeds import signals
 from embeds.errors import EmbedErrorCode
+from embeds.leads import LEAD_FORM_DEFAULT, lead_form_clean, lead_form_public, lead_values_clean, \
+    starter_questions_clean
 from embeds.models import Embed
 from embeds.origins import origins_clean
 from embeds.selectors import EMBEDS_VERSION_KEY
@@ -85,7 +87,7 @@ def _widgets_limit_check(workspace: Any) -> None:
 
 def _fields_clean(
     *, name: Any = None, allowed_origins: Any = None, theme: dict[str, Any] | None = None,
-    behaviour: dict[str, Any] | None = None,
+    behaviour: dict[str, Any] | None = None, starter_questions: Any = None, lead_form: Any = None,
 ) -> dict[str, Any]:
     """The model fields these inputs set (only the ones given), or ValidationFailed with every problem at once."""
     values: dict[str, Any] = {}
@@ -118,6 +120,14 @@ def _fields_clean(
             values.update(cleaned_behaviour)
             if behaviour_errors:
                 errors["behaviour"] = behaviour_errors
+    if starter_questions is not None:
+        values["starter_questions"], starter_errors = starter_questions_clean(starter_questions)
+        if starter_errors:
+            errors["starter_questions"] = starter_errors
+    if lead_form is not None:
+        values["lead_form"], lead_errors = lead_form_clean(lead_form)
+        if lead_errors:
+            errors["lead_form"] = lead_errors
     if errors:
         code = EmbedErrorCode.ORIGIN_INVALID if set(errors) == {"allowed_origins"} else "invalid"
         raise ValidationFailed("The widget settings are not valid.", code=code, details={"fields": errors})
@@ -127,13 +137,16 @@ def _fields_clean(
 # --- embeds ------------------------------------------------------------------------------------------------------
 def embed_create(
     *, name: str, allowed_origins: list[str] | str, theme: dict[str, Any] | None = None,
-    behaviour: dict[str, Any] | None = None, created_by: Any = None,
+    behaviour: dict[str, Any] | None = None, created_by: Any = None, starter_questions: Any = None,
+    lead_form: Any = None,
 ) -> Embed:
     """A new, active embed with a fresh public key. Raises ValidationFailed (origin_invalid, invalid) or
     QuotaExceeded plan_limit when the plan's widgets are all in use."""
     if allowed_origins is None:
         allowed_origins = []
-    values = _fields_clean(name=name, allowed_origins=allowed_origins, theme=theme or {}, behaviour=behaviour or {})
+    values = _fields_clean(name=name, allowed_origins=allowed_origins, theme=theme or {}, behaviour=behaviour or {},
+                           starter_questions=starter_questions if starter_questions is not None else [],
+                           lead_form=lead_form if lead_form is not None else LEAD_FORM_DEFAULT)
     workspace = _workspace()
     with transaction.atomic():
         _widgets_limit_check(workspace)
@@ -148,11 +161,12 @@ def embed_create(
 def embed_update(
     *, embed: Embed, actor: Any = None, name: str | None = None, allowed_origins: list[str] | str | None = None,
     theme: dict[str, Any] | None = None, behaviour: dict[str, Any] | None = None,
-    identity_legacy_hashes: bool | None = None,
+    identity_legacy_hashes: bool | None = None, starter_questions: Any = None, lead_form: Any = None,
 ) -> Embed:
     """Change what is given; a change of the allowed origins is recorded with the lists before and after.
     `identity_legacy_hashes`: accept user hashes without a timestamp (docs/widget.md "Identity verification")."""
-    values = _fields_clean(name=name, allowed_origins=allowed_origins, theme=theme, behaviour=behaviour)
+    values = _fields_clean(name=name, allowed_origins=allowed_origins, theme=theme, behaviour=behaviour,
+                           starter_questions=starter_questions, lead_form=lead_form)
     if identity_legacy_hashes is not None:
         values["identity_legacy_hashes"] = bool(identity_legacy_hashes)
     with transaction.atomic():
@@ -316,8 +330,19 @@ def visitor_session_start(
     )
 
 
-def visitor_conversation_start(*, claims: VisitorClaims, email: str = "", name: str = "") -> Conversation:
-    """A new widget conversation of this visitor (and of their verified user id, if any)."""
+def visitor_conversation_start(
+    *, claims: VisitorClaims, email: str = "", name: str = "", lead: Any = None, embed: Embed | None = None,
+) -> Conversation:
+    """A new widget conversation of this visitor (and of their verified user id, if any). With `lead` (the lead
+    form's answers), they are validated against the embed's form first — nothing is created if they are refused;
+    a form shown before the chat with a required field must be sent (ValidationFailed lead_invalid otherwise)."""
+    values: dict[str, str] | None = None
+    embed = embed or Embed.objects.filter(pk=claims.embed_id).first()
+    form = lead_form_public(embed.lead_form if embed else {})
+    if lead is None and form["when"] == "before_chat" and "required" in form["fields"].values():
+        lead = {}  # the form comes first and asks for something: a chat can't start without it
+    if lead is not None:
+        values = lead_values_clean(form=form, data=lead)
     if email:
         try:
             validate_email(email)
@@ -335,4 +360,22 @@ def visitor_conversation_start(*, claims: VisitorClaims, email: str = "", name: 
             # chat.services.conversation_start takes no verified identity (yet): set it in the same transaction.
             Conversation.objects.filter(pk=conversation.pk).update(verified_user_id=claims.user_id)
             conversation.verified_user_id = claims.user_id
+        if values is not None and embed is not None:
+            _visitor_lead_store(embed=embed, conversation=conversation, values=values)
     return conversation
+
+
+def _visitor_lead_store(*, embed: Embed, conversation: Conversation, values: dict[str, str]) -> Any:
+    from chat.services import conversation_lead_save
+
+    form = lead_form_public(embed.lead_form)
+    return conversation_lead_save(conversation=conversation, values=values, custom_label=form["custom_label"],
+                                  stage=form["when"])
+
+
+def visitor_lead_submit(*, claims: VisitorClaims, conversation: Conversation, embed: Embed, data: Any) -> Any:
+    """The lead form filled in within an open conversation (the form shown when the visitor asks for a person, or
+    a correction): validated against the embed's form, then stored on the conversation (chat.models.Lead).
+    The caller has checked that the conversation is the visitor's (embeds.selectors.visitor_conversation_get)."""
+    values = lead_values_clean(form=embed.lead_form, data=data)
+    return _visitor_lead_store(embed=embed, conversation=conversation, values=values)

@@ -17,6 +17,8 @@ api_urlpatterns = [
     path("<int:embed_id>/identity-secret/", apis.EmbedIdentitySecretApi.as_view(), name="api-embed-identity-secret"),
     path("<int:embed_id>/deactivate/", apis.EmbedDeactivateApi.as_view(), name="api-embed-deactivate"),
     path("<int:embed_id>/activate/", apis.EmbedActivateApi.as_view(), name="api-embed-activate"),
+    path("<int:embed_id>/starter-suggestions/", apis.EmbedStarterSuggestionsApi.as_view(),
+         name="api-embed-starter-suggestions"),
 ]
 
 widget_urlpatterns = [
@@ -27,4 +29,6 @@ widget_urlpatterns = [
     path("conversations/", widget_views.widget_conversations, name="widget-conversations"),
     path("conversations/<str:conversation_id>/messages/", widget_views.widget_conversation_messages,
          name="widget-conversation-messages"),
+    path("conversations/<str:conversation_id>/lead/", widget_views.widget_conversation_lead,
+         name="widget-conversation-lead"),
 ]

@@ -15,7 +15,9 @@ from accounts.roles import role_has_permission
 from config.errors import ApplicationError, ValidationFailed
 from embeds import selectors, services
 from embeds.forms import EmbedForm
+from embeds.leads import MAX_STARTER_QUESTIONS
 from embeds.models import Embed
+from embeds.starters import starter_questions_suggest
 from embeds.theme import STRINGS
 
 
@@ -69,6 +71,8 @@ def _edit_page(request: HttpRequest, embed: Embed, form: EmbedForm, *, status: i
         "form": form, "embed": embed, "can_manage": _can_manage(request), "new_secret": new_secret,
         "preview_strings": PREVIEW_STRINGS,
         "snippet": selectors.embed_snippet(embed=embed, base_url=selectors.workspace_base_url()),
+        "starter_suggestions": starter_questions_suggest(embed=embed) if _can_manage(request) else [],
+        "starter_room": len(embed.starter_questions or []) < MAX_STARTER_QUESTIONS,
     }, status=status)
     if new_secret:
         response["Cache-Control"] = "no-store"  # the secret is shown once; not from a cache either
@@ -95,7 +99,7 @@ def widget_edit(request: HttpRequest, embed_id: int) -> HttpResponse:
     return _edit_page(request, embed, form, status=400)
 
 
-ACTIONS = ("rotate_key", "rotate_secret", "disable_identity", "deactivate", "activate")
+ACTIONS = ("rotate_key", "rotate_secret", "disable_identity", "deactivate", "activate", "add_starter")
 
 
 @workspace_permission_required("widgets.manage")
@@ -107,6 +111,12 @@ def widget_action(request: HttpRequest, embed_id: int) -> HttpResponse:
         messages.error(request, "Unknown action.")
         return redirect("widget-edit", embed_id=embed.pk)
     try:
+        if action == "add_starter":  # a suggestion approved by staff (embeds.starters)
+            question = request.POST.get("question", "")
+            services.embed_update(embed=embed, actor=request.user,
+                                  starter_questions=[*(embed.starter_questions or []), question])
+            messages.success(request, "Added to the starter questions.")
+            return redirect("widget-edit", embed_id=embed.pk)
         if action == "rotate_secret":
             embed, secret = services.embed_identity_secret_rotate(embed=embed, actor=request.user)
             return _edit_page(request, embed, EmbedForm.for_embed(embed), new_secret=secret)

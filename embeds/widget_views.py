@@ -7,6 +7,8 @@
     GET  /widget/v1/conversations/                     the visitor's conversations          (Bearer visitor token)
     POST /widget/v1/conversations/                     start one                             (Bearer visitor token)
     GET  /widget/v1/conversations/<id>/messages/       one conversation's transcript         (Bearer visitor token)
+    GET  /widget/v1/conversations/<id>/lead/           the visitor's own lead form answers   (Bearer visitor token)
+    PUT  /widget/v1/conversations/<id>/lead/           fill in (or correct) the lead form    (Bearer visitor token)
 
 Every door checks the embed and the origin the same way (embeds.selectors.widget_embed_admit / visitor_admit) and is
 rate limited per IP, per embed and per workspace. Errors use the one shape; a refused frame is served with
@@ -268,8 +270,9 @@ def widget_conversations(request: HttpRequest) -> HttpResponse:
         claims = _visitor(request)
         if request.method == "POST":
             data = _json_body(request)
+            lead = data.get("lead")
             conversation = services.visitor_conversation_start(
-                claims=claims, email=(_string_or_none(data, "email") or "").strip(),
+                claims=claims, email=(_string_or_none(data, "email") or "").strip(), lead=lead,
             )
             response = JsonResponse({"conversation": selectors.visitor_conversation_payload(conversation)}, status=201)
         else:
@@ -295,6 +298,29 @@ def widget_conversation_messages(request: HttpRequest, conversation_id: str) -> 
             "conversation": selectors.visitor_conversation_payload(conversation),
             "messages": selectors.visitor_message_list(conversation=conversation),
         })
+    except ApplicationError as error:
+        return _error(error)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@csrf_exempt
+@require_http_methods(["GET", "PUT"])
+def widget_conversation_lead(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """The lead form of one of the visitor's own conversations: what they told us (GET), or their answers (PUT),
+    checked against the widget's form (400 lead_invalid / lead_form_off). Another visitor's conversation is 404."""
+    try:
+        claims = _visitor(request)
+        conversation = selectors.visitor_conversation_get(claims=claims, public_id=conversation_id)
+        embed = selectors.embed_get(embed_id=claims.embed_id)
+        if conversation is None or embed is None:
+            raise NotFound("No such conversation.")
+        if request.method == "PUT":
+            lead = services.visitor_lead_submit(claims=claims, conversation=conversation, embed=embed,
+                                                data=_json_body(request).get("lead"))
+        else:
+            lead = selectors.visitor_lead_get(conversation=conversation)
+        response = JsonResponse({"lead": selectors.visitor_lead_payload(lead)})
     except ApplicationError as error:
         return _error(error)
     response["Cache-Control"] = "no-store"

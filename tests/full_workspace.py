@@ -82,6 +82,14 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
         message = Message.objects.filter(conversation=seeded.conversation, role="assistant").order_by("pk").first()
         from documents.curated import curated_answer_create
 
+        from chat.services import conversation_lead_save
+        from embeds.services import embed_update
+
+        embed_update(embed=seeded.embed, starter_questions=[f"How long is the return window {marker}?"],
+                     lead_form={"when": "handoff", "fields": {"email": "required", "custom": "optional"},
+                                "custom_label": f"Order {marker}"})
+        conversation_lead_save(conversation=seeded.conversation, custom_label=f"Order {marker}", stage="handoff",
+                               values={"email": f"lead-{marker.lower()}@example.test", "custom": marker})
         curated = curated_answer_create(question=f"What is the code {marker}?", answer=f"The code is {marker}.",
                                         examples=[f"Tell me code {marker}"], actor=owner, source_message_id=message.pk)
     export = workspace_export_request(workspace=workspace, user=owner)

@@ -256,6 +256,7 @@
     return api("GET", API + id + "/").then(function (detail) {
       current = { id: id, status: detail.status, assigned_agent: null };
       pane.querySelector("[data-pane-title]").textContent = detail.title || "Untitled conversation";
+      showLead(detail.lead);
       (detail.messages || []).forEach(showMessage);
       lastSeq = detail.last_seq || 0;
       (detail.messages || []).forEach(function (m) { if (m.seq && m.seq > lastSeq) lastSeq = m.seq; });
@@ -266,6 +267,23 @@
         refreshSoon();
       }, showError);
     }, showError);
+  }
+
+  // What the visitor entered in the widget's lead form (as text, never markup).
+  function showLead(lead) {
+    var box = pane.querySelector("[data-pane-lead]");
+    box.textContent = "";
+    var rows = lead ? [["Name", lead.name], ["Email", lead.email], ["Phone", lead.phone],
+                       [lead.custom_label || "Other", lead.custom_value]] : [];
+    rows.forEach(function (row) {
+      if (!row[1]) return;
+      var dt = el("dt", null, row[0]);
+      var dd = el("dd", null, row[1]);
+      dd.setAttribute("data-lead-field", row[0].toLowerCase());
+      box.appendChild(dt);
+      box.appendChild(dd);
+    });
+    box.hidden = !box.children.length;
   }
 
   function agentById(id) {

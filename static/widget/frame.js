@@ -148,6 +148,7 @@
           var failure = new Error(error.message || ("HTTP " + response.status));
           failure.status = response.status;
           failure.code = error.code || "http_" + response.status;
+          failure.fields = (error.details && error.details.fields) || null;
           failure.retryAfter = parseInt(response.headers.get("Retry-After") || (error.details && error.details.retry_after) || "0", 10);
           throw failure;
         });
@@ -250,12 +251,157 @@
 
   function showEmpty() {
     conversation = null;
+    leadGiven = false;
+    leadEmail = "";
     clearLog();
     els.newButton.hidden = true;
     els.emailRow.hidden = !cfg.behaviour.collect_email;
     els.human.hidden = !cfg.behaviour.offer_human;
-    setInteractive(true);
     setStatus("ready");
+    if (leadForm.when === "before_chat") {  // the form first; the chat starts with its answers
+      els.emailRow.hidden = true;
+      els.human.hidden = true;
+      setInteractive(false);
+      showLeadForm("before_chat");
+      return;
+    }
+    setInteractive(true);
+    showStarters(false);
+  }
+
+  // --- starter questions: chips before the first message and after a decline; a click asks the question ------
+  var starterQuestions = (cfg.starter_questions || []).slice(0, 6);
+  function hideStarters() {
+    var old = document.getElementById("ccw-starters");
+    if (old) old.parentNode.removeChild(old);
+  }
+  function showStarters(afterDecline) {
+    hideStarters();
+    if (!starterQuestions.length) return;
+    var box = el("li", "ccw-starters");
+    box.id = "ccw-starters";
+    box.setAttribute("data-after-decline", afterDecline ? "true" : "false");
+    if (afterDecline) box.appendChild(el("p", "ccw-starters-title", t("starters")));
+    var group = el("div", "ccw-chips");
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", t("starters_label"));
+    starterQuestions.forEach(function (question) {
+      var chip = el("button", "ccw-chip", question);
+      chip.type = "button";
+      chip.addEventListener("click", function () {
+        if (els.input.disabled) return;
+        els.input.value = question;
+        submit();
+      });
+      group.appendChild(chip);
+    });
+    box.appendChild(group);
+    els.log.appendChild(box);
+    scrollDown();
+  }
+
+  // --- the lead form: before the chat, or when the visitor asks for a person (docs/widget.md) ----------------
+  var leadForm = cfg.lead_form || { when: "off", fields: {} };
+  var leadGiven = false, leadEmail = "";  // of the current conversation
+  var LEAD_INPUTS = [["name", "text", "name"], ["email", "email", "email"], ["phone", "tel", "tel"],
+                     ["custom", "text", "off"]];
+  function hideLeadForm() {
+    var old = document.getElementById("ccw-lead");
+    if (old) old.parentNode.parentNode.removeChild(old.parentNode);
+  }
+  function leadFieldError(form, name, message) {
+    var input = form.querySelector('[name="' + name + '"]');
+    var hint = form.querySelector('[data-error-for="' + name + '"]');
+    if (!input || !hint) return false;
+    input.setAttribute("aria-invalid", message ? "true" : "false");
+    hint.textContent = message || "";
+    hint.hidden = !message;
+    return !!message;
+  }
+  function showLeadForm(stage, then) {
+    hideLeadForm();
+    var form = el("form", "ccw-lead");
+    form.id = "ccw-lead";
+    form.noValidate = true;
+    form.setAttribute("data-stage", stage);
+    var intro = el("p", "ccw-lead-intro", t(stage === "handoff" ? "lead_intro_handoff" : "lead_intro"));
+    intro.id = "ccw-lead-intro";
+    form.setAttribute("aria-labelledby", intro.id);
+    form.appendChild(intro);
+    LEAD_INPUTS.forEach(function (spec) {
+      var name = spec[0], state = (leadForm.fields || {})[name] || "off";
+      if (state === "off") return;
+      var label = el("label", "ccw-lead-field");
+      var text = name === "custom" ? leadForm.custom_label : t("lead_" + name);
+      label.appendChild(el("span", null, text + (state === "optional" ? " " + t("lead_optional") : "")));
+      var input = el("input");
+      input.type = spec[1];
+      input.name = name;
+      input.autocomplete = spec[2];
+      input.maxLength = name === "custom" ? 500 : name === "email" ? 254 : name === "phone" ? 40 : 200;
+      input.required = state === "required";
+      var hint = el("small", "ccw-lead-error");
+      hint.id = "ccw-lead-error-" + name;
+      hint.setAttribute("data-error-for", name);
+      hint.hidden = true;
+      input.setAttribute("aria-describedby", hint.id);
+      label.appendChild(input);
+      label.appendChild(hint);
+      form.appendChild(label);
+    });
+    var button = el("button", "ccw-send-lead", t(stage === "handoff" ? "lead_send" : "lead_start"));
+    button.type = "submit";
+    form.appendChild(button);
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var values = {}, firstBad = null;
+      form.querySelectorAll("input").forEach(function (input) {
+        var value = input.value.trim(), message = "";
+        if (input.required && !value) message = t("lead_required");
+        else if (value && input.type === "email" && !input.checkValidity()) message = t("lead_email_invalid");
+        if (leadFieldError(form, input.name, message) && !firstBad) firstBad = input;
+        if (value) values[input.name] = value;
+      });
+      if (firstBad) { firstBad.focus(); return; }
+      button.disabled = true;
+      var saved = conversation
+        ? authed("PUT", cfg.paths.conversations + encodeURIComponent(conversation.id) + "/lead/", { lead: values })
+        : createConversation({ lead: values });
+      saved.then(function () {
+        leadGiven = true;
+        leadEmail = values.email || "";
+        hideLeadForm();
+        // In the transcript, not the notice bar: the socket's welcome clears notices as it connects.
+        var thanks = el("li", "ccw-msg ccw-system ccw-lead-saved");
+        thanks.appendChild(el("div", "ccw-bubble", t("lead_saved")));
+        els.log.appendChild(thanks);
+        announce(t("lead_saved"));
+        setInteractive(true);
+        if (stage === "before_chat") {
+          els.human.hidden = !cfg.behaviour.offer_human;
+          showStarters(false);
+          focusInput();
+        }
+        if (then) then();
+      }, function (error) {
+        button.disabled = false;
+        if (error.code === "lead_invalid" && error.fields) {
+          var first = null;
+          Object.keys(error.fields).forEach(function (name) {
+            var message = (error.fields[name] || [])[0] || t("lead_required");
+            if (leadFieldError(form, name, message) && !first) first = form.querySelector('[name="' + name + '"]');
+          });
+          if (first) { first.focus(); return; }
+        }
+        failed(error);
+      });
+    });
+    var item = el("li", "ccw-lead-item");
+    item.appendChild(form);
+    els.log.appendChild(item);
+    var firstInput = form.querySelector("input");
+    if (firstInput) firstInput.focus();
+    scrollDown();
   }
 
   function clearLog() {
@@ -272,6 +418,8 @@
     disconnect();
     clearLog();
     conversation = c;
+    leadGiven = false;
+    leadEmail = "";
     store.set("conversation", c.id);
     els.newButton.hidden = false;
     els.emailRow.hidden = true;
@@ -371,6 +519,7 @@
       if (m.answered === false && cfg.behaviour.offer_human && conversation && conversation.status === "bot") {
         els.human.hidden = false;
       }
+      if (m.role === "assistant" && m.answered === false && !fromHistory) showStarters(true);
       if (!fromHistory) announce(t(m.role === "agent" ? "agent" : "assistant") + ": " + body.textContent);
     }
     return li;
@@ -476,7 +625,7 @@
     if (status === "waiting") {
       // What happens next (docs/handoff.md): someone joins, or nobody is there now and an email gets a reply.
       notice(t(next && next.ask_email ? "human_nobody" : "human_requested"), "handoff");
-      if (next && next.ask_email) showContactForm();
+      if (next && next.ask_email && !leadEmail) showContactForm();  // the lead form has their address already
     } else if (status === "closed") { notice(t("closed"), "info"); setInteractive(false); }
     else if (els.notice.getAttribute("data-kind") === "handoff") notice("");
   }
@@ -740,8 +889,8 @@
   });
 
   // --- the composer ------------------------------------------------------------------------------------------
-  function createConversation() {
-    var body = {};
+  function createConversation(extra) {
+    var body = extra || {};
     if (cfg.behaviour.collect_email && els.email.value.trim()) body.email = els.email.value.trim();
     return authed("POST", cfg.paths.conversations, body).then(function (data) {
       conversation = data.conversation;
@@ -762,6 +911,7 @@
       notice(t("too_long", { max: limits.max_message_chars }), "warning");
       return;
     }
+    hideStarters();
     var clientId = newId();
     var li = messageItem("customer");
     li.classList.add("ccw-pending");
@@ -792,6 +942,13 @@
   });
   els.human.addEventListener("click", function () {
     var ask = function () { send({ type: "request_human" }); };
+    if (leadForm.when === "handoff" && !leadGiven && !document.getElementById("ccw-lead")) {
+      // Ask how to reach them first; the request for a person follows once the form is saved.
+      showLeadForm("handoff", function () {
+        var wait = setInterval(function () { if (socketLive) { clearInterval(wait); ask(); } }, 200);
+      });
+      return;
+    }
     if (conversation && socketLive) ask();
     else if (!conversation) {
       createConversation().then(function () {

@@ -182,6 +182,11 @@ def test_export_one_visitor_as_json_over_the_api_and_the_dashboard(host_client):
     seeded = seed_workspace(acme.workspace, acme.owner, marker=f"EXP{secrets.token_hex(4)}")
     other = seed_workspace(acme.workspace, acme.owner, marker=f"OTH{secrets.token_hex(4)}")
     visitor_id = f"v-{seeded.marker}"
+    with tenant_context(acme.workspace):
+        from chat.models import Lead
+
+        Lead.objects.create(conversation=seeded.conversation, visitor_id=visitor_id, name="Ada",
+                            email=f"ada-{seeded.marker.lower()}@example.test", stage="before_chat")
     client = host_client(f"{acme.workspace.slug}.localhost")
     client.force_login(acme.owner)
 
@@ -195,6 +200,7 @@ def test_export_one_visitor_as_json_over_the_api_and_the_dashboard(host_client):
     contents = [m["content"] for m in conversation["messages"]]
     assert all(question in contents for question in seeded.questions)
     assert seeded.note_text not in contents  # internal notes are the team's, not the visitor's
+    assert conversation["lead"]["name"] == "Ada" and conversation["lead"]["email"].startswith("ada-")
     assert other.marker not in json.dumps(document)
 
     page = client.get(f"/conversations/visitors/{visitor_id}/export/")

@@ -61,7 +61,14 @@ def source(django_db_setup, django_db_blocker, celery_worker):
             documents.document_create_faq(question="Do you ship abroad?", answer="Yes, to 30 countries.")
             conversation = conversation_start(channel="api", title="Refunds", created_by=ws.owner)
             customer_message_post(conversation=conversation, text="How long do refunds take?", author=ws.owner)
-            embed_create(name="site", allowed_origins=["https://shop.example"], created_by=ws.owner)
+            embed = embed_create(name="site", allowed_origins=["https://shop.example"], created_by=ws.owner,
+                                 starter_questions=["How long do refunds take?"],
+                                 lead_form={"when": "before_chat", "fields": {"email": "required"}})
+            from chat.services import conversation_lead_save
+
+            widget_chat = conversation_start(channel="widget", embed_id=embed.pk, visitor_id="v-export")
+            conversation_lead_save(conversation=widget_chat, values={"email": "lead@example.test"},
+                                   stage="before_chat")
             from documents.curated import curated_answer_create
 
             ws.curated_id = curated_answer_create(question="Can I return a gift?",
@@ -121,6 +128,16 @@ def test_export_then_import_gives_the_same_workspace(source, tmp_path, django_db
             assert copied.answer == "Yes, with the gift receipt, within 60 days."
             assert copied.examples == ["Returning a present"] and copied.created_by == source.owner
             assert answer_once(question="Can I return a gift?")["curated_answer_id"] == source.curated_id
+        # The widget's chips and lead form, and the lead on its conversation (issue #18), come along.
+        from chat.models import Lead
+        from embeds.models import Embed
+
+        with tenant_context(target):
+            copied_embed = Embed.objects.get(name="site")
+            assert copied_embed.starter_questions == ["How long do refunds take?"]
+            assert copied_embed.lead_form["fields"]["email"] == "required"
+            lead = Lead.objects.select_related("conversation").get()
+            assert lead.email == "lead@example.test" and lead.conversation.visitor_id == "v-export"
         assert Membership.objects.get(workspace=target, user=source.agent).role == "agent"
         assert Membership.objects.get(workspace=target, user=source.owner).role == "owner"
         # The source is untouched and still its own.
