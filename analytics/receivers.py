@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from analytics import services
+from analytics import services, webhooks
 from analytics.models import EventKind
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,81 @@ def on_conversations_purged(*, public_ids: list[str], **_: Any) -> None:
     Event.objects.filter(conversation_id__in=public_ids).exclude(question_text="").update(question_text="")
 
 
+# --- outbound webhooks (analytics.webhooks): the same signals, one cached subscription lookup each --------------------
+def _conversation_data(conversation: Any) -> dict[str, Any]:
+    return {"id": str(getattr(conversation, "public_id", "") or ""), "channel": getattr(conversation, "channel", ""),
+            "status": getattr(conversation, "status", ""), "embed_id": getattr(conversation, "embed_id", None),
+            "visitor_id": getattr(conversation, "visitor_id", "") or "",
+            "created_at": _iso(getattr(conversation, "created_at", None))}
+
+
+def _message_data(message: Any) -> dict[str, Any]:
+    return {"id": message.pk, "role": message.role, "content": message.content, "created_at": _iso(message.created_at),
+            "answered": message.answered, "confidence": message.confidence,
+            "citations": message.citations if isinstance(message.citations, list) else [],
+            "author_id": message.author_id}
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _webhook(event_type: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., None]]:
+    def wrap(build: Callable[..., dict[str, Any]]) -> Callable[..., None]:
+        @functools.wraps(build)
+        def receiver(sender: Any = None, **kwargs: Any) -> None:
+            try:
+                webhooks.webhook_event_emit(event_type=event_type, data=build(**kwargs))
+            except Exception:  # a webhook must never break an answer, an upload or a widget
+                logger.exception("webhooks: could not queue %s", event_type)
+
+        return receiver
+
+    return wrap
+
+
+@_webhook("conversation.created")
+def webhook_conversation_created(*, conversation: Any, **_: Any) -> dict[str, Any]:
+    return {"conversation": _conversation_data(conversation)}
+
+
+@_webhook("message.created")
+def webhook_message_created(*, conversation: Any, message: Any, **_: Any) -> dict[str, Any]:
+    return {"conversation": _conversation_data(conversation), "message": _message_data(message)}
+
+
+@_webhook("handoff.requested")
+def webhook_handoff_requested(*, conversation: Any, reason: str = "", **_: Any) -> dict[str, Any]:
+    return {"conversation": _conversation_data(conversation), "reason": str(reason or "asked")}
+
+
+@_webhook("conversation.closed")
+def webhook_conversation_closed(*, conversation: Any, closed_by: Any = None, **_: Any) -> dict[str, Any]:
+    return {"conversation": _conversation_data(conversation), "closed_by_id": getattr(closed_by, "pk", None)}
+
+
+@_webhook("feedback.received")
+def webhook_feedback_received(*, conversation: Any, message: Any, value: int, **_: Any) -> dict[str, Any]:
+    return {"conversation": _conversation_data(conversation), "message_id": message.pk, "value": int(value),
+            "comment": getattr(message, "feedback_comment", "") or ""}
+
+
+def _document_data(document: Any) -> dict[str, Any]:
+    return {"id": document.pk, "title": getattr(document, "title", ""), "status": getattr(document, "status", ""),
+            "content_type": getattr(document, "content_type", ""), "source_url": getattr(document, "source_url", "")}
+
+
+@_webhook("document.indexed")
+def webhook_document_indexed(*, document: Any, **_: Any) -> dict[str, Any]:
+    return {"document": _document_data(document)}
+
+
+@_webhook("document.failed")
+def webhook_document_failed(*, document: Any, error_code: str = "", **_: Any) -> dict[str, Any]:
+    return {"document": _document_data(document), "error_code": str(error_code or ""),
+            "error_message": getattr(document, "error_message", "") or ""}
+
+
 def receivers_connect() -> None:
     from chat import signals as chat_signals
     from documents import events as document_signals
@@ -121,6 +196,15 @@ def receivers_connect() -> None:
         (embed_signals.widget_opened, on_widget_opened),
         (document_signals.document_ingested, on_document_ingested),
         (document_signals.document_failed, on_document_failed),
+        (chat_signals.conversation_started, webhook_conversation_created),
+        (chat_signals.question_asked, webhook_message_created),
+        (chat_signals.answer_completed, webhook_message_created),
+        (chat_signals.agent_replied, webhook_message_created),
+        (chat_signals.handoff_requested, webhook_handoff_requested),
+        (chat_signals.conversation_closed, webhook_conversation_closed),
+        (chat_signals.feedback_given, webhook_feedback_received),
+        (document_signals.document_ingested, webhook_document_indexed),
+        (document_signals.document_failed, webhook_document_failed),
     ]
     for signal, receiver in pairs:
         signal.connect(receiver, dispatch_uid=f"analytics.{receiver.__name__}", weak=False)
