@@ -29,6 +29,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from analytics.errors import AnalyticsErrorCode
 from analytics.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from config.errors import NotFound, ValidationFailed
 
@@ -269,7 +270,7 @@ def webhook_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
     """The same event (same id and body, a fresh timestamp and signature) as a new delivery with its own attempts."""
     if not delivery.endpoint.is_active:
         raise ValidationFailed("The endpoint is switched off; switch it on to redeliver.",
-                               code="webhook_disabled")
+                               code=AnalyticsErrorCode.WEBHOOK_DISABLED)
     ids = _deliveries_create(endpoint_ids=[delivery.endpoint_id], event_type=delivery.event_type, data={},
                              is_test=delivery.is_test, redelivery_of=delivery)
     return WebhookDelivery.objects.get(pk=ids[0])

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHES = ["provision", "ingest", "quality", "chat", "widget", "analytics", "load", "credits", "tenants", "coldstart"]
+BENCHES = ["provision", "ingest", "quality", "chat", "widget", "analytics", "load", "credits", "tenants", "coldstart", "webhooks"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
