@@ -102,6 +102,7 @@ def on_conversations_purged(*, public_ids: list[str], **_: Any) -> None:
     from analytics.models import Event
 
     Event.objects.filter(conversation_id__in=public_ids).exclude(question_text="").update(question_text="")
+    webhooks.webhook_deliveries_forget_conversations(public_ids=public_ids)
 
 
 # --- outbound webhooks (analytics.webhooks): the same signals, one cached subscription lookup each --------------------

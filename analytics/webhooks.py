@@ -436,15 +436,24 @@ def _owners_tell(*, workspace: Any, url: str, reason: str) -> None:
 
 
 def webhook_deliveries_due() -> int:
-    """Beat: send the deliveries whose retry is due (waits too long for a countdown), and any whose message was lost
+    """Beat: forget settled deliveries older than WEBHOOK_LOG_DAYS; send the deliveries whose retry is due (waits too long for a countdown), and any whose message was lost
     (pending for two minutes without an attempt). Duplicates are harmless (webhook_delivery_attempt). Returns the
     count sent."""
     from django.db.models import Q
 
     now = timezone.now()
+    WebhookDelivery.objects.filter(
+        created_at__lt=now - timedelta(days=settings.WEBHOOK_LOG_DAYS),
+        status__in=(DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)).delete()
     due = list(WebhookDelivery.objects.filter(
         Q(status=DeliveryStatus.RETRYING, next_attempt_at__lte=now)
         | Q(status=DeliveryStatus.PENDING, attempts=0, created_at__lt=now - timedelta(minutes=2))
     ).order_by("pk").values_list("pk", flat=True)[:1000])
     _tasks_send(due)
     return len(due)
+
+
+def webhook_deliveries_forget_conversations(*, public_ids: list[str]) -> int:
+    """The retention rule deleted these conversations: their deliveries (which copy what the customer wrote) go too."""
+    deleted, _ = WebhookDelivery.objects.filter(payload__data__conversation__id__in=[str(p) for p in public_ids]).delete()
+    return deleted

@@ -2,7 +2,7 @@
 
     python -m bench webhooks            # writes bench/results/webhooks.json
 
-Setup: a database of its own (`<db>_bench_webhooks`), Redis db BENCH_WEBHOOKS_REDIS_DB (default 7), a fresh
+Setup: a database of its own (`<db>_bench_webhooks`), Redis db BENCH_WEBHOOKS_REDIS_DB (default 11), a fresh
 workspace, a receiver on loopback (a threaded http.server answering 200) and endpoints subscribed to
 `message.created`, allowed through URL_IMPORT_ALLOWED_NETWORKS=127.0.0.1/32.
 
@@ -33,15 +33,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CCGPT_DATA_DIR", BASE_DIR / ".data"))
 FOLDER = DATA_DIR / "bench-webhooks"
 TARGET_ADDED_MS_PER_EVENT = 1.0
-SIZES = {False: {"pairs": 400, "subscriptions": 5, "deliveries": 2000},
-         True: {"pairs": 80, "subscriptions": 5, "deliveries": 300}}
+SIZES = {False: {"pairs": 200, "subscriptions": 5, "deliveries": 600},
+         True: {"pairs": 60, "subscriptions": 5, "deliveries": 150}}
 QUEUE = "bench_webhooks"
 
 
 def _env() -> dict[str, str]:
     from bench._support import bench_env
 
-    return bench_env(name="webhooks", redis_db_variable="BENCH_WEBHOOKS_REDIS_DB", redis_db_default=7, folder=FOLDER,
+    return bench_env(name="webhooks", redis_db_variable="BENCH_WEBHOOKS_REDIS_DB", redis_db_default=11, folder=FOLDER,
                      URL_IMPORT_ALLOWED_NETWORKS="127.0.0.1/32", WEBHOOK_QUEUE=QUEUE, EMAIL_BACKEND=
                      "django.core.mail.backends.locmem.EmailBackend")
 

@@ -345,3 +345,28 @@ def test_roles_and_the_dashboard_page(ws, hooks, receiver, host_client):
     assert owner.post(f"/settings/webhooks/{endpoint.pk}/deliveries/{delivery.pk}/redeliver/").status_code == 302
     assert _delivery_settled(ws, redelivery_of_id=delivery.pk).status == "delivered"
     assert owner.post("/settings/webhooks/", {"action": "delete", "endpoint": endpoint.pk}).status_code == 302
+
+
+def test_retention_forgets_the_deliveries_of_purged_conversations(ws, hooks, receiver, host_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat.retention import conversations_purge_expired
+
+    client = _api(host_client, ws)
+    endpoint = _subscribe(client, receiver.url("/ok/retention"), ["conversation.created"])
+    kept = _conversation_start(ws)
+    _delivery_settled(ws, endpoint_id=endpoint["id"])
+    purged = _conversation_start(ws)
+    _delivery_settled(ws, endpoint_id=endpoint["id"], payload__data__conversation__id=str(purged.public_id))
+    # Only `purged` is older than the rule when the purge runs "later": move the clock, not the rows.
+    later = timezone.now() + timedelta(days=31)
+    from chat.models import Conversation
+
+    _in(ws, lambda: Conversation.objects.filter(pk=kept.pk).update(last_message_at=later))
+    assert _in(ws, conversations_purge_expired, days=30, now=later) >= 1
+    left = _in(ws, lambda: {d.payload["data"]["conversation"]["id"] for d in
+                            WebhookDelivery.objects.filter(endpoint_id=endpoint["id"])})
+    assert str(purged.public_id) not in left and str(kept.public_id) in left
+    client.delete(f"/api/v1/webhooks/{endpoint['id']}/")
