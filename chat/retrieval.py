@@ -93,6 +93,7 @@ class RetrievedChunk:
     fused_score: float = 0.0
     matched_terms: frozenset[str] = frozenset()
     sentence_score: float | None = None  # cosine of the question to this chunk's best sentence, when scored
+    url: str = ""  # the page a URL-imported document came from: the widget links the source to it
 
     @property
     def evidence_score(self) -> float | None:
@@ -115,6 +116,7 @@ class RetrievedChunk:
             "snippet": snippet if snippet is not None else snippet_make(self.text),
             "score": self.score,
             "chunk_id": self.chunk_id,
+            **({"url": self.url} if self.url else {}),
         }
 
 
@@ -597,6 +599,7 @@ def _retrieved(chunk: Any) -> RetrievedChunk:
     return RetrievedChunk(
         chunk_id=chunk.pk, document_id=chunk.document_id, ordinal=chunk.ordinal, title=document.title,
         filename=document.original_name, section=chunk.heading_path, page=chunk.page, text=chunk.text,
+        url=document.source_url or "",
     )
 
 

@@ -206,6 +206,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "closed": "This conversation is closed. Start a new one to ask again.",
         "untitled": "Conversation",
         "verified": "Signed in",
+        "opens_new_tab": "opens in a new tab",
     },
     "de": {
         "title": "Schreiben Sie uns",
@@ -249,6 +250,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "closed": "Dieses Gespräch ist beendet. Beginnen Sie ein neues, um erneut zu fragen.",
         "untitled": "Gespräch",
         "verified": "Angemeldet",
+        "opens_new_tab": "öffnet in einem neuen Tab",
     },
 }
 SUPPORTED_LANGUAGES = tuple(STRINGS)
