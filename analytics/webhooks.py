@@ -324,8 +324,10 @@ def webhook_delivery_attempt(*, delivery_id: int) -> str:
 
     now = timezone.now()
     with transaction.atomic():
-        delivery = (WebhookDelivery.objects.select_for_update(skip_locked=True).select_related("endpoint")
-                    .filter(pk=delivery_id).first())
+        # Lock the delivery row only (of=self): FOR UPDATE over the join would also lock the endpoint's row, and
+        # SKIP LOCKED would then skip every other delivery to that endpoint while one attempt is in flight.
+        delivery = (WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+                    .select_related("endpoint").filter(pk=delivery_id).first())
         if delivery is None or delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
             return delivery.status if delivery is not None else "missing"
         if delivery.next_attempt_at is not None and delivery.next_attempt_at > now + timedelta(seconds=1):

@@ -370,3 +370,45 @@ def test_retention_forgets_the_deliveries_of_purged_conversations(ws, hooks, rec
                             WebhookDelivery.objects.filter(endpoint_id=endpoint["id"])})
     assert str(purged.public_id) not in left and str(kept.public_id) in left
     client.delete(f"/api/v1/webhooks/{endpoint['id']}/")
+
+
+def test_an_attempt_in_flight_does_not_hold_up_other_deliveries_to_its_endpoint(ws, hooks, receiver, host_client,
+                                                                               settings):
+    """Two worker processes deliver to one endpoint at once: one attempt's lock must not make the other skip its
+    delivery (a FOR UPDATE over the join with the endpoint did, and the skipped delivery stayed pending)."""
+    from django.db import connections
+
+    client = _api(host_client, ws)
+    path = f"/ok/{secrets.token_hex(3)}"
+    endpoint = _subscribe(client, receiver.url(path), ["conversation.closed"])
+    settings.WEBHOOK_QUEUE = f"nobody_{secrets.token_hex(3)}"  # no worker takes it: this test attempts it here
+    delivery = _in(ws, webhooks.webhook_test_send,
+                   endpoint=_in(ws, webhooks.webhook_endpoint_get, endpoint_id=endpoint["id"]))
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_the_endpoint_row() -> None:  # what an attempt in flight in another process holds
+        other = connections.create_connection("default")
+        try:
+            other.set_tenant(ws.workspace)
+            with other.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute("SELECT 1 FROM analytics_webhookendpoint WHERE id = %s FOR UPDATE", [endpoint["id"]])
+                locked.set()
+                release.wait(HUNG_AFTER_SECONDS)
+                cursor.execute("ROLLBACK")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=hold_the_endpoint_row)
+    holder.start()
+    try:
+        assert locked.wait(HUNG_AFTER_SECONDS), "hung: the lock was never taken"
+        status = _in(ws, webhooks.webhook_delivery_attempt, delivery_id=delivery.pk)
+    finally:
+        release.set()
+        holder.join(HUNG_AFTER_SECONDS)
+    assert status == "delivered", status
+    assert _in(ws, lambda: WebhookDelivery.objects.get(pk=delivery.pk).status) == "delivered"
+    assert len(receiver.of(path)) == 1
+    client.delete(f"/api/v1/webhooks/{endpoint['id']}/")
