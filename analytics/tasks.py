@@ -40,6 +40,13 @@ def webhook_deliver(delivery_id: int) -> str:
     return webhook_delivery_attempt(delivery_id=delivery_id)
 
 
+@shared_task(name="analytics.webhook_event_fan_out", base=WorkspaceTask, ignore_result=True, acks_late=True)
+def webhook_event_fan_out(envelope: dict, endpoint_ids: list[int]) -> int:
+    from analytics.webhooks import webhook_event_fan_out as fan_out
+
+    return len(fan_out(envelope=envelope, endpoint_ids=endpoint_ids))
+
+
 @shared_task(name="analytics.webhook_deliveries_due", base=WorkspaceTask, ignore_result=True, acks_late=True)
 def webhook_deliveries_due() -> int:
     from analytics.webhooks import webhook_deliveries_due as due

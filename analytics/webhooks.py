@@ -218,15 +218,37 @@ def _subscriptions() -> list[tuple[int, frozenset[str]]]:
 
 
 # --- emitting (the senders' path) -------------------------------------------------------------------------------------
-def webhook_event_emit(*, event_type: str, data: dict[str, Any]) -> list[int]:
-    """Queue `event_type` for every active endpoint of the current workspace that subscribes to it: one INSERT of
-    the deliveries, their tasks sent on commit. Returns the delivery ids (none: nothing subscribed)."""
+def webhook_event_emit(*, event_type: str, data: dict[str, Any]) -> bool:
+    """Queue `event_type` for the current workspace's active endpoints that subscribe to it. On the sender's path
+    this is one cache read and, only when an endpoint wants the event, one broker message sent on commit; the
+    worker writes the delivery rows and sends their attempts (webhook_event_fan_out). True when queued."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event {event_type!r}")
     endpoint_ids = [pk for pk, events in _subscriptions() if event_type in events]
     if not endpoint_ids:
+        return False
+    envelope = _envelope(event_id=uuid.uuid4(), event_type=event_type, data=data)
+
+    def send() -> None:
+        from analytics.tasks import webhook_event_fan_out
+
+        try:
+            webhook_event_fan_out.apply_async((envelope, endpoint_ids), queue=settings.WEBHOOK_QUEUE)
+        except Exception:  # the broker is down: the event is lost for webhooks, never for the sender
+            logger.exception("webhooks: could not queue %s", event_type)
+
+    transaction.on_commit(send)
+    return True
+
+
+def webhook_event_fan_out(*, envelope: dict[str, Any], endpoint_ids: list[int]) -> list[int]:
+    """(worker) The delivery rows of one event for the endpoints that are still active and subscribed, and their
+    first attempts. Returns the delivery ids."""
+    wanted = list(WebhookEndpoint.objects.filter(pk__in=endpoint_ids, is_active=True,
+                                                 events__contains=[envelope["type"]]).values_list("pk", flat=True))
+    if not wanted:
         return []
-    return _deliveries_create(endpoint_ids=endpoint_ids, event_type=event_type, data=data)
+    return _deliveries_create(endpoint_ids=wanted, event_type=envelope["type"], data={}, envelope=envelope)
 
 
 def _envelope(*, event_id: uuid.UUID, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -236,10 +258,15 @@ def _envelope(*, event_id: uuid.UUID, event_type: str, data: dict[str, Any]) -> 
 
 
 def _deliveries_create(*, endpoint_ids: list[int], event_type: str, data: dict[str, Any], is_test: bool = False,
-                       redelivery_of: WebhookDelivery | None = None) -> list[int]:
-    event_id = redelivery_of.event_id if redelivery_of is not None else uuid.uuid4()
-    payload = redelivery_of.payload if redelivery_of is not None else _envelope(
-        event_id=event_id, event_type=event_type, data=data)
+                       redelivery_of: WebhookDelivery | None = None, envelope: dict[str, Any] | None = None
+                       ) -> list[int]:
+    if redelivery_of is not None:
+        event_id, payload = redelivery_of.event_id, redelivery_of.payload
+    elif envelope is not None:
+        event_id, payload = uuid.UUID(envelope["id"]), envelope
+    else:
+        event_id = uuid.uuid4()
+        payload = _envelope(event_id=event_id, event_type=event_type, data=data)
     with transaction.atomic():
         rows = WebhookDelivery.objects.bulk_create([
             WebhookDelivery(endpoint_id=pk, event_id=event_id, event_type=event_type, payload=payload,
