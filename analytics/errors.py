@@ -11,3 +11,4 @@ class AnalyticsErrorCode(StrEnum):
     INVALID_RANGE = "invalid_range"  # end before start
     RANGE_TOO_LONG = "range_too_long"  # over 400 days, or over 31 days by the hour
     INVALID_EMBED = "invalid_embed"
+    WEBHOOK_DISABLED = "webhook_disabled"  # a redelivery to a switched-off endpoint (docs/webhooks.md)

@@ -175,3 +175,63 @@ class QuestionAssignment(models.Model):
     cluster = models.ForeignKey(QuestionCluster, on_delete=models.CASCADE, related_name="assignments")
     text = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+# --- outbound webhooks (issue #18 item 3, docs/webhooks.md) ---------------------------------------------------------
+class WebhookEndpoint(models.Model):
+    """A URL of the workspace's that receives the events it subscribes to, signed with its secret (encrypted at rest:
+    signing needs the plain secret, so it can't be a hash; chat.providers.secrets' FIELD_ENCRYPTION_KEY cipher)."""
+
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=200, blank=True)
+    events = ArrayField(models.CharField(max_length=40), default=list)
+    is_active = models.BooleanField(default=True)
+    secret_encrypted = models.TextField()
+    secret_hint = models.CharField(max_length=12, blank=True)
+    secret_rotated_at = models.DateTimeField(null=True, blank=True)
+    # Sustained failure: the first failure of the current run of failures (reset by any success) and the reason the
+    # endpoint was switched off, if it was.
+    failing_since = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=200, blank=True)
+    created_by_id = models.BigIntegerField(null=True, blank=True, help_text="accounts.User id (public schema).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RETRYING = "retrying", "Retrying"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"  # gave up: out of attempts, refused address, or the endpoint was switched off
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, with its latest attempt. A redelivery is a new row pointing at the original."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.UUIDField(help_text="The event's id: equal on every delivery of one event (dedupe on it).")
+    event_type = models.CharField(max_length=40)
+    payload = models.JSONField()
+    status = models.CharField(max_length=12, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.CharField(max_length=500, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    # The gaps the retries were scheduled with, in seconds (what the backoff did, kept for the log and the tests).
+    retry_delays = ArrayField(models.PositiveIntegerField(), default=list, blank=True)
+    redelivery_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    is_test = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["endpoint", "-id"], name="webhook_delivery_endpoint")]

@@ -4,7 +4,7 @@ Downloads get one literal route each (no path converters): an unknown table or f
 the project's shape, and the generated role-matrix and isolation tests walk every file there is."""
 from django.urls import path
 
-from analytics import views
+from analytics import views, webhook_views
 from analytics.exports import TABLES
 
 dashboard_urlpatterns = [
@@ -14,4 +14,11 @@ dashboard_urlpatterns = [
       for table in TABLES),
     *(path(f"export/transcripts.{fmt}", views.analytics_export_transcripts, {"fmt": fmt},
            name="analytics-export-transcripts") for fmt in ("csv", "jsonl")),
+]
+
+# Settings → Webhooks (analytics.webhook_views), under /settings/webhooks/.
+webhook_urlpatterns = [
+    path("", webhook_views.webhooks_index, name="webhooks"),
+    path("<int:webhook_id>/deliveries/<int:delivery_id>/redeliver/", webhook_views.webhook_redeliver,
+         name="webhook-redeliver-page"),
 ]

@@ -377,6 +377,7 @@ def agent_message_post(*, conversation: Conversation, agent: Any, text: str, cli
             protocol.conversation_event("message", message=protocol.message_payload(message)),
         ], {0: message})
         inbox.inbox_publish_on_commit(conversation, "message")
+        _signal_on_commit(signals.agent_replied, conversation=conversation, message=message)
     return message, True
 
 

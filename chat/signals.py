@@ -15,6 +15,8 @@ question_asked = Signal()
 answer_completed = Signal()
 # conversation: Conversation, message: Message, value: int (-1/0/1)
 feedback_given = Signal()
+# conversation: Conversation, message: Message (an agent's reply to the customer; not internal notes)
+agent_replied = Signal()
 # conversation: Conversation, reason: str ("asked" | "unanswered" | "rule" | ...)
 handoff_requested = Signal()
 # conversation: Conversation, agent: User | None

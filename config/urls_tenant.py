@@ -50,6 +50,7 @@ api_v1 = [
     path("leads/", include(chat_urls.lead_api_urlpatterns)),
     path("embeds/", include(embed_urls.api_urlpatterns)),
     path("analytics/", include(analytics_api_urls.api_urlpatterns)),
+    path("webhooks/", include(analytics_api_urls.webhook_api_urlpatterns)),
 ]
 
 urlpatterns = [
@@ -78,6 +79,7 @@ urlpatterns = [
     path("settings/export/", account_views.workspace_export_request, name="workspace-export"),
     path("settings/export/<int:export_id>/download/", account_views.workspace_export_download,
          name="workspace-export-download"),
+    path("settings/webhooks/", include(analytics_urls.webhook_urlpatterns)),
     path("settings/billing/", tenant_views.billing_overview, name="billing"),
     path("settings/billing/plan/", tenant_views.billing_plan_change, name="billing-plan"),
     path("settings/billing/overage/", tenant_views.billing_overage, name="billing-overage"),

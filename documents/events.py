@@ -9,3 +9,6 @@ from django.dispatch import Signal
 document_ingested = Signal()
 # document: Document, error_code: str
 document_failed = Signal()
+# source: Source, run: SourceRun — a website source's crawl or re-sync ended (run.status: completed, stopped,
+# failed or cancelled; its counters and stop reason on the run)
+source_synced = Signal()

@@ -804,7 +804,18 @@ def _run_finish(run: SourceRun, status: str, *, code: str = "", message: str = "
                                                        next_sync_at=_next_sync(source.schedule, after=now))
     run.refresh_from_db()
     _event(run, "source.run_finished")
+    transaction.on_commit(lambda: _synced_send(run))
     logger.info("source run ended", extra={"run": run.pk, "status": status, "code": code})
+
+
+def _synced_send(run: SourceRun) -> None:
+    source = Source.objects.filter(pk=run.source_id).first()
+    if source is None:
+        return
+    try:
+        events.source_synced.send(sender=Source, source=source, run=run)
+    except Exception:  # receivers must not raise into the sender (documents/events.py); never fail the run for one
+        logger.exception("source_synced receiver failed", extra={"run": run.pk})
 
 
 def _event(run: SourceRun, event_type: str = "source.progress") -> None:

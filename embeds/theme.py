@@ -219,6 +219,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "lead_required": "Please fill this in.",
         "lead_email_invalid": "Please enter a valid email address.",
         "lead_saved": "Thanks — we have your details.",
+        "opens_new_tab": "opens in a new tab",
     },
     "de": {
         "title": "Schreiben Sie uns",
@@ -275,6 +276,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "lead_required": "Bitte ausfüllen.",
         "lead_email_invalid": "Bitte geben Sie eine gültige E-Mail-Adresse ein.",
         "lead_saved": "Danke – wir haben Ihre Angaben.",
+        "opens_new_tab": "öffnet in einem neuen Tab",
     },
 }
 SUPPORTED_LANGUAGES = tuple(STRINGS)

@@ -92,6 +92,7 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
                                values={"email": f"lead-{marker.lower()}@example.test", "custom": marker})
         curated = curated_answer_create(question=f"What is the code {marker}?", answer=f"The code is {marker}.",
                                         examples=[f"Tell me code {marker}"], actor=owner, source_message_id=message.pk)
+        webhook, delivery = _webhook_with_a_delivery(marker)
     export = workspace_export_request(workspace=workspace, user=owner)
     export_run(export_id=export.pk)  # a no-op when the session's worker took the queued job first: wait for it
     deadline = time.monotonic() + 120
@@ -119,6 +120,8 @@ def workspace_fill(*, workspace: Any, owner: Any, marker: str | None = None) -> 
         "curated_answer_id": curated.pk,
         "source_id": source.pk,
         "run_id": run.pk,
+        "webhook_id": webhook.pk,
+        "delivery_id": delivery.pk,
         "token": "not-a-token",  # an invitation link is a bearer secret by design; its page is public
     }
     secrets_of = [marker, workspace.name, *(user.email for user in users.values())]
@@ -143,6 +146,25 @@ def _source_crawled(*, document: Any, marker: str) -> tuple[Any, Any]:
                                  reason=f"robots.txt {marker}")
     SourcePage.objects.create(source=source, url=url, document=document, etag=f'"{marker}"', content_sha256="0" * 64)
     return source, run
+
+
+def _webhook_with_a_delivery(marker: str) -> tuple[Any, Any]:
+    """An endpoint with one settled delivery, switched off so nothing retries while a sweep compares the rows: the
+    test event is queued and the endpoint switched off in one transaction, then the attempt runs here (a worker that
+    takes the message later finds it settled)."""
+    from django.db import transaction
+
+    from analytics import webhooks
+
+    endpoint, _secret = webhooks.webhook_endpoint_create(url="https://example.com/hook", events=["source.synced"],
+                                                         description=f"hook {marker}")
+    with transaction.atomic():
+        delivery = webhooks.webhook_test_send(endpoint=endpoint)
+        endpoint = webhooks.webhook_endpoint_update(endpoint=endpoint, is_active=False)
+    webhooks.webhook_delivery_attempt(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == "failed", delivery.status
+    return endpoint, delivery
 
 
 def _rows_digest(cursor: Any, query: str, params: list[Any]) -> tuple[int, str]:

@@ -116,6 +116,9 @@ DASHBOARD_FORMS: dict[str, Any] = {
     "widgets/new/": lambda ids: _embed_form("Probe widget"),
     "widgets/<int:embed_id>/": lambda ids: _embed_form("Probe widget renamed"),
     "widgets/<int:embed_id>/actions/": lambda ids: {"action": "deactivate"},
+    "settings/webhooks/": lambda ids: {"action": "create", "url": "https://example.com/probe",
+                                       "events": ["conversation.created"]},
+    "settings/webhooks/<int:webhook_id>/deliveries/<int:delivery_id>/redeliver/": lambda ids: {},
 }
 
 
@@ -394,7 +397,7 @@ def test_the_payloads_are_valid(host_client, django_db_blocker):
     schema = c.workspace.schema_name
     assert {f"{schema}.documents_document", f"{schema}.chat_message", f"{schema}.embeds_embed",
             "public.accounts_membership", "public.accounts_apikey", "public.accounts_invitation",
-            "public.tenants_workspace", "media files"} <= changed, changed
+            f"{schema}.analytics_webhookendpoint", "public.tenants_workspace", "media files"} <= changed, changed
 
 
 def _has_body(schema: dict[str, Any], route: str, method: str) -> bool:

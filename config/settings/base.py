@@ -162,6 +162,17 @@ CELERY_BEAT_SCHEDULE = {
 # embeddings reach this cosine similarity to a cluster's centroid join it.
 ANALYTICS_LOW_CONFIDENCE = env.float("ANALYTICS_LOW_CONFIDENCE", default=0.5)
 ANALYTICS_CLUSTER_THRESHOLD = env.float("ANALYTICS_CLUSTER_THRESHOLD", default=0.85)
+# Outbound webhooks (docs/webhooks.md): retries grow from the base delay, doubling, capped, for the retry window;
+# an endpoint failing for the whole disable window *and* at least the failure count in a row is switched off.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+WEBHOOK_RETRY_MAX_DELAY_SECONDS = env.int("WEBHOOK_RETRY_MAX_DELAY_SECONDS", default=6 * 3600)
+WEBHOOK_RETRY_WINDOW_SECONDS = env.int("WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
+WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default=24 * 3600)
+WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=20)
+WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", default="default")
+WEBHOOK_LOG_DAYS = env.int("WEBHOOK_LOG_DAYS", default=30)  # settled deliveries are kept this long
+CELERY_BEAT_SCHEDULE["webhooks-due-send"] = {"task": "analytics.webhook_deliveries_due_all", "schedule": 60}
 # Payment provider seam (tenants.billing.BillingGateway): a dotted path to a class; empty: no gateway, no charges.
 BILLING_GATEWAY = env.str("BILLING_GATEWAY", default="")
 

@@ -525,7 +525,17 @@
     return li;
   }
 
-  function renderSources(li, citations) {
+  function sourceHref(value) {  // only absolute http(s) addresses become links (never javascript:, data:, ...)
+    if (typeof value !== "string" || !value) return null;
+    try {
+      var url = new URL(value);
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+    function renderSources(li, citations) {
     var old = li.querySelector(".ccw-sources");
     if (old) old.remove();
     if (!cfg.behaviour.show_sources || !citations || !citations.length) return;
@@ -534,10 +544,17 @@
     var ol = el("ol");
     citations.forEach(function (c) {
       var item = el("li", "ccw-source");
-      var href = c.url ? safeHref(c.url) : null;  // a web page (a crawled site): the title links to it
-      var title = el(href ? "a" : "span", "ccw-source-title", c.title || t("untitled"));
-      if (href) { title.href = href; title.target = "_blank"; title.rel = "noopener noreferrer nofollow"; }
-      item.appendChild(title);
+      var href = sourceHref(c.url);
+      if (href) {  // a page: a real link, its own tab, no window.opener for the page it opens
+        var link = el("a", "ccw-source-title ccw-source-link", c.title || href);
+        link.href = href;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+        link.appendChild(el("span", "sr-only", " (" + t("opens_new_tab") + ")"));
+        item.appendChild(link);
+      } else {
+        item.appendChild(el("span", "ccw-source-title", c.title || t("untitled")));
+      }
       var where = (c.section ? " — " + c.section : "") + (c.page ? " (p. " + c.page + ")" : "");
       if (where) item.appendChild(document.createTextNode(where));
       if (c.snippet) item.appendChild(window.CCGMarkdown.renderSnippet(el("div", "ccw-snippet"), c.snippet));
