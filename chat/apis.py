@@ -501,7 +501,7 @@ class VisitorExportApi(APIView):
 
     required_permission = "visitors.manage"
 
-    @extend_schema(responses={200: serializers.DictField()})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, visitor_id: str) -> Response:
         from chat import visitors
 
