@@ -271,7 +271,9 @@
 
   // --- starter questions: chips before the first message and after a decline; a click asks the question ------
   var starterQuestions = (cfg.starter_questions || []).slice(0, 6);
+  var followupsAsked = 0;
   function hideStarters() {
+    followupsAsked++;  // a follow-up list still on its way is no longer wanted
     ["ccw-starters", "ccw-followups"].forEach(function (id) {
       var old = document.getElementById(id);
       if (old) old.parentNode.removeChild(old);
@@ -295,7 +297,6 @@
   }
   // Follow-ups: after an answer, up to 3 questions from the same pool that the knowledge base answers, picked by
   // the server (embeds.followups) and asked for only once the answer is complete, so it never waits for them.
-  var followupsAsked = 0;
   function showFollowups() {
     if (!cfg.behaviour.show_followups || !conversation || !starterQuestions.length) return;
     var ticket = ++followupsAsked;

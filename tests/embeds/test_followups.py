@@ -147,3 +147,20 @@ def test_the_setting_is_off_by_default_and_in_the_api(shop, host_client):
     refused = client.patch(f"/api/v1/embeds/{embed.pk}/", {"behaviour": {"show_followups": "maybe"}},
                            content_type="application/json", HTTP_AUTHORIZATION=f"Api-Key {secret}")
     assert refused.status_code == 400
+
+
+def test_the_dashboard_form_switches_follow_ups_on(shop, host_client):
+    owner = host_client(shop.host)
+    owner.force_login(shop.owner)
+    page = owner.get(f"/widgets/{shop.quiet.pk}/").content.decode()
+    assert 'name="show_followups"' in page and "Suggest up to 3 follow-up questions" in page
+    form = {
+        "name": "No follow-ups", "allowed_origins": SHOP, "title": "", "greeting": "", "placeholder": "",
+        "color_primary": "#0f766e", "color_background": "#ffffff", "color_text": "#111111",
+        "position": "bottom-right", "launcher_icon": "chat", "avatar_url": "", "language": "auto",
+        "show_followups": "on", "starter_questions": "\n".join(POOL),
+    }
+    saved = owner.post(f"/widgets/{shop.quiet.pk}/", form)
+    assert saved.status_code == 302, saved.content[:2000]
+    assert in_workspace(shop.workspace, lambda: Embed.objects.get(pk=shop.quiet.pk).show_followups) is True
+    in_workspace(shop.workspace, services.embed_update, embed=shop.quiet, behaviour={"show_followups": False})
