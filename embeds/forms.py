@@ -53,6 +53,9 @@ class EmbedForm(forms.Form):
     show_sources = forms.BooleanField(required=False, label="Show the sources of answers")
     collect_email = forms.BooleanField(required=False, label="Ask for the visitor's email (optional for them)")
     offer_human = forms.BooleanField(required=False, label="Offer “talk to a person”")
+    show_followups = forms.BooleanField(
+        required=False, label="Suggest up to 3 follow-up questions after an answer",
+        help_text="Drawn from the starter questions the knowledge base answers, closest to what was asked first.")
     starter_questions = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 4}),
         help_text="One per line, at most 6: shown as buttons before the first message and after an unanswered "

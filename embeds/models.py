@@ -33,6 +33,7 @@ class Embed(models.Model):
     show_sources = models.BooleanField(default=BEHAVIOUR_DEFAULTS["show_sources"])
     collect_email = models.BooleanField(default=BEHAVIOUR_DEFAULTS["collect_email"])
     offer_human = models.BooleanField(default=BEHAVIOUR_DEFAULTS["offer_human"])
+    show_followups = models.BooleanField(default=BEHAVIOUR_DEFAULTS["show_followups"])
 
     # --- starter questions and the lead form (embeds.leads) ---
     # Up to 6 questions shown as chips before the first message and after a decline; clicking one asks it.
@@ -40,6 +41,10 @@ class Embed(models.Model):
     # {"when": "off" | "before_chat" | "handoff", "fields": {"name"|"email"|"phone"|"custom": "off"|"optional"|
     # "required"}, "custom_label": str}; the visitor's answers are stored on the conversation (chat.models.Lead).
     lead_form = models.JSONField(default=dict, blank=True)
+    # Whether the knowledge base answers each starter question (embeds.followups): {question casefolded:
+    # {"answerable": bool, "checked_at": ISO time, "knowledge": stamp of the documents it was checked against}}.
+    # Only answerable ones are offered as follow-ups; refreshed on save, when documents change, and after a day.
+    question_coverage = models.JSONField(default=dict, blank=True)
 
     # --- identity verification (HMAC of the host's user id) ---
     # Fernet token of the secret under a key derived from SECRET_KEY (embeds.security): the server must be able to

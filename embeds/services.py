@@ -155,7 +155,17 @@ def embed_create(
             **{**THEME_DEFAULTS, **BEHAVIOUR_DEFAULTS, **values},
         )
         _audit(embed, created_by, "embed.created", {"allowed_origins": embed.allowed_origins})
+    _questions_check(embed)
     return embed
+
+
+def _questions_check(embed: Embed) -> None:
+    """Whether the knowledge base answers each starter question, checked once when they are saved (follow-ups
+    offer only those: embeds.followups); later document changes are picked up lazily."""
+    from embeds.followups import question_coverage_refresh
+
+    if embed.starter_questions:
+        question_coverage_refresh(embed=embed)
 
 
 def embed_update(
@@ -184,6 +194,8 @@ def embed_update(
         others = sorted(set(changed) - {"allowed_origins"})
         if others:
             _audit(embed, actor, "embed.updated", {"fields": others})
+    if "starter_questions" in changed:
+        _questions_check(embed)
     return embed
 
 

@@ -40,6 +40,7 @@ BEHAVIOUR_DEFAULTS: dict[str, bool] = {
     "show_sources": True,
     "collect_email": False,
     "offer_human": True,
+    "show_followups": False,  # up to 3 follow-up chips after an answer (embeds.followups)
 }
 
 _https_url = URLValidator(schemes=["https"])
@@ -208,6 +209,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "verified": "Signed in",
         "starters": "You could ask…",
         "starters_label": "Suggested questions",
+        "followups": "You might also ask…",
+        "followups_label": "Follow-up questions",
         "lead_intro": "Before we start: how can we reach you?",
         "lead_intro_handoff": "So our team can get back to you: how can we reach you?",
         "lead_name": "Name",
@@ -265,6 +268,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "verified": "Angemeldet",
         "starters": "Sie könnten fragen …",
         "starters_label": "Vorgeschlagene Fragen",
+        "followups": "Sie könnten auch fragen …",
+        "followups_label": "Anschlussfragen",
         "lead_intro": "Bevor es losgeht: Wie erreichen wir Sie?",
         "lead_intro_handoff": "Damit sich unser Team bei Ihnen meldet: Wie erreichen wir Sie?",
         "lead_name": "Name",

@@ -31,4 +31,6 @@ widget_urlpatterns = [
          name="widget-conversation-messages"),
     path("conversations/<str:conversation_id>/lead/", widget_views.widget_conversation_lead,
          name="widget-conversation-lead"),
+    path("conversations/<str:conversation_id>/followups/", widget_views.widget_conversation_followups,
+         name="widget-conversation-followups"),
 ]

@@ -325,3 +325,23 @@ def widget_conversation_lead(request: HttpRequest, conversation_id: str) -> Http
         return _error(error)
     response["Cache-Control"] = "no-store"
     return response
+
+
+@require_GET
+def widget_conversation_followups(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """Up to 3 follow-up questions for the last answer of one of the visitor's own conversations, from their
+    widget's pool only (embeds.followups); `[]` when the widget doesn't show them. Asked by the frame after
+    `agent_completed`, so the answer never waits for it."""
+    from embeds.followups import conversation_followups_suggest
+
+    try:
+        claims = _visitor(request)
+        conversation = selectors.visitor_conversation_get(claims=claims, public_id=conversation_id)
+        embed = selectors.embed_get(embed_id=claims.embed_id)
+        if conversation is None or embed is None:
+            raise NotFound("No such conversation.")
+        response = JsonResponse({"followups": conversation_followups_suggest(embed=embed, conversation=conversation)})
+    except ApplicationError as error:
+        return _error(error)
+    response["Cache-Control"] = "no-store"
+    return response

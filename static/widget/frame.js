@@ -271,21 +271,19 @@
 
   // --- starter questions: chips before the first message and after a decline; a click asks the question ------
   var starterQuestions = (cfg.starter_questions || []).slice(0, 6);
+  var followupsAsked = 0;
   function hideStarters() {
-    var old = document.getElementById("ccw-starters");
-    if (old) old.parentNode.removeChild(old);
+    followupsAsked++;  // a follow-up list still on its way is no longer wanted
+    ["ccw-starters", "ccw-followups"].forEach(function (id) {
+      var old = document.getElementById(id);
+      if (old) old.parentNode.removeChild(old);
+    });
   }
-  function showStarters(afterDecline) {
-    hideStarters();
-    if (!starterQuestions.length) return;
-    var box = el("li", "ccw-starters");
-    box.id = "ccw-starters";
-    box.setAttribute("data-after-decline", afterDecline ? "true" : "false");
-    if (afterDecline) box.appendChild(el("p", "ccw-starters-title", t("starters")));
+  function chipGroup(questions, label) {
     var group = el("div", "ccw-chips");
     group.setAttribute("role", "group");
-    group.setAttribute("aria-label", t("starters_label"));
-    starterQuestions.forEach(function (question) {
+    group.setAttribute("aria-label", label);
+    questions.forEach(function (question) {
       var chip = el("button", "ccw-chip", question);
       chip.type = "button";
       chip.addEventListener("click", function () {
@@ -295,7 +293,33 @@
       });
       group.appendChild(chip);
     });
-    box.appendChild(group);
+    return group;
+  }
+  // Follow-ups: after an answer, up to 3 questions from the same pool that the knowledge base answers, picked by
+  // the server (embeds.followups) and asked for only once the answer is complete, so it never waits for them.
+  function showFollowups() {
+    if (!cfg.behaviour.show_followups || !conversation || !starterQuestions.length) return;
+    var ticket = ++followupsAsked;
+    authed("GET", cfg.paths.conversations + encodeURIComponent(conversation.id) + "/followups/").then(function (data) {
+      var questions = (data && data.followups) || [];
+      if (ticket !== followupsAsked || answering || !questions.length) return;
+      hideStarters();
+      var box = el("li", "ccw-starters ccw-followups");
+      box.id = "ccw-followups";
+      box.appendChild(el("p", "ccw-starters-title", t("followups")));
+      box.appendChild(chipGroup(questions.slice(0, 3), t("followups_label")));
+      els.log.appendChild(box);
+      scrollDown();
+    }, function () { /* follow-ups are a nicety: the chat goes on without them */ });
+  }
+  function showStarters(afterDecline) {
+    hideStarters();
+    if (!starterQuestions.length) return;
+    var box = el("li", "ccw-starters");
+    box.id = "ccw-starters";
+    box.setAttribute("data-after-decline", afterDecline ? "true" : "false");
+    if (afterDecline) box.appendChild(el("p", "ccw-starters-title", t("starters")));
+    box.appendChild(chipGroup(starterQuestions, t("starters_label")));
     els.log.appendChild(box);
     scrollDown();
   }
@@ -732,6 +756,7 @@
       answering = false;
       els.typing.textContent = "";
       flushUnsent();
+      if (e.message && e.message.role === "assistant" && e.message.answered === true && !answering) showFollowups();
     },
     error: function (e) {
       if (typeof e.seq === "number") {  // the conversation's: an answer failed or timed out
