@@ -124,11 +124,16 @@ def test_erasing_a_visitor_leaves_nothing_of_them_and_spares_the_other_visitor(h
     kept = seed_workspace(acme.workspace, acme.owner, marker=f"KEPT{secrets.token_hex(4)}")
     visitor_id = f"v-{gone.marker}"
     second = _second_conversation(acme.workspace, visitor_id, gone.marker)
+    with tenant_context(acme.workspace):  # the lead form they filled in (chat.Lead, one per conversation)
+        from chat.services import conversation_lead_save
+
+        conversation_lead_save(conversation=second, stage="before_chat", custom_label="Order",
+                               values={"name": f"Name {gone.marker}", "custom": gone.marker})
     needles = [gone.marker, visitor_id]
 
     # The visitor is everywhere first.
     hits = _schema_hits(schema, needles)
-    for table in ("chat_conversation", "chat_message", "analytics_event", "analytics_questionassignment",
+    for table in ("chat_conversation", "chat_message", "chat_lead", "analytics_event", "analytics_questionassignment",
                   "analytics_questioncluster"):
         assert hits.get(table), (table, hits)
     assert len(_redis_hits(schema, [second.public_id.hex])) == 3  # seq, log, lock
