@@ -15,6 +15,8 @@ import json
 import logging
 import random
 import secrets
+import socket
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -328,19 +330,48 @@ def _post(url: str, addresses: list[str], *, headers: dict[str, str], body: byte
             netloc = f"[{address}]" if ":" in address else address
             extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
             try:
+                # identity only, and the raw bytes read: a compressed reply (a zstd frame of 1 KB decodes to 32 MB)
+                # is never expanded in memory; what it says is kept as an excerpt, undecoded.
                 with client.stream("POST", f"{parts.scheme}://{netloc}:{port}{path}", content=body,
-                                   headers={**headers, "Host": host_header}, extensions=extensions,
-                                   timeout=httpx.Timeout(timeout)) as response:
-                    excerpt = b""
-                    for piece in response.iter_bytes():
-                        excerpt += piece
-                        if len(excerpt) >= RESPONSE_EXCERPT_CHARS * 4:
-                            break
-                    return response.status_code, excerpt.decode("utf-8", "replace")[:RESPONSE_EXCERPT_CHARS]
+                                   headers={**headers, "Host": host_header, "Accept-Encoding": "identity"},
+                                   extensions=extensions, timeout=httpx.Timeout(timeout)) as response:
+                    return response.status_code, _excerpt_read(response, seconds=timeout)
             except httpx.ConnectError as exc:
                 last_error = exc
                 continue
     raise last_error or httpx.ConnectError("no address")
+
+
+def _excerpt_read(response: httpx.Response, *, seconds: float) -> str:
+    """The first RESPONSE_EXCERPT_CHARS of the reply's raw body, read for at most `seconds`: a receiver that sends a
+    byte now and then never trips the per-read timeout, so at the deadline the socket is cut."""
+    deadline = time.monotonic() + seconds
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+
+    def cut() -> None:
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    excerpt = b""
+    try:
+        for piece in response.iter_raw(chunk_size=RESPONSE_EXCERPT_CHARS * 4):
+            excerpt += piece
+            if len(excerpt) >= RESPONSE_EXCERPT_CHARS * 4 or time.monotonic() > deadline:
+                break
+    except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout):
+        pass  # the status is what counts; a cut or broken body leaves what was read
+    finally:
+        timer.cancel()
+    # PostgreSQL text cannot hold NUL: a reply with one (binary, compressed) made the attempt's save fail forever.
+    text = excerpt[: RESPONSE_EXCERPT_CHARS * 4].decode("utf-8", "replace").replace("\x00", "\ufffd")
+    return text[:RESPONSE_EXCERPT_CHARS]
 
 
 def webhook_delivery_attempt(*, delivery_id: int) -> str:

@@ -5,6 +5,7 @@ as an operator would allow an intranet), with short retry gaps and a file mail b
 """
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import secrets
@@ -27,6 +28,7 @@ from tests.factories import WorkspaceWithOwner, workspace_with_owner
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 HUNG_AFTER_SECONDS = 60
+BOMB = gzip.compress(b"\0" * 50_000_000)
 RETRY_WINDOW = 8  # seconds: attempts at 0, +1, +2, +4; the next gap (8) would end past the window
 
 
@@ -53,6 +55,24 @@ class Receiver:
                 with receiver.arrived:
                     receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     receiver.arrived.notify_all()
+                if self.path.startswith("/bomb"):  # 50 MB of zeros in ~50 KB of gzip
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(BOMB)))
+                    self.end_headers()
+                    self.wfile.write(BOMB)
+                    return
+                if self.path.startswith("/drip"):  # a byte now and then: never trips a per-read timeout
+                    self.send_response(200)
+                    self.end_headers()
+                    try:
+                        for _ in range(120):
+                            self.wfile.write(b".")
+                            self.wfile.flush()
+                            time.sleep(0.5)
+                    except OSError:
+                        pass
+                    return
                 code = 500 if self.path.startswith("/fail") else 200
                 self.send_response(code)
                 self.send_header("Content-Type", "text/plain")
@@ -457,3 +477,18 @@ def test_lead_captured_and_source_synced_are_delivered_and_erasure_forgets_them(
                                  .values_list("event_type", flat=True)))
     assert left == ["source.synced"], left
     client.delete(f"/api/v1/webhooks/{endpoint['id']}/")
+
+
+def test_a_compressed_or_dripping_reply_is_cut_short_not_expanded_or_waited_for(ws, hooks, receiver, host_client):
+    """A reply body is read raw (never decompressed: a small zstd or gzip frame can expand to gigabytes in a worker)
+    and for at most the timeout (a receiver that drips a byte now and then never trips the per-read timeout)."""
+    client = _api(host_client, ws)
+    for path in ("/bomb", "/drip"):
+        endpoint = _subscribe(client, receiver.url(path), ["conversation.created"])
+        _conversation_start(ws)
+        delivery = _delivery_settled(ws, endpoint_id=endpoint["id"])
+        assert delivery.status == "delivered" and delivery.response_status == 200, (path, delivery.error)
+        assert len(delivery.response_excerpt) <= webhooks.RESPONSE_EXCERPT_CHARS, path
+        if path == "/drip":
+            assert set(delivery.response_excerpt) <= {"."} and len(delivery.response_excerpt) < 120
+        client.delete(f"/api/v1/webhooks/{endpoint['id']}/")
