@@ -12,8 +12,27 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import HasWorkspacePermission
 from analytics import webhooks
 from config.pagination import ApiPagination
+
+
+class HasWebhookAccess(HasWorkspacePermission):
+    """settings.manage, and for an API key also what a delivery carries: customers' messages and leads
+    (conversations.view, the `read` scope). A `write`-only key would otherwise read conversations through
+    webhook payloads (subscribing, or the delivery log) that it may not read directly."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        from accounts.authentication import ApiKeyPrincipal
+        from accounts.roles import scopes_have_permission
+        from config.errors import PermissionDenied
+
+        super().has_permission(request, view)
+        if isinstance(request.user, ApiKeyPrincipal) and not scopes_have_permission(
+                request.user.api_key.scopes, "conversations.view"):
+            raise PermissionDenied("Webhooks carry conversations: this key also needs the read scope.",
+                                   details={"permission": "conversations.view"})
+        return True
 
 
 class EndpointOutputSerializer(serializers.Serializer):
@@ -59,6 +78,7 @@ _EVENTS_HELP = f"Any of {sorted(webhooks.EVENT_TYPES)}."
 
 
 class WebhookListCreateApi(APIView):
+    permission_classes = [HasWebhookAccess]
     required_permission = {"GET": "settings.manage", "POST": "settings.manage"}
 
     class InputSerializer(serializers.Serializer):
@@ -81,6 +101,7 @@ class WebhookListCreateApi(APIView):
 
 
 class WebhookDetailApi(APIView):
+    permission_classes = [HasWebhookAccess]
     required_permission = {"GET": "settings.manage", "PATCH": "settings.manage", "DELETE": "settings.manage"}
 
     class InputSerializer(serializers.Serializer):
@@ -111,6 +132,7 @@ class WebhookDetailApi(APIView):
 
 
 class WebhookRotateSecretApi(APIView):
+    permission_classes = [HasWebhookAccess]
     required_permission = "settings.manage"
 
     @extend_schema(request=None, responses=EndpointWithSecretSerializer)
@@ -121,6 +143,7 @@ class WebhookRotateSecretApi(APIView):
 
 
 class WebhookTestApi(APIView):
+    permission_classes = [HasWebhookAccess]
     required_permission = "settings.manage"
 
     @extend_schema(request=None, responses={202: DeliveryOutputSerializer})
@@ -130,6 +153,7 @@ class WebhookTestApi(APIView):
 
 
 class WebhookDeliveryListApi(APIView):
+    permission_classes = [HasWebhookAccess]
     required_permission = "settings.manage"
 
     @extend_schema(responses=DeliveryOutputSerializer(many=True))
@@ -141,6 +165,7 @@ class WebhookDeliveryListApi(APIView):
 
 
 class WebhookDeliveryDetailApi(APIView):
+    permission_classes = [HasWebhookAccess]
     required_permission = "settings.manage"
 
     @extend_schema(responses=DeliveryOutputSerializer)
@@ -151,6 +176,7 @@ class WebhookDeliveryDetailApi(APIView):
 
 
 class WebhookRedeliverApi(APIView):
+    permission_classes = [HasWebhookAccess]
     required_permission = "settings.manage"
 
     @extend_schema(request=None, responses={202: DeliveryOutputSerializer})

@@ -346,6 +346,13 @@ def test_roles_and_the_dashboard_page(ws, hooks, receiver, host_client):
     assert agent_client.get("/settings/webhooks/").status_code == 403
     reader = host_client(ws.host, HTTP_AUTHORIZATION=f"Api-Key {api_key_create(workspace=ws.workspace, name='r', scopes=['read'])[1]}")
     assert reader.get("/api/v1/webhooks/").status_code == 403
+    # A write-only key may not read conversations, so it may not read them through webhook payloads either.
+    writer = host_client(ws.host, HTTP_AUTHORIZATION=f"Api-Key {api_key_create(workspace=ws.workspace, name='w', scopes=['write'])[1]}")
+    for method, path in (("get", "/api/v1/webhooks/"), ("post", "/api/v1/webhooks/")):
+        refused = getattr(writer, method)(path, {"url": receiver.url("/ok/w"), "events": ["message.created"]},
+                                          content_type="application/json")
+        assert refused.status_code == 403 and refused.json()["error"]["details"]["permission"] == "conversations.view"
+    assert _api(host_client, ws).get("/api/v1/webhooks/").status_code == 200  # read + write
 
     owner = host_client(ws.host)
     owner.force_login(ws.owner)
