@@ -15,6 +15,8 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
+from django.db import connection
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -23,6 +25,9 @@ from embeds.models import Embed
 
 FOLLOWUPS_MAX = 3
 COVERAGE_TTL = timedelta(days=1)
+# On the visitor's path a stale check runs at most this often per widget: while a document indexes its change time
+# moves every second, and each refresh is up to 6 retrievals (an anonymous request must not buy that at will).
+VISITOR_REFRESH_MIN_SECONDS = 30
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Words that say nothing about the topic (question words, auxiliaries, pronouns, articles, prepositions).
@@ -66,10 +71,12 @@ def knowledge_stamp() -> str:
     return f"{figures['count']}:{last}"
 
 
-def _question_answerable(question: str) -> bool:
+def _question_answerable(question: str) -> bool | None:
+    """None when retrieval ran degraded (the embedder or an index unavailable): no verdict to keep."""
     from chat.retrieval import knowledge_retrieve
 
-    return bool(knowledge_retrieve(query=question).covered)
+    result = knowledge_retrieve(query=question)
+    return None if result.degraded else bool(result.covered)
 
 
 def _stale(entry: Any, *, stamp: str, now: datetime) -> bool:
@@ -94,13 +101,23 @@ def question_coverage_refresh(*, embed: Embed, force: bool = False) -> dict[str,
         key = question.casefold()
         entry = old.get(key)
         if force or _stale(entry, stamp=stamp, now=now):
-            entry = {"answerable": _question_answerable(question), "checked_at": now.isoformat(), "knowledge": stamp}
+            answerable = _question_answerable(question)
+            if answerable is None:  # degraded: keep the last verdict (or none), checked again next time
+                entry = {**(entry if isinstance(entry, dict) else {"answerable": False}), "knowledge": ""}
+            else:
+                entry = {"answerable": answerable, "checked_at": now.isoformat(), "knowledge": stamp}
             checked = True
         coverage[key] = entry
     if checked or coverage != old:
         Embed.objects.filter(pk=embed.pk).update(question_coverage=coverage)
         embed.question_coverage = coverage
     return coverage
+
+
+def _refresh_due(embed: Embed, coverage: dict[str, Any]) -> bool:
+    stamp, now = knowledge_stamp(), timezone.now()
+    return any(_stale(coverage.get(question.casefold()), stamp=stamp, now=now)
+               for question in embed.starter_questions or [])
 
 
 def conversation_followups_suggest(*, embed: Embed, conversation: Conversation,
@@ -118,7 +135,10 @@ def conversation_followups_suggest(*, embed: Embed, conversation: Conversation,
         return []
     question = asked_messages[-1]
     asked = {" ".join(text.split()).casefold() for text in asked_messages}
-    coverage = question_coverage_refresh(embed=embed)
+    coverage = embed.question_coverage if isinstance(embed.question_coverage, dict) else {}
+    if _refresh_due(embed, coverage) and cache.add(
+            f"followups:refresh:{connection.schema_name}:{embed.pk}", 1, VISITOR_REFRESH_MIN_SECONDS):
+        coverage = question_coverage_refresh(embed=embed)
     candidates = [
         (question_similarity(question, pool_question), position, pool_question)
         for position, pool_question in enumerate(embed.starter_questions)

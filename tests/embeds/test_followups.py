@@ -164,3 +164,25 @@ def test_the_dashboard_form_switches_follow_ups_on(shop, host_client):
     assert saved.status_code == 302, saved.content[:2000]
     assert in_workspace(shop.workspace, lambda: Embed.objects.get(pk=shop.quiet.pk).show_followups) is True
     in_workspace(shop.workspace, services.embed_update, embed=shop.quiet, behaviour={"show_followups": False})
+
+
+def test_the_visitor_path_rechecks_stale_questions_at_most_once_a_window(django_db_blocker):
+    """While documents keep changing (an upload indexing, a crawl), an anonymous request may not buy a retrieval
+    per pool question each time: one re-check per widget per VISITOR_REFRESH_MIN_SECONDS, the stored verdicts
+    served in between."""
+    with django_db_blocker.unblock():
+        ws = workspace_on_plan("Window Co", plan="pro")
+        knowledge_seed(ws.workspace, ("Shipping times", SHIPPING), ("Returns and refunds", RETURNS))
+        embed = embed_make(ws.workspace, [SHOP], name="Window", starter_questions=[UNANSWERABLE, RETURN_QUESTION],
+                           behaviour={"show_followups": True})
+        conversation = _asked(ws, embed, DELIVERY_QUESTION)
+        knowledge_seed(ws.workspace, ("Drone delivery", DRONES))  # stale: the first request re-checks
+        assert _suggest(ws, embed, conversation) == [UNANSWERABLE, RETURN_QUESTION]
+        checked_at = _coverage_raw(ws, embed)[UNANSWERABLE.casefold()]["checked_at"]
+        knowledge_seed(ws.workspace, ("Drone prices", "Drone delivery costs 12 euros per parcel."))  # stale again
+        assert _suggest(ws, embed, conversation) == [UNANSWERABLE, RETURN_QUESTION]  # the stored verdicts
+        assert _coverage_raw(ws, embed)[UNANSWERABLE.casefold()]["checked_at"] == checked_at, "re-checked twice"
+
+
+def _coverage_raw(ws: Any, embed: Embed) -> dict[str, Any]:
+    return in_workspace(ws.workspace, lambda: Embed.objects.get(pk=embed.pk).question_coverage)
