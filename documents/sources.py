@@ -79,6 +79,7 @@ REASONS = {
     "duplicate_content": "The same content is already in the knowledge base (another page or document).",
     "plan_limit": "The plan's document or storage limit was reached; the run stopped here.",
     "sitemap": "A sitemap: its pages were added to the run.",
+    "max_sitemaps": "The run already read as many sitemap files as it may (SOURCE_MAX_SITEMAPS).",
     "gone_once": "The page answered 404/410; it is removed if the next sync finds it gone again.",
     "gone": "The page answered 404/410 twice in a row and was removed from the knowledge base.",
 }
@@ -365,15 +366,29 @@ def _frontier_add(ctx: _Context, urls: list[str], *, depth: int, sitemaps: bool 
             candidates[url] = None
     if not candidates:
         return
+    # Bounds on what a site can make a run record (a sitemap index generated on the fly never ends): at most
+    # SOURCE_MAX_SITEMAPS sitemap files, and at most SOURCE_MAX_ROWS_PER_PAGE addresses per page allowed.
+    rows_cap = max(ctx.source.max_pages, 1) * settings.SOURCE_MAX_ROWS_PER_PAGE
+    recorded = SourceRunPage.objects.filter(run=run).count()
+    if recorded >= rows_cap:
+        return
+    candidates = dict.fromkeys(list(candidates)[: rows_cap - recorded])
     known = set(SourceRunPage.objects.filter(run=run, url__in=list(candidates)).values_list("url", flat=True))
     fresh = [url for url in candidates if url not in known]
     if not fresh:
         return
     taken = SourceRunPage.objects.filter(run=run, is_sitemap=False).exclude(state=PageState.SKIPPED).count()
+    sitemaps_read = (SourceRunPage.objects.filter(run=run, is_sitemap=True).exclude(state=PageState.SKIPPED).count()
+                     if sitemaps else 0)
     rows = []
     for url in fresh:
         row = SourceRunPage(run=run, url=url, depth=depth, is_sitemap=sitemaps)
         reason = _skip_reason(ctx, url, depth=depth, sitemap=sitemaps, taken=taken)
+        if sitemaps and not reason:
+            if sitemaps_read >= settings.SOURCE_MAX_SITEMAPS:
+                reason = "max_sitemaps"
+            else:
+                sitemaps_read += 1
         if reason:
             row.state, row.reason_code, row.reason = PageState.SKIPPED, reason, REASONS[reason]
         elif not sitemaps:

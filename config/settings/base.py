@@ -268,6 +268,10 @@ SOURCE_CONCURRENCY = env.int("SOURCE_CONCURRENCY", default=2)
 SOURCE_DELAY = env.float("SOURCE_DELAY", default=0.25)
 SOURCE_SLICE_SECONDS = env.float("SOURCE_SLICE_SECONDS", default=30)
 SOURCE_STALLED_AFTER = env.int("SOURCE_STALLED_AFTER", default=300)
+# Bounds per run on what a site can make us record (docs/knowledge.md "Websites"): sitemap files read, and
+# addresses recorded (pending or skipped) per page the source may hold.
+SOURCE_MAX_SITEMAPS = env.int("SOURCE_MAX_SITEMAPS", default=200)
+SOURCE_MAX_ROWS_PER_PAGE = env.int("SOURCE_MAX_ROWS_PER_PAGE", default=20)
 SOURCE_QUEUE = env.str("SOURCE_QUEUE", default="")  # empty: the ingest queue
 CELERY_BEAT_SCHEDULE["sources-sync-due"] = {
     "task": "documents.sources_sync_due_all", "schedule": env.int("SOURCE_SYNC_SWEEP_EVERY", default=300),

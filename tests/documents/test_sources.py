@@ -620,3 +620,27 @@ def test_a_page_that_keeps_killing_its_runner_is_left_out_with_the_reason(ws, si
         row = SourceRunPage.objects.get(run=run)
     assert (row.state, row.reason_code) == ("failed", "too_many_attempts") and "3 times" in row.reason
     assert site.hits("/sitemap.xml") == []
+
+
+def test_a_run_records_a_bounded_number_of_sitemaps_and_addresses(ws, settings, tmp_path):
+    """A site can generate sitemap indexes and links without end: a run reads at most SOURCE_MAX_SITEMAPS sitemap
+    files (the rest skipped as max_sitemaps) and records at most SOURCE_MAX_ROWS_PER_PAGE addresses per page the
+    source may hold, whatever the site sends."""
+    from documents.crawler import Robots
+
+    settings.SOURCE_MAX_SITEMAPS = 3
+    settings.SOURCE_MAX_ROWS_PER_PAGE = 4
+    with workspace_schema(ws.workspace):
+        source = Source.objects.create(url="https://bounded.example/", kind="sitemap", max_pages=5)
+        run = SourceRun.objects.create(source=source, status="running")
+        ctx = sources._Context(run=run, source=source, robots=Robots(), folder=tmp_path)
+        sources._frontier_add(ctx, [f"https://bounded.example/sitemap-{n}.xml" for n in range(10)], depth=0,
+                              sitemaps=True)
+        read = SourceRunPage.objects.filter(run=run, is_sitemap=True).exclude(state=PageState.SKIPPED).count()
+        assert read == 3
+        assert set(SourceRunPage.objects.filter(run=run, is_sitemap=True, state=PageState.SKIPPED)
+                   .values_list("reason_code", flat=True)) == {"max_sitemaps"}
+        for batch in range(5):  # every sitemap lists a thousand new pages
+            sources._frontier_add(ctx, [f"https://bounded.example/p/{batch}/{n}" for n in range(1000)], depth=1)
+        assert SourceRunPage.objects.filter(run=run).count() == 5 * 4
+        assert SourceRunPage.objects.filter(run=run, is_sitemap=False).exclude(state=PageState.SKIPPED).count() == 5
