@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from analytics.errors import AnalyticsErrorCode
@@ -54,6 +54,8 @@ SIGNATURE_VERSION = "v1"
 SECRET_PREFIX = "whsec_"
 RESPONSE_EXCERPT_CHARS = 500
 USER_AGENT = "CustomerCareGPT-Webhooks/1.0"
+# An attempt in flight holds its delivery for its timeout plus this: past it, a crashed attempt is due again.
+ATTEMPT_LEASE_GRACE_SECONDS = 30
 _SUBSCRIPTIONS_KEY = "webhooks:subscriptions"
 
 
@@ -315,7 +317,9 @@ def retry_delay(*, attempt: int) -> int:
 
 def _post(url: str, addresses: list[str], *, headers: dict[str, str], body: bytes, timeout: float
           ) -> tuple[int, str]:
-    """POST to the first checked address that connects, with the URL's host in Host and TLS (SNI, certificate)."""
+    """POST to the first checked address that connects, with the URL's host in Host and TLS (SNI, certificate). The
+    whole exchange (connect, headers, the excerpt) lasts at most `timeout`: a receiver that drips its status line or
+    headers a byte at a time never trips httpx's per-read timeout, so at the deadline the socket is shut down."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     default_port = 443 if parts.scheme == "https" else 80
@@ -324,51 +328,83 @@ def _post(url: str, addresses: list[str], *, headers: dict[str, str], body: byte
     if ":" in host:
         host_header = f"[{host}]" if port == default_port else f"[{host}]:{port}"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = _Deadline(seconds=timeout)
     last_error: Exception | None = None
-    with httpx.Client(trust_env=False, follow_redirects=False, verify=True) as client:
-        for address in addresses:
-            netloc = f"[{address}]" if ":" in address else address
-            extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-            try:
-                # identity only, and the raw bytes read: a compressed reply (a zstd frame of 1 KB decodes to 32 MB)
-                # is never expanded in memory; what it says is kept as an excerpt, undecoded.
-                with client.stream("POST", f"{parts.scheme}://{netloc}:{port}{path}", content=body,
-                                   headers={**headers, "Host": host_header, "Accept-Encoding": "identity"},
-                                   extensions=extensions, timeout=httpx.Timeout(timeout)) as response:
-                    return response.status_code, _excerpt_read(response, seconds=timeout)
-            except httpx.ConnectError as exc:
-                last_error = exc
-                continue
+    try:
+        with httpx.Client(trust_env=False, follow_redirects=False, verify=True) as client:
+            for address in addresses:
+                netloc = f"[{address}]" if ":" in address else address
+                extensions: dict[str, Any] = {"trace": deadline.trace}
+                if parts.scheme == "https":
+                    extensions["sni_hostname"] = host
+                try:
+                    # identity only, and the raw bytes read: a compressed reply (a zstd frame of 1 KB decodes to
+                    # 32 MB) is never expanded in memory; what it says is kept as an excerpt, undecoded.
+                    with client.stream("POST", f"{parts.scheme}://{netloc}:{port}{path}", content=body,
+                                       headers={**headers, "Host": host_header, "Accept-Encoding": "identity"},
+                                       extensions=extensions, timeout=httpx.Timeout(timeout)) as response:
+                        return response.status_code, _excerpt_read(response, deadline=deadline)
+                except httpx.ConnectError as exc:
+                    last_error = exc
+                    continue
+                except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+                    if deadline.passed():
+                        raise httpx.ReadTimeout("the endpoint did not answer in time") from exc
+                    raise
+    finally:
+        deadline.cancel()
     raise last_error or httpx.ConnectError("no address")
 
 
-def _excerpt_read(response: httpx.Response, *, seconds: float) -> str:
-    """The first RESPONSE_EXCERPT_CHARS of the reply's raw body, read for at most `seconds`: a receiver that sends a
-    byte now and then never trips the per-read timeout, so at the deadline the socket is cut."""
-    deadline = time.monotonic() + seconds
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
+class _Deadline:
+    """Shuts down the socket of the connection in use when the time is up. The socket is learnt from httpcore's
+    trace hook ("connection.connect_tcp.complete" carries the network stream), so it is known before any byte of
+    the reply has arrived."""
 
-    def cut() -> None:
-        try:
+    def __init__(self, *, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, name: str, info: dict[str, Any]) -> None:
+        if name.endswith("connect_tcp.complete") or name.endswith("start_tls.complete"):
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
             if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+                with self._lock:
+                    self._sockets.append(sock)
+                if self.passed():
+                    self._cut()
 
-    timer = threading.Timer(seconds, cut)
-    timer.daemon = True
-    timer.start()
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def _cut(self) -> None:
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _excerpt_read(response: httpx.Response, *, deadline: _Deadline) -> str:
+    """The first RESPONSE_EXCERPT_CHARS of the reply's raw body, read until the exchange's deadline at most."""
     excerpt = b""
     try:
         for piece in response.iter_raw(chunk_size=RESPONSE_EXCERPT_CHARS * 4):
             excerpt += piece
-            if len(excerpt) >= RESPONSE_EXCERPT_CHARS * 4 or time.monotonic() > deadline:
+            if len(excerpt) >= RESPONSE_EXCERPT_CHARS * 4 or deadline.passed():
                 break
     except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout):
         pass  # the status is what counts; a cut or broken body leaves what was read
-    finally:
-        timer.cancel()
     # PostgreSQL text cannot hold NUL: a reply with one (binary, compressed) made the attempt's save fail forever.
     text = excerpt[: RESPONSE_EXCERPT_CHARS * 4].decode("utf-8", "replace").replace("\x00", "\ufffd")
     return text[:RESPONSE_EXCERPT_CHARS]
@@ -376,9 +412,69 @@ def _excerpt_read(response: httpx.Response, *, seconds: float) -> str:
 
 def webhook_delivery_attempt(*, delivery_id: int) -> str:
     """One attempt of a due delivery; schedules the next one or gives up. Returns the delivery's status. Safe to run
-    twice (a message redelivered by the broker): the row lock and next_attempt_at let only a due attempt through."""
+    twice (a message redelivered by the broker): the row lock and next_attempt_at let only a due attempt through.
+
+    The attempt is claimed (counted, and leased until its timeout has passed) and committed BEFORE the request: a
+    worker killed mid-request leaves a counted attempt whose lease runs out, so beat's due sweep tries again and the
+    retry window still ends it. Counting inside the request's transaction rolled the count back with the crash, and
+    such a delivery was retried for ever. No transaction is open during the request."""
     from documents.fetch import FetchError
 
+    claim = _attempt_claim(delivery_id=delivery_id)
+    if isinstance(claim, str):
+        return claim
+    delivery, endpoint, headers, body, now = claim
+    started = time.perf_counter()
+    refused = False
+    status_code: int | None = None
+    excerpt = error = ""
+    try:
+        url, addresses = webhook_url_check(url=endpoint.url)
+        status_code, excerpt = _post(url, addresses, headers=headers, body=body,
+                                     timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
+        if not 200 <= status_code < 300:
+            error = f"The endpoint answered {status_code}."
+    except FetchError as exc:
+        refused = exc.code in ("url_invalid", "url_forbidden")
+        error = exc.message
+    except httpx.TimeoutException:
+        error = "The endpoint did not answer in time."
+    except httpx.HTTPError as exc:
+        error = f"The endpoint could not be reached ({type(exc).__name__})."
+    with transaction.atomic():
+        delivery = (WebhookDelivery.objects.select_for_update(of=("self",)).select_related("endpoint")
+                    .filter(pk=delivery_id).first())
+        if delivery is None:  # erased meanwhile (a visitor's erasure, retention)
+            return "missing"
+        delivery.latency_ms = int((time.perf_counter() - started) * 1000)
+        delivery.response_status = status_code
+        delivery.response_excerpt = excerpt
+        if not error:
+            delivery.delivered_at = timezone.now()
+            _finish(delivery, DeliveryStatus.DELIVERED, error="", also=("delivered_at",))
+            if endpoint.consecutive_failures or endpoint.failing_since:
+                WebhookEndpoint.objects.filter(pk=endpoint.pk).update(consecutive_failures=0, failing_since=None)
+            return delivery.status
+        disabled = _endpoint_failure_count(endpoint, now=now)
+        gave_up_at = delivery.created_at + timedelta(seconds=settings.WEBHOOK_RETRY_WINDOW_SECONDS)
+        delay = retry_delay(attempt=delivery.attempts)
+        if refused or disabled or now + timedelta(seconds=delay) > gave_up_at:
+            reason = error if refused else ("The endpoint was switched off after failing." if disabled else
+                                            f"Gave up after {delivery.attempts} attempts: {error}")
+            delivery.next_attempt_at = None
+            _finish(delivery, DeliveryStatus.FAILED, error=reason)
+            return delivery.status
+        delivery.retry_delays = [*delivery.retry_delays, delay]
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+        _finish(delivery, DeliveryStatus.RETRYING, error=error)
+        if delay <= 300:  # longer waits are left to beat's due sweep (a broker holds an ETA message only so long)
+            transaction.on_commit(lambda: _tasks_send([delivery_id], countdown=delay))
+        return delivery.status
+
+
+def _attempt_claim(*, delivery_id: int) -> str | tuple[WebhookDelivery, WebhookEndpoint, dict[str, str], bytes, Any]:
+    """Count the attempt and lease the delivery for the attempt's longest time, committed; or the status to return
+    when there is nothing to attempt (settled, not due, leased by an attempt in flight, endpoint switched off)."""
     now = timezone.now()
     with transaction.atomic():
         # Lock the delivery row only (of=self): FOR UPDATE over the join would also lock the endpoint's row, and
@@ -388,7 +484,7 @@ def webhook_delivery_attempt(*, delivery_id: int) -> str:
         if delivery is None or delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
             return delivery.status if delivery is not None else "missing"
         if delivery.next_attempt_at is not None and delivery.next_attempt_at > now + timedelta(seconds=1):
-            return delivery.status  # not due yet (an early duplicate)
+            return delivery.status  # not due yet (an early duplicate), or an attempt in flight holds the lease
         endpoint = delivery.endpoint
         if not endpoint.is_active:
             _finish(delivery, DeliveryStatus.FAILED, error="The endpoint is switched off.")
@@ -404,54 +500,16 @@ def webhook_delivery_attempt(*, delivery_id: int) -> str:
         }
         delivery.attempts += 1
         delivery.last_attempt_at = now
-        started = time.perf_counter()
-        refused = False
-        status_code: int | None = None
-        excerpt = error = ""
-        try:
-            url, addresses = webhook_url_check(url=endpoint.url)
-            status_code, excerpt = _post(url, addresses, headers=headers, body=body,
-                                         timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
-            if not 200 <= status_code < 300:
-                error = f"The endpoint answered {status_code}."
-        except FetchError as exc:
-            refused = exc.code in ("url_invalid", "url_forbidden")
-            error = exc.message
-        except httpx.TimeoutException:
-            error = "The endpoint did not answer in time."
-        except httpx.HTTPError as exc:
-            error = f"The endpoint could not be reached ({type(exc).__name__})."
-        delivery.latency_ms = int((time.perf_counter() - started) * 1000)
-        delivery.response_status = status_code
-        delivery.response_excerpt = excerpt
-        if not error:
-            _finish(delivery, DeliveryStatus.DELIVERED, error="")
-            delivery.delivered_at = timezone.now()
-            delivery.save(update_fields=["delivered_at"])
-            if endpoint.consecutive_failures or endpoint.failing_since:
-                WebhookEndpoint.objects.filter(pk=endpoint.pk).update(consecutive_failures=0, failing_since=None)
-            return delivery.status
-        disabled = _endpoint_failure_count(endpoint, now=now)
-        gave_up_at = delivery.created_at + timedelta(seconds=settings.WEBHOOK_RETRY_WINDOW_SECONDS)
-        delay = retry_delay(attempt=delivery.attempts)
-        if refused or disabled or now + timedelta(seconds=delay) > gave_up_at:
-            reason = error if refused else ("The endpoint was switched off after failing." if disabled else
-                                            f"Gave up after {delivery.attempts} attempts: {error}")
-            _finish(delivery, DeliveryStatus.FAILED, error=reason)
-            return delivery.status
-        delivery.retry_delays = [*delivery.retry_delays, delay]
-        delivery.next_attempt_at = now + timedelta(seconds=delay)
-        _finish(delivery, DeliveryStatus.RETRYING, error=error)
-        if delay <= 300:  # longer waits are left to beat's due sweep (a broker holds an ETA message only so long)
-            transaction.on_commit(lambda: _tasks_send([delivery_id], countdown=delay))
-        return delivery.status
+        delivery.next_attempt_at = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + ATTEMPT_LEASE_GRACE_SECONDS)
+        delivery.save(update_fields=["attempts", "last_attempt_at", "next_attempt_at"])
+    return delivery, endpoint, headers, body, now
 
 
-def _finish(delivery: WebhookDelivery, status: str, *, error: str) -> None:
+def _finish(delivery: WebhookDelivery, status: str, *, error: str, also: tuple[str, ...] = ()) -> None:
     delivery.status = status
     delivery.error = error[:300]
     delivery.save(update_fields=["status", "error", "attempts", "last_attempt_at", "latency_ms", "response_status",
-                                 "response_excerpt", "retry_delays", "next_attempt_at"])
+                                 "response_excerpt", "retry_delays", "next_attempt_at", *also])
 
 
 def _endpoint_failure_count(endpoint: WebhookEndpoint, *, now: Any) -> bool:
@@ -495,21 +553,25 @@ def _owners_tell(*, workspace: Any, url: str, reason: str) -> None:
 
 
 def webhook_deliveries_due() -> int:
-    """Beat: forget settled deliveries older than WEBHOOK_LOG_DAYS; send the deliveries whose retry is due (waits too long for a countdown), and any whose message was lost
-    (pending for two minutes without an attempt). Duplicates are harmless (webhook_delivery_attempt). Returns the
-    count sent."""
-    from django.db.models import Q
-
+    """Beat: forget settled deliveries older than WEBHOOK_LOG_DAYS; send the due ones (webhook_deliveries_due_ids).
+    Duplicates are harmless (webhook_delivery_attempt). Returns the count sent."""
     now = timezone.now()
     WebhookDelivery.objects.filter(
         created_at__lt=now - timedelta(days=settings.WEBHOOK_LOG_DAYS),
         status__in=(DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)).delete()
-    due = list(WebhookDelivery.objects.filter(
-        Q(status=DeliveryStatus.RETRYING, next_attempt_at__lte=now)
-        | Q(status=DeliveryStatus.PENDING, attempts=0, created_at__lt=now - timedelta(minutes=2))
-    ).order_by("pk").values_list("pk", flat=True)[:1000])
+    due = webhook_deliveries_due_ids(now=now)
     _tasks_send(due)
     return len(due)
+
+
+def webhook_deliveries_due_ids(*, now: Any) -> list[int]:
+    """Deliveries to send now: a retry that is due, an attempt whose worker died (its lease has passed), a first
+    message lost (pending two minutes without an attempt). At most 1,000, oldest first."""
+
+    return list(WebhookDelivery.objects.filter(
+        Q(status__in=(DeliveryStatus.RETRYING, DeliveryStatus.PENDING), next_attempt_at__lte=now)
+        | Q(status=DeliveryStatus.PENDING, attempts=0, created_at__lt=now - timedelta(minutes=2))
+    ).order_by("pk").values_list("pk", flat=True)[:1000])
 
 
 def webhook_deliveries_forget_conversations(*, public_ids: list[str]) -> int:

@@ -62,6 +62,17 @@ class Receiver:
                     self.end_headers()
                     self.wfile.write(BOMB)
                     return
+                if self.path.startswith("/slowheaders"):  # the status line and headers a byte at a time
+                    try:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                        for _ in range(120):
+                            self.wfile.write(b"a")
+                            self.wfile.flush()
+                            time.sleep(0.5)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
                 if self.path.startswith("/drip"):  # a byte now and then: never trips a per-read timeout
                     self.send_response(200)
                     self.end_headers()
@@ -499,3 +510,63 @@ def test_a_compressed_or_dripping_reply_is_cut_short_not_expanded_or_waited_for(
         if path == "/drip":
             assert set(delivery.response_excerpt) <= {"."} and len(delivery.response_excerpt) < 120
         client.delete(f"/api/v1/webhooks/{endpoint['id']}/")
+
+
+def test_headers_dripped_a_byte_at_a_time_end_the_attempt_at_its_timeout(ws, hooks, receiver, host_client):
+    """The whole exchange is bounded, not only the body: a receiver that drips its header lines a byte every half
+    second never trips the per-read timeout, so the attempt is cut at WEBHOOK_TIMEOUT_SECONDS (5 s in the module's
+    worker) and retried, instead of holding a worker for the minute the receiver would go on."""
+    client = _api(host_client, ws)
+    endpoint = _subscribe(client, receiver.url("/slowheaders"), ["conversation.created"])
+    _conversation_start(ws)
+    deadline = time.monotonic() + HUNG_AFTER_SECONDS
+    while True:
+        delivery = _in(ws, lambda: WebhookDelivery.objects.filter(endpoint_id=endpoint["id"]).first())
+        if delivery is not None and delivery.error:
+            break
+        assert time.monotonic() < deadline, "hung: the attempt never ended"
+        time.sleep(0.3)
+    assert delivery.status == "retrying", (delivery.status, delivery.error)
+    assert delivery.error == "The endpoint did not answer in time.", delivery.error
+    assert delivery.response_status is None
+    client.delete(f"/api/v1/webhooks/{endpoint['id']}/")
+
+
+def test_an_attempt_is_counted_before_its_request_so_a_crash_mid_request_is_retried_and_bounded(
+        ws, hooks, receiver, host_client, settings):
+    """The attempt is claimed (counted and leased) in its own committed transaction before the request: a worker
+    killed during the request leaves the count (so the retry window still ends the delivery) and a lease that stops
+    duplicates while it runs; once the lease has passed, beat's due sweep sends the delivery again."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client = _api(host_client, ws)
+    path = f"/ok/{secrets.token_hex(3)}"
+    endpoint = _subscribe(client, receiver.url(path), ["conversation.closed"])
+    settings.WEBHOOK_QUEUE = f"nobody_{secrets.token_hex(3)}"  # no worker takes it: this test attempts it here
+    delivery = _in(ws, webhooks.webhook_test_send,
+                   endpoint=_in(ws, webhooks.webhook_endpoint_get, endpoint_id=endpoint["id"]))
+    claimed = _in(ws, webhooks._attempt_claim, delivery_id=delivery.pk)  # what a worker killed mid-request did
+    assert not isinstance(claimed, str), claimed
+    row = _in(ws, lambda: WebhookDelivery.objects.get(pk=delivery.pk))
+    assert row.attempts == 1 and row.status == "pending" and row.next_attempt_at > timezone.now()
+    # While the lease holds, a duplicate message does not send.
+    assert _in(ws, webhooks.webhook_delivery_attempt, delivery_id=delivery.pk) == "pending"
+    assert receiver.of(path) == []
+    assert delivery.pk not in _in(ws, _due_ids)
+    # The lease passes: the sweep finds it, and the next attempt is the second.
+    _in(ws, lambda: WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)))
+    assert delivery.pk in _in(ws, _due_ids)
+    assert _in(ws, webhooks.webhook_delivery_attempt, delivery_id=delivery.pk) == "delivered"
+    row = _in(ws, lambda: WebhookDelivery.objects.get(pk=delivery.pk))
+    assert (row.attempts, row.status) == (2, "delivered")
+    assert len(receiver.of(path)) == 1
+    client.delete(f"/api/v1/webhooks/{endpoint['id']}/")
+
+
+def _due_ids() -> list[int]:
+    from django.utils import timezone
+
+    return webhooks.webhook_deliveries_due_ids(now=timezone.now())
