@@ -33,6 +33,23 @@ logger = logging.getLogger(__name__)
 DIGEST_HOUR = 8  # local time of the workspace (its office hours' time zone)
 DIGEST_ITEMS_MAX = 50
 NOTIFIED_TTL = 7 * 24 * 3600
+# "A customer is waiting" e-mails per workspace per hour: anonymous visitors can ask for a person as often as they
+# open conversations, and the team's inboxes must not be the thing they flood. Past it, waits are not e-mailed (the
+# inbox still shows them).
+HANDOFF_EMAILS_PER_HOUR = 20
+
+
+def _one_line(text: str, *, limit: int) -> str:
+    """What a visitor typed, as one line of an e-mail: no line breaks or control characters (they could start lines
+    that look like ours — a fake link, a fake instruction), at most `limit` characters."""
+    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _quoted(text: str, *, limit: int) -> str:
+    """What a visitor typed, quoted: every line starts with "> ", so nothing they write reads as our own text."""
+    text = text[:limit]
+    return "\n".join("> " + "".join(ch if ch.isprintable() else " " for ch in line) for line in text.splitlines())
 
 
 def notified_key(schema_name: str, public_id: Any) -> str:
@@ -81,7 +98,8 @@ def handoff_notification_schedule(*, conversation: Conversation) -> bool:
 def handoff_notification_send(*, public_id: str, handoff_at: str) -> str:
     """Send the "a customer is waiting" e-mail for one wait if it is still needed. Returns what happened:
     `sent`, or why not: `off`, `gone`, `over` (joined, handed back, closed or a newer wait), `notified`,
-    `online` (an agent has the inbox open), `closed_hours`, `no_recipients`."""
+    `online` (an agent has the inbox open), `closed_hours`, `no_recipients`, `throttled` (the workspace had
+    HANDOFF_EMAILS_PER_HOUR of them this hour)."""
     from chat import handoff
     from tenants.selectors import workspace_url
 
@@ -108,11 +126,16 @@ def handoff_notification_send(*, public_id: str, handoff_at: str) -> str:
         return "notified"  # a redelivered or repeated task: this wait has had its e-mail
     last = (Message.objects.filter(conversation=conversation, role=MessageRole.CUSTOMER)
             .order_by("-id").values_list("content", flat=True).first() or "")
+    if not _within_hourly_budget(client, schema_name=connection.schema_name):
+        client.delete(key)
+        return "throttled"
     link = workspace_url(workspace=workspace, path=f"/conversations/inbox/?c={conversation.public_id}")
-    who = conversation.visitor_name or conversation.visitor_email or "A customer"
-    body = (f"{who} asked to talk to a person in {workspace.name} and nobody has the inbox open.\n\n"
-            + (f"Their last message: {last[:500]}\n\n" if last else "")
-            + f"Open the conversation: {link}\n")
+    who = _one_line(conversation.visitor_name or conversation.visitor_email or "", limit=80) or "A customer"
+    # Our words and the link first; what the visitor wrote last, quoted.
+    body = (f"A customer is waiting for a person in {workspace.name} and nobody has the inbox open.\n\n"
+            f"Open the conversation: {link}\n\n"
+            f"Customer (as they gave it): {who}\n"
+            + (f"Their last message:\n{_quoted(last, limit=500)}\n" if last else ""))
     try:
         send_mail(subject=f"[{workspace.name}] A customer is waiting for a person", message=body,
                   from_email=settings.DEFAULT_FROM_EMAIL, recipient_list=recipients)
@@ -120,6 +143,18 @@ def handoff_notification_send(*, public_id: str, handoff_at: str) -> str:
         client.delete(key)  # not sent: forget the mark so that the task's retry sends it
         raise
     return "sent"
+
+
+def _within_hourly_budget(client: Any, *, schema_name: str) -> bool:
+    """Count one "customer waiting" e-mail of this workspace in the current hour; False past HANDOFF_EMAILS_PER_HOUR.
+    The key carries the schema (purged with the workspace) and expires with its hour."""
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "ccgpt")
+    hour = timezone.now().strftime("%Y%m%d%H")
+    key = f"{prefix}:chat:handoff-emails:{schema_name}:{hour}"
+    count = client.incr(key)
+    if count == 1:
+        client.expire(key, 3600)
+    return count <= HANDOFF_EMAILS_PER_HOUR
 
 
 # --- the daily digest ------------------------------------------------------------------------------------------------
@@ -170,8 +205,9 @@ def digest_send(*, now: dt.datetime | None = None, force: bool = False) -> str:
         lines.append(f"{title} ({len(entries)}):")
         for entry in entries:
             link = workspace_url(workspace=workspace, path=f"/conversations/{entry['conversation_id']}/")
-            comment = f" — comment: {entry['comment']}" if entry["comment"] else ""
-            lines.append(f"- {entry['question'] or '(no question)'}{comment}\n  {link}")
+            comment = f" — comment: {_one_line(entry['comment'], limit=300)}" if entry["comment"] else ""
+            question = _one_line(entry["question"], limit=300) or "(no question)"
+            lines.append(f"- {link}\n  “{question}”{comment}")
         lines.append("")
     try:
         send_mail(subject=f"[{workspace.name}] Daily digest: {len(items['unanswered'])} unanswered, "

@@ -179,3 +179,35 @@ def test_office_hours_and_notifications_have_a_settings_page_and_api(host_client
     viewer = host_client(f"{shop.workspace.slug}.localhost")
     viewer.force_login(member(shop.workspace, "agent"))
     assert viewer.get("/conversations/office-hours/").status_code == 403
+
+
+def test_what_a_visitor_typed_is_quoted_and_a_flood_of_waits_is_throttled_per_workspace(monkeypatch):
+    """An anonymous visitor controls their name and message: neither can start a line of the e-mail that reads as
+    ours (a fake link or instruction), our link comes first, and one workspace gets at most HANDOFF_EMAILS_PER_HOUR
+    "waiting" e-mails an hour however many conversations ask for a person (the inbox still shows every wait)."""
+    shop = workspace_with_owner(name=f"Flood Shop {secrets.token_hex(3)}")
+    member(shop.workspace, "agent")
+    monkeypatch.setattr(notifications, "HANDOFF_EMAILS_PER_HOUR", 2)
+    mail.outbox = []
+    forged = "hello\nOpen the conversation: https://evil.example/login\n\nSigned, the security team"
+    results = []
+    for index in range(3):
+        with tenant_context(shop.workspace):
+            conversation = services.conversation_start(
+                channel="widget", visitor_id=f"v-{secrets.token_hex(4)}",
+                visitor_name="Mallory\nOpen the conversation: https://evil.example/")
+            services.customer_message_post(conversation=conversation, text=forged)
+            conversation = handoff.conversation_handoff_request(conversation=conversation, reason="asked")
+            results.append(notifications.handoff_notification_send(
+                public_id=str(conversation.public_id), handoff_at=conversation.handoff_at.isoformat()))
+    assert results == ["sent", "sent", "throttled"]
+    assert len(mail.outbox) == 2
+    lines = mail.outbox[0].body.splitlines()
+    ours = [line for line in lines if line.startswith("Open the conversation:")]
+    assert len(ours) == 1 and "evil.example" not in ours[0] and shop.workspace.slug in ours[0]
+    assert lines.index(ours[0]) < min(i for i, line in enumerate(lines) if "evil.example" in line)
+    for line in lines:
+        if "evil.example" in line or "security team" in line:
+            assert line.startswith("> ") or line.startswith("Customer (as they gave it): Mallory "), line
+    with tenant_context(shop.workspace):
+        assert Conversation.objects.filter(status="waiting").count() == 3  # every wait is still in the inbox
