@@ -12,3 +12,4 @@ class AnalyticsErrorCode(StrEnum):
     RANGE_TOO_LONG = "range_too_long"  # over 400 days, or over 31 days by the hour
     INVALID_EMBED = "invalid_embed"
     WEBHOOK_DISABLED = "webhook_disabled"  # a redelivery to a switched-off endpoint (docs/webhooks.md)
+    TOO_MANY_WEBHOOKS = "too_many_webhooks"  # WEBHOOK_ENDPOINTS_MAX endpoints already (409)

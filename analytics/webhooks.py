@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from analytics.errors import AnalyticsErrorCode
 from analytics.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
-from config.errors import NotFound, ValidationFailed
+from config.errors import Conflict, NotFound, ValidationFailed
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,13 @@ def webhook_endpoint_create(*, url: str, events: list[str], description: str = "
     events = _events_clean(events)
     secret = _secret_new()
     with transaction.atomic():
+        # One create at a time per workspace (the table is the schema's own): the cap holds under concurrency.
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE analytics_webhookendpoint IN SHARE ROW EXCLUSIVE MODE")
+        if WebhookEndpoint.objects.count() >= settings.WEBHOOK_ENDPOINTS_MAX:
+            raise Conflict(f"A workspace can have at most {settings.WEBHOOK_ENDPOINTS_MAX} webhook endpoints; "
+                           "delete one first.", code=AnalyticsErrorCode.TOO_MANY_WEBHOOKS,
+                           details={"max": settings.WEBHOOK_ENDPOINTS_MAX})
         endpoint = WebhookEndpoint.objects.create(
             url=url, events=events, description=(description or "")[:200], secret_encrypted=_secret_encrypt(secret),
             secret_hint=secret[-4:], created_by_id=getattr(actor, "pk", None) if getattr(actor, "is_authenticated",

@@ -171,6 +171,7 @@ WEBHOOK_RETRY_WINDOW_SECONDS = env.int("WEBHOOK_RETRY_WINDOW_SECONDS", default=2
 WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default=24 * 3600)
 WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=20)
 WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", default="default")
+WEBHOOK_ENDPOINTS_MAX = env.int("WEBHOOK_ENDPOINTS_MAX", default=20)  # per workspace: every event fans out to each
 WEBHOOK_LOG_DAYS = env.int("WEBHOOK_LOG_DAYS", default=30)  # settled deliveries are kept this long
 CELERY_BEAT_SCHEDULE["webhooks-due-send"] = {"task": "analytics.webhook_deliveries_due_all", "schedule": 60}
 # Payment provider seam (tenants.billing.BillingGateway): a dotted path to a class; empty: no gateway, no charges.

@@ -570,3 +570,20 @@ def _due_ids() -> list[int]:
     from django.utils import timezone
 
     return webhooks.webhook_deliveries_due_ids(now=timezone.now())
+
+
+def test_a_workspace_has_at_most_webhook_endpoints_max_endpoints(ws, hooks, host_client, receiver, settings):
+    """Every event fans out to each endpoint: their number is capped per workspace, with a stable 409 code."""
+    client = _api(host_client, ws)
+    existing = _in(ws, lambda: WebhookEndpoint.objects.count())
+    settings.WEBHOOK_ENDPOINTS_MAX = existing + 1
+    created = _subscribe(client, receiver.url("/ok/cap-1"), ["conversation.created"])
+    response = client.post("/api/v1/webhooks/", {"url": receiver.url("/ok/cap-2"), "events": ["conversation.created"]},
+                           content_type="application/json")
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "too_many_webhooks"
+    assert response.json()["error"]["details"] == {"max": existing + 1}
+    assert _in(ws, lambda: WebhookEndpoint.objects.count()) == existing + 1
+    client.delete(f"/api/v1/webhooks/{created['id']}/")
+    again = _subscribe(client, receiver.url("/ok/cap-2"), ["conversation.created"])
+    client.delete(f"/api/v1/webhooks/{again['id']}/")
