@@ -254,11 +254,23 @@ def webhook_event_emit(*, event_type: str, data: dict[str, Any]) -> bool:
 def webhook_event_fan_out(*, envelope: dict[str, Any], endpoint_ids: list[int]) -> list[int]:
     """(worker) The delivery rows of one event for the endpoints that are still active and subscribed, and their
     first attempts. Returns the delivery ids."""
+    from chat.models import Conversation
+
     wanted = list(WebhookEndpoint.objects.filter(pk__in=endpoint_ids, is_active=True,
                                                  events__contains=[envelope["type"]]).values_list("pk", flat=True))
     if not wanted:
         return []
-    return _deliveries_create(endpoint_ids=wanted, event_type=envelope["type"], data={}, envelope=envelope)
+    conversation = (envelope.get("data") or {}).get("conversation") or {}
+    with transaction.atomic():
+        if conversation.get("id"):
+            # The event sat in the broker while its conversation was erased (a visitor's erasure, retention): its
+            # copy of what the customer wrote must not be written now. The row lock orders us with an erasure
+            # that is under way (it locks the same rows): it waits for these deliveries and deletes them too.
+            alive = (Conversation.objects.select_for_update(no_key=True).filter(public_id=conversation["id"])
+                     .values_list("pk", flat=True).first())
+            if alive is None:
+                return []
+        return _deliveries_create(endpoint_ids=wanted, event_type=envelope["type"], data={}, envelope=envelope)
 
 
 def _envelope(*, event_id: uuid.UUID, event_type: str, data: dict[str, Any]) -> dict[str, Any]:

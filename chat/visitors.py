@@ -31,7 +31,15 @@ def _visitor_id_clean(visitor_id: str) -> str:
 
 
 def _conversations(visitor_id: str):
-    return Conversation.objects.filter(visitor_id=visitor_id).order_by("created_at", "pk")
+    """The visitor's conversations: those of this visitor id, and — when the site verified who the visitor is
+    (identity verification: `verified_user_id`) — every conversation of that same verified person, from any other
+    browser or device (a signed-in customer asking to be forgotten means all of it)."""
+    from django.db.models import Q
+
+    verified = set(Conversation.objects.filter(visitor_id=visitor_id).exclude(verified_user_id="")
+                   .values_list("verified_user_id", flat=True))
+    where = Q(visitor_id=visitor_id) | Q(verified_user_id__in=verified) if verified else Q(visitor_id=visitor_id)
+    return Conversation.objects.filter(where).order_by("created_at", "pk")
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -85,15 +93,18 @@ def visitor_erase(*, workspace: Any, actor: Any, visitor_id: str) -> dict[str, i
     visitor_id = _visitor_id_clean(visitor_id)
     schema = connection.schema_name
     with transaction.atomic():
-        rows = list(_conversations(visitor_id).select_for_update().values_list("pk", "public_id"))
+        rows = list(_conversations(visitor_id).select_for_update().values_list("pk", "public_id", "visitor_id"))
         if not rows:
             raise NotFound("No conversations of this visitor.")
-        ids = [pk for pk, _ in rows]
-        public_ids = [str(public_id) for _, public_id in rows]
+        ids = [pk for pk, _, _ in rows]
         message_count = Message.objects.filter(conversation_id__in=ids).count()
-        visitor_erasing.send(sender=Conversation, visitor_id=visitor_id, public_ids=public_ids)
+        by_visitor: dict[str, list[str]] = {}
+        for _, public_id, row_visitor in rows:  # a verified person may have used several browsers (visitor ids)
+            by_visitor.setdefault(row_visitor or visitor_id, []).append(str(public_id))
+        for each_visitor, public_ids in by_visitor.items():
+            visitor_erasing.send(sender=Conversation, visitor_id=each_visitor, public_ids=public_ids)
         Conversation.objects.filter(pk__in=ids).delete()  # messages and notes go with them (cascade)
         audit_record(workspace=workspace, actor=actor, action="visitor.erased", target=visitor_id,
                      data={"conversations": len(ids), "messages": message_count})
-    _logs_delete(schema, [public_id for _, public_id in rows])
+    _logs_delete(schema, [public_id for _, public_id, _ in rows])
     return {"conversations": len(ids), "messages": message_count}

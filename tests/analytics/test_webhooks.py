@@ -587,3 +587,32 @@ def test_a_workspace_has_at_most_webhook_endpoints_max_endpoints(ws, hooks, host
     client.delete(f"/api/v1/webhooks/{created['id']}/")
     again = _subscribe(client, receiver.url("/ok/cap-2"), ["conversation.created"])
     client.delete(f"/api/v1/webhooks/{again['id']}/")
+
+
+def test_an_event_still_in_the_broker_when_its_conversation_is_erased_is_not_written(ws, hooks, receiver,
+                                                                                   host_client, settings):
+    """Fan-out runs in the worker after the sender's commit: a visitor erased in between must not get a fresh
+    delivery row holding a copy of what they wrote. The same event for a conversation that still exists is."""
+    import uuid
+
+    from chat.models import Conversation
+    from chat.visitors import visitor_erase
+
+    client = _api(host_client, ws)
+    endpoint = _subscribe(client, receiver.url("/ok/late"), ["message.created"])
+    settings.WEBHOOK_QUEUE = f"nobody_{secrets.token_hex(3)}"  # nothing is attempted: only the rows are looked at
+    visitor_id = f"v-{secrets.token_hex(6)}"
+    conversation = _in(ws, lambda: Conversation.objects.create(channel="widget", visitor_id=visitor_id))
+
+    def envelope() -> dict[str, Any]:
+        return webhooks._envelope(event_id=uuid.uuid4(), event_type="message.created", data={
+            "conversation": {"id": str(conversation.public_id), "visitor_id": visitor_id},
+            "message": {"content": "my card number is …"}})
+
+    kept = _in(ws, webhooks.webhook_event_fan_out, envelope=envelope(), endpoint_ids=[endpoint["id"]])
+    assert len(kept) == 1
+    late = envelope()  # queued before the erasure, fanned out after it
+    _in(ws, visitor_erase, workspace=ws.workspace, actor=ws.owner, visitor_id=visitor_id)
+    assert _in(ws, webhooks.webhook_event_fan_out, envelope=late, endpoint_ids=[endpoint["id"]]) == []
+    assert _in(ws, lambda: WebhookDelivery.objects.filter(endpoint_id=endpoint["id"]).count()) == 0
+    client.delete(f"/api/v1/webhooks/{endpoint['id']}/")

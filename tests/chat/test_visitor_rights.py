@@ -255,3 +255,37 @@ def test_only_owners_and_admins_export_or_erase_and_api_keys_cannot(host_client)
     with tenant_context(acme.workspace):
         assert not Conversation.objects.filter(visitor_id=visitor_id).exists()
     assert AuditEntry.objects.get(workspace=acme.workspace, action="visitor.erased").actor == acme.owner
+
+
+def test_a_verified_person_is_exported_and_erased_across_every_browser_they_used(host_client):
+    """Identity verification ties conversations from several browsers (visitor ids) to one verified person: asking
+    with any of those visitor ids exports and erases all of them — and nobody else's (another verified person, an
+    anonymous visitor)."""
+    from chat import services
+    from chat.models import Conversation
+
+    acme = workspace_on("starter")
+    marker = secrets.token_hex(4)
+    with tenant_context(acme.workspace):
+        def start(visitor: str, verified: str) -> Conversation:
+            conversation = services.conversation_start(channel="widget", visitor_id=visitor, title=marker)
+            Conversation.objects.filter(pk=conversation.pk).update(verified_user_id=verified)
+            services.customer_message_post(conversation=conversation, text=f"{visitor} {marker}")
+            return conversation
+
+        laptop = start(f"v-laptop-{marker}", f"user-{marker}")
+        phone = start(f"v-phone-{marker}", f"user-{marker}")
+        someone_else = start(f"v-else-{marker}", f"other-{marker}")
+        anonymous = start(f"v-anon-{marker}", "")
+    client = host_client(f"{acme.workspace.slug}.localhost")
+    client.force_login(acme.owner)
+
+    document = client.get(f"/api/v1/conversations/visitors/v-phone-{marker}/export/").json()
+    assert {c["id"] for c in document["conversations"]} == {str(laptop.public_id), str(phone.public_id)}
+
+    erased = client.delete(f"/api/v1/conversations/visitors/v-laptop-{marker}/")
+    assert erased.status_code == 200, erased.content
+    assert erased.json()["conversations"] == 2
+    with tenant_context(acme.workspace):
+        left = set(Conversation.objects.filter(title=marker).values_list("public_id", flat=True))
+    assert left == {someone_else.public_id, anonymous.public_id}
