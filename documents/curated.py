@@ -525,7 +525,8 @@ def features_compute(*, question: Question, candidate: Candidate, phrasing: int,
 
 def features_score(features: Features, params: MatchParams = MATCH_PARAMS) -> float:
     """The verifier: a logistic model over the features (coefficients fitted on the bench's fit half). A question
-    that names other numbers or other names, or negates what the curated answer says plainly, is refused outright: those are different questions however close the words are."""
+    that names other numbers or other names, or negates what the curated answer says plainly, is refused outright:
+    those are different questions however close the words are."""
     if features.number_clash or features.polarity_clash or features.entity_clash:
         return 0.0
     z = (params.bias + params.w_cosine * features.cosine + params.w_cosine_mean * features.cosine_mean
