@@ -1,7 +1,8 @@
 """Curated answers: does a stored answer come back for the questions it should answer, and only for those?
 
-`python -m bench curated` → bench/results/curated.json (aggregates only: per-question rows of the eval half and of the
-fresh set are not written, so nobody tunes on them).
+`python -m bench curated [--quick]` → bench/results/curated.json (aggregates only: per-question rows of the eval
+half and of the fresh set are not written, so nobody tunes on them). --quick leaves out the ablations and the
+"learnt" run: the shipped rule, before/after and cost only.
 
 Two sets, three parts:
 - the first set (bench/curated_data.py): 8 kinds of business × 5 curated answers, each with its question, 2 stored
@@ -431,21 +432,24 @@ def run(quick: bool = False) -> dict[str, Any]:
         "previous_rule": {"what": "cosine - 0.1 x unknown-word share >= 0.84 (two changes ago)",
                           "fit": _previous_rule(fit), "eval": _previous_rule(evaluation),
                           "fresh": _previous_rule(fresh)},
-        "ablation_fit_cv": {name: {k: v for k, v in _choose(fit, feats).items() if k in ("threshold", "fit_cv")}
-                            for name, feats in ABLATION.items()},
-        "second_best_alone_fit": _second_best_alone(fit),
         "seconds_preparing": round(prepared_s, 2),
     }
+    if not quick:  # --quick: the shipped rule, before/after and cost only
+        result["ablation_fit_cv"] = {
+            name: {k: v for k, v in _choose(fit, feats).items() if k in ("threshold", "fit_cv")}
+            for name, feats in ABLATION.items()}
+        result["second_best_alone_fit"] = _second_best_alone(fit)
     result["curve_eval_and_fresh"] = [  # the threshold's trade-off, shipped coefficients, eval + fresh (aggregates)
         {"threshold": t, **{k: v for k, v in _measure(_shipped(eval_all), t).items()
                             if k in ("recall", "precision", "near_miss_rejected", "served")}}
         for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95)]
-    learnt_questions, learnt_candidates = _prepare(learnt=2)
-    _pairs(learnt_questions, learnt_candidates)
-    result["learnt_2_examples"] = {
-        "what": "2 of each curated answer's paraphrases stored as examples; the others asked; shipped rule",
-        **{name: _measure(_shipped([q for q in learnt_questions if q["split"] == name]), MATCH_PARAMS.threshold)
-           for name in ("fit", "eval", "fresh")}}
+    if not quick:
+        learnt_questions, learnt_candidates = _prepare(learnt=2)
+        _pairs(learnt_questions, learnt_candidates)
+        result["learnt_2_examples"] = {
+            "what": "2 of each curated answer's paraphrases stored as examples; the others asked; shipped rule",
+            **{name: _measure(_shipped([q for q in learnt_questions if q["split"] == name]), MATCH_PARAMS.threshold)
+               for name in ("fit", "eval", "fresh")}}
     result["ms_per_question"] = _cost_ms(questions, candidates)
     result["load_average"] = {"before": load_before, "after": _load(),
                               "note": "1/5/15-minute load; other helpers share the 2 cores, so ms are indicative"}
@@ -455,5 +459,5 @@ def run(quick: bool = False) -> dict[str, Any]:
         stale.unlink()
     print(json.dumps({k: result[k] for k in ("targets", "fitted", "shipped", "before", "refused_outright", "alone",
                                              "ablation_fit_cv", "second_best_alone_fit", "learnt_2_examples",
-                                             "ms_per_question", "load_average")}, indent=1))
+                                             "ms_per_question", "load_average") if k in result}, indent=1))
     return result
