@@ -195,6 +195,71 @@ def test_the_verifier_refuses_the_opposite_intent_and_accepts_a_paraphrase():
     assert placed.curated_answer_id == 2 and placed.score >= threshold
 
 
+def test_a_near_miss_naming_another_number_or_name_or_negating_is_refused_and_a_typo_is_served(ws):
+    """The real path (curated_answer_match in the workspace): numbers, names and a negated word must agree, however
+    close the rest is; a customer's typos and shorthand are read towards the curated answers' own words."""
+    from documents import curated
+
+    made = [
+        _create(ws.workspace, question="Can I bring 2 guests to the gym?", answer="Yes, two guests a month. (C1)",
+                examples=["May I bring two friends along?"]),
+        _create(ws.workspace, question="Can I return an opened item?", answer="Within 14 days. (C2)",
+                examples=["Can I send back a product I have already opened?"]),
+        _create(ws.workspace, question="Do you deliver to Berlin?", answer="Yes, next day. (C3)",
+                examples=["Can you ship my order to Berlin?"]),
+        _create(ws.workspace, question="How do I send an invoice to a customer?", answer="Click Send. (C4)",
+                examples=["How can I email an invoice to my client?"]),
+    ]
+    guests, returns, berlin, invoice = (m.pk for m in made)
+    try:
+        with tenant_context(ws.workspace):
+            def matched(question: str) -> int | None:
+                found = curated.curated_answer_match(question=question)
+                return found.curated_answer_id if found else None
+
+            assert matched("Can I bring 2 guests to the gym?") == guests
+            assert matched("can i bring two guests to the gym") == guests  # "two" and "2" name the same number
+            assert matched("Can I bring 5 guests to the gym?") is None
+            assert matched("can i return an item i already opened") == returns
+            assert matched("Can I return an item that is not opened?") is None
+            assert matched("Can you deliver to berlin?") == berlin
+            assert matched("Do you deliver to Munich?") is None
+            assert matched("how do i send an invoce to a custmer") == invoice
+            # A number the curated answer doesn't name is no clash by itself ("2" for "to", as customers write).
+            assert matched("how do u send an invoice 2 a customer") == invoice
+
+            # Without reading the typos, the same question would not have matched.
+            import numpy as np
+
+            candidates = curated._candidates()
+            raw = "how do i send an invoce to a custmer"
+            vectors, _name = curated._embed([raw])
+            as_typed = curated.candidates_score(question=raw, vector=np.asarray(vectors[0]), candidates=candidates)
+            assert not as_typed or as_typed[0].score < curated.MATCH_PARAMS.threshold
+    finally:
+        with tenant_context(ws.workspace):
+            for pk in (guests, returns, berlin, invoice):
+                curated.curated_answer_delete(curated=curated.curated_answer_get(curated_answer_id=pk))
+
+
+def test_how_a_question_is_read_shorthand_typos_numbers_names_negations():
+    from documents.curated import entities_named, negated_stems, numbers_named, question_normalise
+
+    vocabulary = {"invoice", "customer", "appointment", "deliver", "delivered"}
+    assert question_normalise("how do u send an invoce to a custmer", vocabulary=vocabulary) == \
+        "how do you send an invoice to a customer"
+    assert question_normalise("the jacket doesnt fit, pls help", vocabulary=()) == "the jacket doesn't fit, please help"
+    assert question_normalise("need an apointment", vocabulary=vocabulary) == "need an appointment"
+    assert question_normalise("I need a bike", vocabulary={"bikes"}) == "I need a bike"  # a word the model knows
+    assert question_normalise("my invoices", vocabulary={"invoice"}) == "my invoices"  # another form of it
+    assert question_normalise("zzqx", vocabulary=vocabulary) == "zzqx"  # nothing near: left as written
+    assert numbers_named("two nights for 2 people, 10.5 kg") == {"2", "10.5"}
+    assert numbers_named("How do I reset my password?") == frozenset()
+    assert entities_named("Do you deliver to Berlin? Hello. I pay with Visa") == {"berlin", "visa"}
+    negated, plain = negated_stems("My internet is not working, the router is fine")
+    assert negated == {"work"} and {"internet", "router", "fine"} <= plain
+
+
 def test_the_verifier_score_moves_the_right_way_on_each_feature():
     from dataclasses import replace
 
