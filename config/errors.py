@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     EMBED_DAILY_LIMIT = "embed_daily_limit"  # the widget's answers per embed per day (429)
     QUOTA_EXCEEDED = "quota_exceeded"
     PLAN_LIMIT = "plan_limit"
+    CURATED_LIMIT = "curated_limit"  # MAX_CURATED_ANSWERS per workspace, MAX_IMPORT_PHRASINGS per CSV import (400)
     PLAN_UNKNOWN = "plan_unknown"
     WORKSPACE_INACTIVE = "workspace_inactive"
     WRONG_SCHEMA = "wrong_schema"

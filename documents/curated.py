@@ -48,6 +48,11 @@ MAX_ANSWER_CHARS = 10_000
 MAX_EXAMPLES = 20
 MAX_CSV_ROWS = 2000
 MAX_CSV_BYTES = 5 * 1024 * 1024
+# Every question is compared with every curated answer (cost grows with their number: docs/answers.md), and a
+# request embeds what it writes: a workspace holds at most MAX_CURATED_ANSWERS, and one CSV import embeds at most
+# MAX_IMPORT_PHRASINGS questions and examples (about half a minute on one core).
+MAX_CURATED_ANSWERS = 500
+MAX_IMPORT_PHRASINGS = 1000
 CSV_COLUMNS = ("question", "answer", "examples")
 EXAMPLES_SEPARATOR = "|"
 
@@ -763,14 +768,31 @@ def curated_answer_create(*, question: Any, answer: Any, examples: Any = None, a
     the transaction), so the answer path never embeds stored text."""
     _require_workspace()
     question, answer, examples = _fields_clean(question=question, answer=answer, examples=examples)
+    _room_check(adding=1)
     curated = CuratedAnswer(question=question, answer=answer, examples=examples,
                             source_message_id=source_message_id if source_message_id else None,
                             created_by=_actor(actor), updated_by=_actor(actor))
     _embeddings_refresh(curated)
     with transaction.atomic():
+        _table_lock()
+        _room_check(adding=1)  # again under the lock: two creates at once cannot both take the last place
         curated.save()
         _audit("curated_answer.created", actor=actor, curated=curated)
     return curated
+
+
+def _table_lock() -> None:
+    """One writer of new curated answers at a time in this workspace (the table is the schema's own)."""
+    with connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE documents_curatedanswer IN SHARE ROW EXCLUSIVE MODE")
+
+
+def _room_check(*, adding: int) -> None:
+    count = CuratedAnswer.objects.count()
+    if count + adding > MAX_CURATED_ANSWERS:
+        raise ValidationFailed(f"A workspace can hold at most {MAX_CURATED_ANSWERS} curated answers; it has {count}.",
+                               code=ErrorCode.CURATED_LIMIT, details={"max": MAX_CURATED_ANSWERS, "count": count,
+                                                                      "adding": adding})
 
 
 def curated_answer_update(*, curated: CuratedAnswer, question: Any = None, answer: Any = None, examples: Any = None,
@@ -885,6 +907,12 @@ def curated_answers_csv_import(*, data: bytes, actor: Any = None) -> CsvImportRe
         curated.question, curated.answer, curated.examples = question, answer, examples
         curated.updated_by = _actor(actor)
         prepared.append(curated)
+    phrasings = sum(len(curated.phrasings) for curated in prepared)
+    if phrasings > MAX_IMPORT_PHRASINGS:
+        raise ValidationFailed(f"One import embeds at most {MAX_IMPORT_PHRASINGS} questions and examples; this file "
+                               f"has {phrasings}. Split it.", code=ErrorCode.CURATED_LIMIT,
+                               details={"max_phrasings": MAX_IMPORT_PHRASINGS, "phrasings": phrasings})
+    _room_check(adding=sum(1 for curated in prepared if not curated.pk))
     vectors, name = _embed([p for curated in prepared for p in curated.phrasings])
     at = 0
     for curated in prepared:
@@ -893,6 +921,8 @@ def curated_answers_csv_import(*, data: bytes, actor: Any = None) -> CsvImportRe
         curated.embedding_model = name
         at += n
     with transaction.atomic():
+        _table_lock()
+        _room_check(adding=sum(1 for curated in prepared if not curated.pk))
         for curated in prepared:
             if curated.pk:
                 updated += 1

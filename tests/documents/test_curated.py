@@ -539,3 +539,32 @@ def test_the_review_queue_groups_what_went_wrong_and_links_to_the_fixes(ws, host
 
     with tenant_context(ws.workspace):
         curated.curated_answer_delete(curated=curated.curated_answer_get(curated_answer_id=made.pk))
+
+
+def test_a_workspace_holds_at_most_max_curated_answers_and_an_import_embeds_a_bounded_amount(api, ws, monkeypatch):
+    """Every question is compared with every curated answer, and writing one embeds its phrasings in the request:
+    both are bounded — by the API (create and CSV import alike, 400 `curated_limit`, nothing written)."""
+    from documents import curated
+    from documents.models import CuratedAnswer
+
+    with tenant_context(ws.workspace):
+        count = CuratedAnswer.objects.count()
+    monkeypatch.setattr(curated, "MAX_CURATED_ANSWERS", count + 1)
+    first = api("post", API, data={"question": "Do you deliver on Sundays?", "answer": "No, Monday to Saturday."},
+                content_type="application/json")
+    assert first.status_code == 201, first.content
+    error = assert_error(api("post", API, data={"question": "Can I pay by cheque?", "answer": "No."},
+                             content_type="application/json"), 400, "curated_limit")
+    assert error["details"]["max"] == count + 1
+    two_new = "question,answer\nIs parking free?,Yes.\nDo you rent bikes?,No.\n"
+    assert_error(api("post", f"{API}import/", data={"csv": SimpleUploadedFile("c.csv", two_new.encode())}),
+                 400, "curated_limit")
+    monkeypatch.setattr(curated, "MAX_CURATED_ANSWERS", 10_000)
+    monkeypatch.setattr(curated, "MAX_IMPORT_PHRASINGS", 3)
+    error = assert_error(api("post", f"{API}import/", data={"csv": SimpleUploadedFile(
+        "c.csv", b"question,answer,examples\nIs parking free?,Yes.,Free parking? | Parking costs? | Pay to park?\n")}),
+        400, "curated_limit")
+    assert error["details"] == {"max_phrasings": 3, "phrasings": 4}
+    with tenant_context(ws.workspace):
+        assert CuratedAnswer.objects.count() == count + 1  # nothing of the refused writes
+    api("delete", f"{API}{first.json()['id']}/")
