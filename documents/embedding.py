@@ -36,7 +36,7 @@ SPECIAL_TOKENS = 2
 # onnxruntime's arena grows with batch × length. Measured 2026-12-07 (one thread, 256-token chunks, CPU seconds per
 # chunk; growth of RSS after the session is created): batch 1 0.093 s / +30 MB, 4 0.091 s / +109 MB,
 # 8 0.100 s / +215 MB; on 408 GIMP and handbook chunks, per-document calls (mean batch 1.6) 15.3 and 14.6 chunks
-# per CPU-second against 14.3 for pooled batches of 8 and 13.1 for 32 (docs/knowledge.md, "Ingestion speed").
+# per CPU-second against 14.3 and 14.2 for pooled batches of 8 and 13.1 for 32 (docs/knowledge.md, "Ingestion speed").
 # Padding is the rest of the cost: a batch is only as fast as its longest text, and a document's dozen chunks rarely
 # share a length. So a batch only takes texts at least BATCH_LENGTH_RATIO as long as its longest (2026-11-22,
 # 40 handbook pages: fixed batches of 8 took 44.3 / 46.1 s, length-grouped 38.8 / 40.3 s). Vectors are the same
