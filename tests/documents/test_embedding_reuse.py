@@ -32,6 +32,12 @@ def digests_and_vectors(workspace: Any, document_id: int) -> list[tuple[str, np.
     return [(digest, np.asarray(stored[vector_id], dtype=np.float32)) for (_, digest), vector_id in zip(rows, ids)]
 
 
+def same_vector(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to the vector store's rounding: Chroma normalises what it stores again (cosine space), which moves the
+    last bit of some values (measured: at most 1.5e-8), so a vector copied from the store is not always bit-equal."""
+    return bool(np.allclose(a, b, rtol=0, atol=1e-6))
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -53,8 +59,8 @@ def test_identical_text_in_another_document_reuses_the_vector_which_matches_a_fr
     shared = [(digest, vector) for digest, vector in after if digest in old]
     assert len(shared) == first.chunk_count
     for digest, vector in shared:
-        # Reused, not recomputed: the very values stored for the first document.
-        assert np.array_equal(vector, old[digest])
+        # Reused, not recomputed: the values stored for the first document.
+        assert same_vector(vector, old[digest])
 
     # And what was reused is what the model makes of that text now.
     with workspace_schema(ws.workspace):
@@ -96,6 +102,8 @@ def test_new_version_reuses_unchanged_chunks_and_embeds_the_changed_ones(ws, cel
     document = wait_settled(ws.workspace, add_file(ws.workspace, "guide.md", first_text.encode()))
     assert document.status == "indexed", document.error_message
     before = dict(digests_and_vectors(ws.workspace, document.pk))
+    with workspace_schema(ws.workspace):
+        assert set(pipeline._vectors_reusable(ws.workspace.schema_name, set(before))) == set(before)
     second_text = first_text + f"\n## Changes\n\nThe {marker} replaces the old cable in every kit.\n"
     with workspace_schema(ws.workspace):
         services.document_new_version(document=document,
@@ -107,7 +115,7 @@ def test_new_version_reuses_unchanged_chunks_and_embeds_the_changed_ones(ws, cel
                                                                document_id=document.pk)
     kept = [(digest, vector) for digest, vector in after if digest in before]
     assert len(kept) == len(before) and len(after) == len(before) + 1
-    assert all(np.array_equal(vector, before[digest]) for digest, vector in kept)
+    assert all(same_vector(vector, before[digest]) for digest, vector in kept)
     with workspace_schema(ws.workspace):
         hits = selectors.chunk_vector_search(query=f"Which part replaces the old cable? {marker}", limit=3)
     assert hits and hits[0].document_id == document.pk
@@ -128,7 +136,7 @@ def test_repeated_chunks_within_a_document_get_one_vector_each_of_the_same_value
     repeated = [vectors for vectors in groups.values() if len(vectors) > 1]
     assert repeated, "the three Contact sections should chunk alike"
     for vectors in repeated:
-        assert all(np.array_equal(vectors[0], other) for other in vectors[1:])
+        assert all(same_vector(vectors[0], other) for other in vectors[1:])
 
 
 def test_another_workspace_never_reuses_this_ones_vectors(ws, celery_worker):
@@ -145,4 +153,4 @@ def test_another_workspace_never_reuses_this_ones_vectors(ws, celery_worker):
     # Same digests exist in both, but what is found in `other` are vectors of `other`'s collection only.
     theirs_vectors = dict(digests_and_vectors(other, theirs.pk))
     assert set(found) == mine_digests
-    assert all(np.array_equal(found[digest], theirs_vectors[digest]) for digest in found)
+    assert all(same_vector(found[digest], theirs_vectors[digest]) for digest in found)
