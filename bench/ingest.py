@@ -1,9 +1,10 @@
 """`python -m bench ingest [--quick]`: ingestion throughput, end to end, against the raw embedder and a plain
 LangChain pipeline, on a real public corpus nobody here wrote.
 
-Corpus: the Debian Administrator's Handbook, English HTML, from Debian's `debian-handbook` package (installed with
-apt-get when missing and we may; else the bench falls back to the licence texts under /usr/share/common-licenses and
-says so in the result). Quick mode takes a subset of the files.
+Corpus (issue #16 asks for a manual of ~1,000 pages): the GIMP 2.10 user manual, English HTML (Debian's
+`gimp-help-en`, 685 pages) plus the Debian Administrator's Handbook, en-US HTML (`debian-handbook`, 127 pages):
+812 HTML pages written by others (installed with apt-get when missing and we may; whatever is missing is named in the
+result). Quick mode takes every n-th file (QUICK_FILES of them).
 
 Measured in one run, on the same machine and the same files:
 1. end to end (ours): every file uploaded through the REST API of a real web process (uvicorn) to a real Celery
@@ -13,11 +14,12 @@ Measured in one run, on the same machine and the same files:
 2. raw embedder: the same chunks (our parser and chunker on the same files, the texts the pipeline embeds), embedded
    with the configured model in the pipeline's batch size, with nothing else around it: chunks/s, in one single-thread
    process per worker process started together (as the worker runs it: the bar), and in one process with the
-   configured threads; each before and after (1), the bar being the mean of before and after. Target: (1) >= 0.8 x
-   (2). Also reported: the ratio to the best of the four, and the share of the worker's time spent embedding.
+   configured threads (before (1) only); the parallel run before and after (1), the bar being their mean. Also
+   reported: how much of a batch is padding, and how many chunks repeat a text already seen.
 3. baseline: a plain LangChain script - BSHTMLLoader, RecursiveCharacterTextSplitter(1000 chars, 200 overlap),
    Chroma.from_documents with the same embedding model - timed from files to a persisted index, with how many of
    its chunks are longer than the model's 256-token window (their tails are silently not embedded).
+Targets (issue #16): (1) >= 1.5 x (3) and >= 0.9 x (2) in chunks/s; the largest worker process <= 700 MB RSS.
 Everything runs in a database, Redis db and folders of the bench's own, removed at the end.
 """
 from __future__ import annotations
@@ -39,11 +41,14 @@ from bench._support import free_port, manage, services_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 HANDBOOK = Path("/usr/share/doc/debian-handbook/html/en-US")
+GIMP_MANUAL = Path("/usr/share/gimp/2.0/help/en")
 LICENSES = Path("/usr/share/common-licenses")
 SLUG = "bench-ingest"
-QUICK_FILES = 16
+QUICK_FILES = 60
 UPLOAD_THREADS = 3  # like the dashboard's drag-and-drop
-TARGET_RATIO = 0.8
+TARGET_RATIO = 0.9  # end to end / raw embedder
+TARGET_OVER_LANGCHAIN = 1.5  # end to end / plain LangChain script
+TARGET_WORKER_RSS_MB = 700  # per worker process
 WORKER_CONCURRENCY = 2  # as `make run`
 
 
@@ -57,23 +62,28 @@ def worker_threads() -> int:
 
 
 def corpus_files(quick: bool) -> tuple[list[Path], dict[str, Any]]:
-    note: dict[str, Any] = {"name": "Debian Administrator's Handbook (debian-handbook), en-US HTML",
-                            "path": str(HANDBOOK)}
-    if not HANDBOOK.is_dir() and shutil.which("apt-get") and os.geteuid() == 0:
-        note["installed_now"] = True
+    parts = {"gimp-help-en": GIMP_MANUAL, "debian-handbook": HANDBOOK}
+    missing = [package for package, folder in parts.items() if not folder.is_dir()]
+    note: dict[str, Any] = {"name": "GIMP 2.10 user manual (gimp-help-en) + Debian Administrator's Handbook "
+                                    "(debian-handbook), English HTML",
+                            "paths": [str(folder) for folder in parts.values()]}
+    if missing and shutil.which("apt-get") and os.geteuid() == 0:
+        note["installed_now"] = missing
         subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "debian-handbook"], capture_output=True, timeout=900,
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, timeout=900,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    if HANDBOOK.is_dir():
-        files = sorted(p for p in HANDBOOK.glob("*.html") if p.is_file())
-    else:
-        files = sorted(p for p in LICENSES.iterdir() if p.is_file() and not p.is_symlink()) if LICENSES.is_dir() else []
-        note = {"name": "licence texts (/usr/share/common-licenses)", "path": str(LICENSES),
-                "fallback": "debian-handbook is not installed and could not be installed here"}
+    files: list[Path] = []
+    for package, folder in parts.items():
+        if folder.is_dir():
+            found = sorted(p for p in folder.rglob("*.html") if p.is_file() and not p.is_symlink())
+            note[f"{package}_pages"] = len(found)
+            files += found
+        else:
+            note.setdefault("missing", []).append(package)
     if not files:
-        raise RuntimeError("no public corpus found (install debian-handbook)")
+        raise RuntimeError("no public corpus found (install gimp-help-en and debian-handbook)")
     if quick:
-        # Every n-th file: a spread of sizes, not just the alphabetically first ones.
+        # Every n-th file: a spread of sizes and of both manuals, not just the alphabetically first ones.
         step = max(1, len(files) // QUICK_FILES)
         files = files[::step][:QUICK_FILES]
     note.update(files=len(files), bytes=sum(p.stat().st_size for p in files))
@@ -382,14 +392,18 @@ def raw_embedder(paths: list[str], threads: int = 0, part: int = 0, parts: int =
     from documents.pipeline import EMBED_BATCH
 
     texts: list[str] = []
+    per_document: list[int] = []
     for raw in paths:
         path = Path(raw)
         kind = content_sniff_path(path=path, filename=path.name)
         parsed = document_parse(path=path, kind=kind, filename=path.name)
         title = parsed.title if parsed.title and parsed.title != "Untitled" else path.stem
-        texts += [draft.embed_text or draft.text for draft in document_chunk(parsed=parsed, title=title)]
-    texts = texts[part::parts]
+        drafts = document_chunk(parsed=parsed, title=title)
+        texts += [draft.embed_text or draft.text for draft in drafts]
+        per_document.append(len(drafts))
     model = MiniLMOnnxEmbedder(threads=threads) if threads else embedder()
+    shape = _batch_shape(texts, per_document, model) if part == 0 else {}
+    texts = texts[part::parts]
     model.embed(texts[:8])  # warm-up
     if parts > 1:  # wait for the others
         print("ready", flush=True)
@@ -399,7 +413,34 @@ def raw_embedder(paths: list[str], threads: int = 0, part: int = 0, parts: int =
         model.embed(texts[start:start + EMBED_BATCH])
     seconds = time.perf_counter() - started
     return {"model": model.name, "threads": getattr(model, "threads", None), "chunks": len(texts),
-            "seconds": round(seconds, 2), "chunks_per_second": round(len(texts) / seconds, 2)}
+            "seconds": round(seconds, 2), "chunks_per_second": round(len(texts) / seconds, 2), **shape}
+
+
+def _batch_shape(texts: list[str], per_document: list[int], model: Any) -> dict[str, Any]:
+    """How the pipeline's model calls look on this corpus: tokens per chunk, batch sizes and the share of padding when
+    each document's chunks are embedded on their own (as the pipeline does) and when all are pooled across documents;
+    and how many chunks repeat a text seen before (what reuse by digest saves)."""
+    from documents.embedding import BATCH_LENGTH_RATIO, length_batches
+
+    lengths = [min(model.count_tokens(text) + 2, model.max_tokens) for text in texts]
+
+    def shape(groups: list[list[int]]) -> dict[str, float]:
+        real = padded = calls = 0
+        for group in groups:
+            for batch in length_batches([lengths[i] for i in group], model.batch_size, BATCH_LENGTH_RATIO):
+                real += sum(lengths[group[i]] for i in batch)
+                padded += len(batch) * lengths[group[batch[0]]]
+                calls += 1
+        return {"calls": calls, "mean_batch": round(len(texts) / max(calls, 1), 2),
+                "padding_share": round(1 - real / max(padded, 1), 4)}
+
+    groups, start = [], 0
+    for count in per_document:
+        groups.append(list(range(start, start + count)))
+        start += count
+    return {"mean_tokens_per_chunk": round(sum(lengths) / max(len(lengths), 1), 1),
+            "batches_per_document": shape(groups), "batches_across_documents": shape([list(range(len(texts)))]),
+            "repeated_texts": len(texts) - len(set(texts))}
 
 
 def langchain_baseline(paths: list[str]) -> dict[str, Any]:
@@ -453,13 +494,12 @@ def run(quick: bool) -> dict:
     files, corpus = corpus_files(quick)
     result: dict[str, Any] = {"corpus": corpus, "load_average_before": [round(x, 2) for x in os.getloadavg()],
                               "cpus": os.cpu_count()}
-    # The raw embedder is measured before and after the end-to-end run, two ways each: one process as configured,
-    # and one single-thread process per worker process (what the worker's processes can get out of the machine).
-    # The best of the four is the bar, so a busy moment during a raw measurement can't flatter the ratio.
+    # The raw embedder: one single-thread process per worker process (what the worker's processes can get out of the
+    # machine) before and after the end-to-end run, and once one process with the configured threads (the other way
+    # to use two cores, and how the LangChain script runs the model).
     raw_runs = {"before_one_process": _child("raw", files)}
     raw_runs["before_parallel"] = raw_embedder_parallel(files, WORKER_CONCURRENCY)
     result["end_to_end"] = end_to_end(files, quick)
-    raw_runs["after_one_process"] = _child("raw", files)
     raw_runs["after_parallel"] = raw_embedder_parallel(files, WORKER_CONCURRENCY)
     result["raw_embedder"] = raw_runs
     result["langchain_baseline"] = _child("langchain", files)
@@ -467,20 +507,27 @@ def run(quick: bool) -> dict:
     # The bar: the raw embedder as the worker's processes run it (one single-thread process each), averaged over
     # before and after, since the end-to-end run lay between the two (other load on the machine moves both).
     parallel = (raw_runs["before_parallel"]["chunks_per_second"] + raw_runs["after_parallel"]["chunks_per_second"]) / 2
-    one = (raw_runs["before_one_process"]["chunks_per_second"] + raw_runs["after_one_process"]["chunks_per_second"]) / 2
     result["raw_embedder_chunks_per_second"] = round(parallel, 2)
     result["ratio_end_to_end_to_raw_embedder"] = round(e2e["chunks_per_second"] / parallel, 3)
-    result["ratio_end_to_end_to_raw_embedder_best_of_four"] = round(
-        e2e["chunks_per_second"] / max(run_["chunks_per_second"] for run_ in raw_runs.values()), 3)
-    result["ratio_end_to_end_to_raw_embedder_one_process"] = round(e2e["chunks_per_second"] / one, 3)
+    result["ratio_end_to_end_to_raw_embedder_one_process"] = round(
+        e2e["chunks_per_second"] / raw_runs["before_one_process"]["chunks_per_second"], 3)
     # Load-independent view of the same thing: the share of the worker's wall time that went into embedding.
     embed_seconds = e2e["stage_seconds_summed_over_documents"].get("embed", 0.0) / WORKER_CONCURRENCY
     result["embedding_share_of_end_to_end_time"] = round(embed_seconds / e2e["seconds"], 3)
-    result["target_ratio"] = TARGET_RATIO
-    result["meets_target"] = result["ratio_end_to_end_to_raw_embedder"] >= TARGET_RATIO
-    result["same_chunks"] = all(run_["chunks"] == e2e["chunks"] for run_ in raw_runs.values())
     baseline = result["langchain_baseline"]
+    result["ratio_end_to_end_to_langchain"] = round(e2e["chunks_per_second"] / baseline["chunks_per_second"], 3)
     result["langchain_seconds_over_ours"] = round(baseline["seconds"] / e2e["seconds"], 3)
+    worker_rss = e2e["memory"]["worker"]["largest_process_peak_rss_mb"]
+    result["targets"] = {
+        "end_to_end_over_raw_embedder": {"target": TARGET_RATIO, "measured": result["ratio_end_to_end_to_raw_embedder"],
+                                         "met": result["ratio_end_to_end_to_raw_embedder"] >= TARGET_RATIO},
+        "end_to_end_over_langchain": {"target": TARGET_OVER_LANGCHAIN,
+                                      "measured": result["ratio_end_to_end_to_langchain"],
+                                      "met": result["ratio_end_to_end_to_langchain"] >= TARGET_OVER_LANGCHAIN},
+        "worker_process_peak_rss_mb": {"target": TARGET_WORKER_RSS_MB, "measured": worker_rss,
+                                       "met": worker_rss <= TARGET_WORKER_RSS_MB},
+    }
+    result["same_chunks"] = all(run_["chunks"] == e2e["chunks"] for run_ in raw_runs.values())
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return result
 

@@ -11,6 +11,7 @@ Alternative ("openai"): any OpenAI-compatible /embeddings endpoint over plain HT
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import threading
@@ -31,15 +32,16 @@ MINILM_DIMENSION = 384
 # The model reads at most 256 word pieces, [CLS] and [SEP] included; whatever lies beyond is not embedded.
 MINILM_MAX_TOKENS = 256
 SPECIAL_TOKENS = 2
-# Texts per onnxruntime call, at most. Measured on the handbook's chunks, one thread, the pipeline's per-document groups
-# of up to 64 texts (longest first), interleaved in one process so machine load hits them alike: 8 → 1.73, 16 → 1.58,
-# 32 → 1.39 chunks/s (on a machine loaded ~4x); peak RSS ~0.8 GB at 8 against ~2 GB at 32 (onnxruntime's arena grows
-# with batch × length²). Padding is the rest of the cost: a batch is only as fast as its longest text, and a
-# document's dozen chunks rarely share a length. So a batch only takes texts at least BATCH_LENGTH_RATIO as long as its
-# longest (2026-11-22, 40 handbook pages, 587 chunks, one thread: fixed batches of 8 took 44.3 / 46.1 s, one text per
-# call 38.7 / 39.7 s, length-grouped batches of up to 8 38.8 / 40.3 s; two threads: 7.6 / 7.1 s against 6.8 / 6.4 s
-# one text per call). Vectors are the same either way: padding is masked out.
-ONNX_BATCH_SIZE = 8
+# Texts per onnxruntime call, at most. Larger batches do not embed faster with this int8 model on our CPUs, and
+# onnxruntime's arena grows with batch × length. Measured 2026-12-07 (one thread, 256-token chunks, CPU seconds per
+# chunk; growth of RSS after the session is created): batch 1 0.093 s / +30 MB, 4 0.091 s / +109 MB,
+# 8 0.100 s / +215 MB; on 408 GIMP and handbook chunks, per-document calls (mean batch 1.6) 15.3 and 14.6 chunks
+# per CPU-second against 14.3 and 14.2 for pooled batches of 8 and 13.1 for 32 (docs/knowledge.md, "Ingestion speed").
+# Padding is the rest of the cost: a batch is only as fast as its longest text, and a document's dozen chunks rarely
+# share a length. So a batch only takes texts at least BATCH_LENGTH_RATIO as long as its longest (2026-11-22,
+# 40 handbook pages: fixed batches of 8 took 44.3 / 46.1 s, length-grouped 38.8 / 40.3 s). Vectors are the same
+# either way: padding is masked out.
+ONNX_BATCH_SIZE = 4
 BATCH_LENGTH_RATIO = 0.95
 OPENAI_BATCH_SIZE = 32
 MINILM_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -131,8 +133,15 @@ class MiniLMOnnxEmbedder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Memory patterns make onnxruntime keep one block planned for the largest shapes it has run so far next to
+        # its arena; without them the arena alone serves the same requests. Measured on 256-token chunks, one
+        # thread, batches of 8: growth after the session is created +370 MB with, +181 MB without, the same CPU per
+        # chunk (0.107 / 0.108 s). Turning the arena off too left +46 MB but cost ~25 % more CPU per chunk (pages
+        # are mapped and zeroed again on every call), so the arena stays.
+        options.enable_mem_pattern = False
         self._session = onnxruntime.InferenceSession(str(path), sess_options=options,
                                                      providers=["CPUExecutionProvider"])
+        _memory_release()  # what building the session allocated and freed again (measured: ~50 MB of ~180 MB)
         self._inputs = {item.name for item in self._session.get_inputs()}
         self._tokenizer = _tokenizer(for_model=True)
         self._count = wordpiece_counter()
@@ -276,6 +285,14 @@ def embedder() -> Embedder:
                 )
             _embedders[key] = found
     return found
+
+
+def _memory_release() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc
+        pass
 
 
 def _cores() -> int:

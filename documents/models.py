@@ -96,11 +96,15 @@ class Chunk(models.Model):
     # The id of the chunk's heading in its web page (crawled pages), so a citation can link to the heading.
     anchor = models.CharField(max_length=200, blank=True, default="")
     search_vector = SearchVectorField(null=True)
+    # What the model read and which model read it, hashed (documents/pipeline.py, `embed_digest`): a chunk whose text
+    # was already embedded in this workspace reuses that vector instead of embedding it again.
+    embed_digest = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         ordering = ["document_id", "ordinal"]
         constraints = [models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_unique_document_ordinal")]
-        indexes = [GinIndex(fields=["search_vector"], name="chunk_search_vector_gin")]
+        indexes = [GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
+                   models.Index(fields=["embed_digest"], name="chunk_embed_digest")]
 
     @property
     def vector_id(self) -> str:

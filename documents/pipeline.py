@@ -362,8 +362,8 @@ def _run_stages(run: Run, document: Document, *, retries: int) -> Outcome:
             token_count=sum(d.token_count for d in drafts))
 
     with run.timed("embed"):
-        embeddings, model_name = _stage_embed(run, drafts)
-    _stage_index(run, document, drafts, embeddings, title=title, model_name=model_name)
+        embeddings, model_name, digests = _stage_embed(run, drafts)
+    _stage_index(run, document, drafts, embeddings, title=title, model_name=model_name, digests=digests)
     return Outcome("indexed", chunks=len(drafts))
 
 
@@ -430,20 +430,75 @@ def _stage_fetch(run: Run, document: Document) -> Document:
     return document
 
 
-def _stage_embed(run: Run, drafts: list[Any]) -> tuple[np.ndarray, str]:
+def embed_digest(*, model_name: str, text: str) -> str:
+    """What a vector depends on, hashed: the model and the exact text it read."""
+    return hashlib.blake2b(f"{model_name}\n{text}".encode(), digest_size=16).hexdigest()
+
+
+def _stage_embed(run: Run, drafts: list[Any]) -> tuple[np.ndarray, str, list[str]]:
+    """The drafts' vectors, their model's name and their digests. A text this workspace has embedded before with the
+    same model (a new version of a file, the same paragraph in two documents, a repeated chunk) reuses that vector:
+    only the texts seen for the first time go to the model."""
     from documents.embedding import embedder
 
     model = embedder()
     # What the model reads: the chunk's "title › heading" line and its text (documents/chunking.py).
     texts = [getattr(draft, "embed_text", "") or draft.text for draft in drafts]
+    digests = [embed_digest(model_name=model.name, text=text) for text in texts]
     vectors = np.empty((len(texts), model.dimension), dtype=np.float32)
     _report(run, stage=DocumentStage.EMBED, progress=0)
-    for start in range(0, len(texts), EMBED_BATCH):
-        batch = texts[start:start + EMBED_BATCH]
-        vectors[start:start + len(batch)] = np.asarray(model.embed(batch), dtype=np.float32)
-        _report(run, stage=DocumentStage.EMBED, progress=int(100 * (start + len(batch)) / len(texts)))
+    known = _vectors_reusable(run.schema_name, set(digests))
+    todo: dict[str, int] = {}  # digest -> the first row with that text
+    for row, digest in enumerate(digests):
+        if digest in known:
+            vectors[row] = known[digest]
+        else:
+            todo.setdefault(digest, row)
+    rows = list(todo.values())
+    for start in range(0, len(rows), EMBED_BATCH):
+        batch = rows[start:start + EMBED_BATCH]
+        vectors[batch] = np.asarray(model.embed([texts[row] for row in batch]), dtype=np.float32)
+        _report(run, stage=DocumentStage.EMBED, progress=int(100 * (start + len(batch)) / len(rows)))
+    for row, digest in enumerate(digests):  # repeats within the document
+        if digest not in known and todo[digest] != row:
+            vectors[row] = vectors[todo[digest]]
+    if len(rows) < len(texts):
+        logger.info("embedding reused", extra={"document": run.document_id, "reused": len(texts) - len(rows)})
     _report(run, stage=DocumentStage.EMBED, progress=100)
-    return vectors, model.name
+    return vectors, model.name, digests
+
+
+REUSE_CANDIDATES_PER_TEXT = 2
+
+
+def _vectors_reusable(schema_name: str, digests: set[str]) -> dict[str, np.ndarray]:
+    """Vectors of this workspace already embedded from these digests. The chunk rows say where one may be (one indexed
+    query, so a text never seen costs no vector-store read); a vector is used only when its own metadata carries the
+    same digest, since rows and vectors are written apart (a chunk row may not have its vector yet, or an older one)."""
+    from documents.vectors import vectors_get_with_metadata
+
+    if not digests:
+        return {}
+    wanted: dict[str, str] = {}
+    per_digest: dict[str, int] = {}
+    rows = Chunk.objects.filter(embed_digest__in=list(digests)).order_by().values_list(
+        "embed_digest", "document_id", "ordinal")
+    for digest, document_id, ordinal in rows.iterator():
+        if per_digest.get(digest, 0) < REUSE_CANDIDATES_PER_TEXT:
+            per_digest[digest] = per_digest.get(digest, 0) + 1
+            wanted[chunk_vector_id(document_id, ordinal)] = digest
+    if not wanted:
+        return {}
+    try:
+        found = vectors_get_with_metadata(schema_name=schema_name, ids=list(wanted))
+    except Exception:  # reuse saves time, it is never needed: embed instead
+        logger.warning("could not read vectors to reuse", exc_info=True)
+        return {}
+    known: dict[str, np.ndarray] = {}
+    for vector_id, (embedding, metadata) in found.items():
+        if metadata.get("embed_digest") == wanted[vector_id]:
+            known[wanted[vector_id]] = np.asarray(embedding, dtype=np.float32)
+    return known
 
 
 FULLTEXT_SQL = """
@@ -456,7 +511,7 @@ WHERE c.document_id = %s
 
 
 def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np.ndarray, *, title: str,
-                 model_name: str) -> None:
+                 model_name: str, digests: list[str]) -> None:
     """Chunk rows first (replaced in one transaction, so a re-run never doubles them), then their vectors (all of
     the document's old vectors go first; ids come from (document, ordinal), so a re-run overwrites), then the
     document turns indexed. Search only sees chunks of indexed documents, so nothing half-written is ever found."""
@@ -472,7 +527,8 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
         had_chunks = Chunk.objects.filter(document_id=document.pk).delete()[0] > 0
         chunks = Chunk.objects.bulk_create(
             [Chunk(document_id=document.pk, ordinal=draft.ordinal, text=draft.text, token_count=draft.token_count,
-                   heading_path=(draft.heading_path or "")[:1000], page=draft.page) for draft in drafts],
+                   heading_path=(draft.heading_path or "")[:1000], page=draft.page, embed_digest=digest)
+             for draft, digest in zip(drafts, digests, strict=True)],
             batch_size=1000,
         )
         with connection.cursor() as cursor:
@@ -494,7 +550,8 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
             ids=[chunk_vector_id(document.pk, chunk.ordinal) for chunk in batch],
             embeddings=embeddings[start:start + len(batch)].tolist(),
             metadatas=[{"chunk_id": chunk.pk, "document_id": document.pk, "ordinal": chunk.ordinal,
-                        "version": run.version, "page": chunk.page if chunk.page is not None else -1}
+                        "version": run.version, "page": chunk.page if chunk.page is not None else -1,
+                        "embed_digest": chunk.embed_digest}
                        for chunk in batch],
             documents=[chunk.text for chunk in batch],
         )

@@ -104,6 +104,21 @@ def vectors_get(*, schema_name: str, ids: list[str]) -> dict[str, list[float]]:
     return {vector_id: [float(x) for x in vector] for vector_id, vector in zip(found["ids"], embeddings, strict=True)}
 
 
+def vectors_get_with_metadata(*, schema_name: str, ids: list[str]) -> dict[str, tuple[list[float], dict[str, Any]]]:
+    """The stored embeddings and metadata of these vector ids (those that exist)."""
+    if not ids:
+        return {}
+    with _store.collection(vector_collection_name(schema_name)) as (_client, collection):
+        if collection is None:
+            return {}
+        found = collection.get(ids=[str(i) for i in ids], include=["embeddings", "metadatas"])
+    embeddings = found.get("embeddings")
+    if embeddings is None:
+        return {}
+    return {vector_id: ([float(x) for x in vector], dict(metadata or {}))
+            for vector_id, vector, metadata in zip(found["ids"], embeddings, found["metadatas"], strict=True)}
+
+
 def vectors_delete_ids(*, schema_name: str, ids: list[str]) -> None:
     if not ids:
         return
