@@ -73,8 +73,12 @@ def seed_main(count: int) -> None:
         session = services.visitor_session_start(embed=embed, host_origin=HOST_ORIGIN)
         conversation = services.visitor_conversation_start(claims=session.claims)
         visitors.append({"conversation": str(conversation.public_id), "token": session.token})
+    from bench.chat import _answerer_alone
+
+    alone = _answerer_alone()  # the answer engine by itself in this process: what the stack adds is the rest
     connection.set_schema_to_public()
-    print(json.dumps({"slug": slug, "host": workspace.domains.get(is_primary=True).domain, "visitors": visitors}))
+    print(json.dumps({"slug": slug, "host": workspace.domains.get(is_primary=True).domain, "visitors": visitors,
+                      "answerer_alone": alone}))
 
 
 class RedisMonitor:
@@ -248,7 +252,11 @@ def measure(env: dict[str, str], seed: dict[str, Any], answers: int, *, profile:
         asyncio.run(_ask(server, seed["host"], visitors[0], QUESTIONS[0]))  # warm-up: model, index, connections
         with RedisMonitor(env["REDIS_URL"]) as monitor:
             counted = _series(server, seed, visitors[1:answers + 1], monitor)
-        result = {"counted": _summary(counted)}
+        result = {"counted": _summary(counted), "answerer_alone": seed.get("answerer_alone")}
+        alone = (seed.get("answerer_alone") or {}).get("cpu_ms_mean")
+        if alone is not None:
+            # Sockets, protocol, event log, PostgreSQL and Redis: the server's CPU per answer beyond the engine's.
+            result["stack_cpu_ms_per_answer"] = round(result["counted"]["server_cpu_ms_per_answer"]["mean"] - alone, 1)
         if profile:
             raw = FOLDER / "py-spy.txt"
             spy_bin = Path(sys.executable).with_name("py-spy")

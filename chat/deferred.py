@@ -1,15 +1,17 @@
 """What an answer tells others after it, not before its first token (issue #16).
 
 A customer's question and the bot's answer used to send their signals (analytics events, webhooks), inbox summaries
-and bookkeeping writes as each happened: eight PostgreSQL round trips and an inbox push before the first token. Inside
-`after_answer()` (the socket's answer job, the REST answer) they are collected instead, and sent when the block ends,
-whatever way it ends (an error event included, so an asked question is recorded exactly once either way):
+and seq bookkeeping as each happened: a dozen PostgreSQL round trips and an inbox push before the first token.
+Inside `after_answer()` (the socket's answer job, the REST answer) they are collected instead:
 
-* signals, in the order they were sent, each once its transaction committed (as `transaction.on_commit` would);
-  the receivers' writes that accept it (analytics events: `config.db.statements_defer`) and chat's own deferred
-  bookkeeping go to PostgreSQL together, in one round trip;
-* inbox summaries, one per conversation and event kind (the question's "message" and the answer's "message" are one
-  summary, read once, after both).
+* signals, each once its transaction committed (as `transaction.on_commit` would), in the order they were sent, go
+  out together once the answer is stored (`signals_flush`, before its final event is logged: where the answer's
+  receivers ran before) or when the block ends (an error event, a refusal: an asked question is recorded exactly
+  once either way); the receivers' writes that accept it (analytics events: `config.db.statements_defer`) go to
+  PostgreSQL together, in one round trip;
+* chat's deferrable bookkeeping (the answer's seq) and inbox summaries wait for the block's end; summaries are sent
+  once per conversation and kind of event (the question's "message" and the answer's "message" are one summary,
+  read once, after both).
 
 Outside the block (dashboard actions, agents, REST writes other than answers) nothing changes: everything is sent on
 commit, as before.
@@ -39,19 +41,25 @@ class _Pending:
     inbox: dict[tuple[int, str], Callable[[], None]] = field(default_factory=dict)
     ran: bool = False
 
-    def run(self) -> None:
-        self.ran = True
+    def signals_send(self) -> None:
+        """The signals collected so far, their receivers' deferrable writes and ours in one round trip."""
+        signals, self.signals = self.signals, []
+        statements, self.statements = self.statements, []
         try:
             with statements_batch():
-                for statement in self.statements:
+                for statement in statements:
                     statements_defer(statement, durable=False)
-                for signal, kwargs in self.signals:
+                for signal, kwargs in signals:
                     try:
                         signal.send(sender=kwargs.pop("_sender"), **kwargs)
                     except Exception:
                         logger.exception("chat: a receiver of %s failed", signal)
         except Exception:  # the answer stands; its events and bookkeeping are what may be lost, never doubled
             logger.exception("chat: the writes after an answer failed")
+
+    def run(self) -> None:
+        self.ran = True
+        self.signals_send()
         for send in self.inbox.values():
             try:
                 send()
@@ -76,6 +84,16 @@ def after_answer() -> Iterator[None]:
     finally:
         _state.pending = None
         pending.run()
+
+
+def signals_flush() -> None:
+    """Send the signals collected so far now (the answer is stored: its receivers run before its final event is
+    logged, as they did on commit); inbox summaries and deferred bookkeeping still wait for the block's end."""
+    pending = _pending()
+    if pending is not None and pending.signals:
+        statements, pending.statements = pending.statements, []
+        pending.signals_send()
+        pending.statements = statements
 
 
 def signal_send_on_commit(signal: Any, *, sender: Any, **kwargs: Any) -> None:

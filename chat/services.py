@@ -215,10 +215,12 @@ def _assistant_answer_store(
     streak = 0 if answer.answered is not False else F("unanswered_streak") + 1
     unlock = lock_log.advisory_release_statement() if lock_log is not None else None
     # One round trip, all or nothing (one implicit transaction; the advisory unlock, last, runs only if they did).
-    [[(answer.pk, answer.created_at)], returned, *_unlocked] = statements_run([
-        insert_statement(answer, returning=("id", "created_at")),
+    # The conversation's row first (its lock, as every other writer of the conversation takes it first), then the
+    # answer; PostgreSQL shows the statement as that UPDATE while it waits (pg_stat_activity).
+    [returned, [(answer.pk, answer.created_at)], *_unlocked] = statements_run([
         update_statement(Conversation.objects.filter(pk=conversation.pk), returning=("unanswered_streak",),
                          last_message_at=now, updated_at=now, unanswered_streak=streak),
+        insert_statement(answer, returning=("id", "created_at")),
         *([unlock] if unlock else []),
     ])
     if unlock and lock_log is not None:
@@ -438,7 +440,9 @@ def conversation_answer_stream(
         )
         if answer is None:
             return None
-        # The answer stands from here on.
+        # The answer stands from here on. Its receivers (and the question's: analytics) run now, in one round trip,
+        # before its final event, as they did on commit.
+        deferred.signals_flush()
         sink.typing("bot", False)
         answer_seq = _final_emit(log, sink, protocol.conversation_event(
             "agent_completed", reply_to=question.pk, message=protocol.message_payload(answer),
