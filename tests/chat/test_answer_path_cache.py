@@ -14,7 +14,7 @@ import pytest
 
 from analytics.models import Event, EventKind
 from chat import selectors
-from chat.models import AssistantSettings, Conversation, ConversationStatus
+from chat.models import AssistantSettings, Conversation, ConversationStatus, Message
 from tests.chat.test_protocol import (
     MANUAL,
     ChatSocket,
@@ -50,8 +50,8 @@ def settings_update(workspace: WorkspaceWithOwner, **values: Any) -> None:
 
 
 def unanswered_once(server: Any, workspace: WorkspaceWithOwner) -> str:
-    """Ask something the knowledge base can't answer in a new conversation; its status once the answer's writes
-    are done (the answer's analytics event is the last of them)."""
+    """Ask something the knowledge base can't answer in a new conversation; its status once the answer's job is
+    done (the answer's seq is the last thing it records, after the unanswered rule ran)."""
     conversation = conversation_new(workspace.workspace)
     with ChatSocket(server, workspace.host, conversation.public_id, session_cookie(workspace.owner)) as socket:
         frames = socket.answer(UNANSWERABLE)
@@ -62,7 +62,9 @@ def unanswered_once(server: Any, workspace: WorkspaceWithOwner) -> str:
         return in_workspace(workspace.workspace, lambda: Event.objects.filter(
             kind=kind, conversation_id=conversation.public_id).count())
 
-    assert wait_for(lambda: events(EventKind.ANSWER_COMPLETED) == 1), "the answer's event was not recorded"
+    answer_id = completed["message"]["id"]
+    assert wait_for(lambda: in_workspace(workspace.workspace, lambda: Message.objects.filter(
+        pk=answer_id, seq__isnull=False).exists())), "the answer's job did not finish"
     assert events(EventKind.QUESTION_ASKED) == 1 and events(EventKind.ANSWER_COMPLETED) == 1  # exactly once
     return in_workspace(workspace.workspace, lambda: Conversation.objects.get(pk=conversation.pk).status)
 
