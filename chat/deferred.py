@@ -97,7 +97,8 @@ def signals_flush() -> None:
 
 
 def signal_send_on_commit(signal: Any, *, sender: Any, **kwargs: Any) -> None:
-    """`signal` once the current transaction commits; inside `after_answer()`, at its end."""
+    """`signal` once the current transaction commits; inside `after_answer()`, at `signals_flush()` or the block's
+    end, whichever comes first."""
     pending = _pending()
 
     def send() -> None:
