@@ -26,6 +26,7 @@ from analytics.models import (
     QuestionCluster, RollupState,
 )
 from analytics.text import QUESTION_TEXT_MAX, question_hash, question_normalise
+from config.db import insert_statement, statements_defer
 from config.errors import ApplicationError, ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ def event_record(*, kind: str, occurred_at: datetime | None = None, question_tex
         fields["origin"] = fields["origin"][:300]
     if fields.get("reason"):
         fields["reason"] = fields["reason"][:60]
+    event = Event(kind=kind, occurred_at=occurred_at or timezone.now(), question_text=question_text, **fields)
+    # Inside a batch (an answer's writes after its last event, chat.deferred): one round trip with the others.
+    if statements_defer(insert_statement(event), durable=False):
+        return event
     durable_sender = connection.in_atomic_block
     with transaction.atomic():
         if not durable_sender:
@@ -80,8 +85,8 @@ def event_record(*, kind: str, occurred_at: datetime | None = None, question_tex
             # inside its transaction).
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        return Event.objects.create(kind=kind, occurred_at=occurred_at or timezone.now(),
-                                    question_text=question_text, **fields)
+        event.save(force_insert=True)
+        return event
 
 
 # --- rollups ---------------------------------------------------------------------------------------------------

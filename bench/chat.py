@@ -17,6 +17,8 @@ Phases, each against a freshly started server process:
   queue a burst builds.
 * fanout (ours only): conversations with 3 tabs each (one asks, two watch): every watcher must receive exactly the
   asker's sequenced stream.
+* cost (bench/answer_cost.py, its own workspace and server with counters): one widget answer at a time, its
+  PostgreSQL round trips, Redis commands and server CPU, and a py-spy profile's top entries.
 """
 from __future__ import annotations
 
@@ -366,6 +368,14 @@ def run(quick: bool) -> dict[str, Any]:
         result["cleanup_error"] = workspace_delete(env, seed["slug"])
         if result["cleanup_error"] is None:
             del result["cleanup_error"]
+    # What one widget answer costs, one at a time (bench/answer_cost.py): PostgreSQL round trips, Redis commands,
+    # server CPU, and the profile's top entries.
+    from bench import answer_cost
+
+    try:
+        result["cost_per_answer"] = answer_cost.run(quick)
+    except Exception as exc:  # noqa: BLE001  (the socket phases' results still count)
+        result["cost_per_answer"] = {"error": f"{type(exc).__name__}: {exc}"}
     return result
 
 

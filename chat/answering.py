@@ -101,8 +101,10 @@ def prompt_injection_detect(text: str) -> bool:
 
 
 def assistant_settings_current() -> AssistantSettings:
-    """The workspace's assistant settings, or the defaults when it has not saved any."""
-    return AssistantSettings.objects.order_by("id").first() or AssistantSettings()
+    """The workspace's assistant settings, or the defaults when it has not saved any (cached: chat.selectors)."""
+    from chat.selectors import assistant_settings_current as current
+
+    return current()
 
 
 def _workspace_name() -> str:

@@ -233,6 +233,16 @@ class ConversationLog:
         (`append_sync`/`append` with `release_lock`)."""
         _advisory_lock(self.advisory_key, acquire=False)
 
+    def advisory_release_statement(self) -> tuple[str, list[Any]] | None:
+        """The SQL that gives back this thread's advisory half (to send with other statements: config.db), or None
+        when this thread does not hold it; call `advisory_released()` once it ran."""
+        if self.advisory_key not in (getattr(_advisory_held, "keys", None) or ()):
+            return None
+        return "SELECT pg_advisory_unlock(%s)", [self.advisory_key]
+
+    def advisory_released(self) -> None:
+        (getattr(_advisory_held, "keys", None) or set()).discard(self.advisory_key)
+
     @property
     def advisory_key(self) -> int:
         digest = hashlib.blake2b(f"chat-answer:{self.schema}:{self.conversation}".encode(), digest_size=8).digest()
@@ -300,6 +310,8 @@ def _advisory_lock(key: int, *, acquire: bool) -> bool:
 
     held: set[int] = getattr(_advisory_held, "keys", None) or set()
     _advisory_held.keys = held
+    if not acquire and key not in held:  # not ours (released already, or never taken): nothing to send
+        return False
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)" if acquire else "SELECT pg_advisory_unlock(%s)", [key])

@@ -237,10 +237,12 @@ def conversation_handoff_request(*, conversation: Conversation, reason: str = Ha
     return conversation
 
 
-def customer_message_received(*, conversation: Conversation, message: Message) -> bool:
-    """After a new customer message is stored and sequenced: count it unread for the agents, tell the inbox, and
-    hand off when the customer asked for a person in words. True when the bot must not answer it."""
-    Conversation.objects.filter(pk=conversation.pk).update(agent_unread=F("agent_unread") + 1)
+def customer_message_received(*, conversation: Conversation, message: Message, counted: bool = False) -> bool:
+    """After a new customer message is stored and sequenced: count it unread for the agents (unless the message's
+    own write did: `counted`), tell the inbox, and hand off when the customer asked for a person in words. True when
+    the bot must not answer it."""
+    if not counted:
+        Conversation.objects.filter(pk=conversation.pk).update(agent_unread=F("agent_unread") + 1)
     handed_off = False
     if conversation.status == ConversationStatus.BOT and text_asks_for_human(message.content):
         conversation_handoff_request(conversation=conversation, reason=HandoffReason.KEYWORD)
@@ -251,12 +253,15 @@ def customer_message_received(*, conversation: Conversation, message: Message) -
     return handed_off
 
 
-def bot_answer_completed(*, conversation: Conversation, answer: Message) -> None:
+def bot_answer_completed(*, conversation: Conversation, answer: Message, streak: int | None = None) -> None:
     """After the bot's answer is stored and sequenced: the workspace's rule (`handoff_after_unanswered`) hands off
-    once the bot could not answer that many times in a row; the inbox hears of the answer."""
-    threshold = getattr(selectors.assistant_settings_get(), "handoff_after_unanswered", 0) or 0
+    once the bot could not answer that many times in a row; the inbox hears of the answer. `streak`: the
+    conversation's unanswered streak as the answer's own write left it (read from the database when not given)."""
+    threshold = selectors.assistant_settings_current().handoff_after_unanswered or 0
     if threshold and answer.answered is False:
-        streak = Conversation.objects.filter(pk=conversation.pk).values_list("unanswered_streak", flat=True).first()
+        if streak is None:
+            streak = Conversation.objects.filter(pk=conversation.pk).values_list("unanswered_streak",
+                                                                                 flat=True).first()
         if streak is not None and streak >= threshold:
             conversation_handoff_request(conversation=conversation, reason=HandoffReason.UNANSWERED)
             return

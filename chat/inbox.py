@@ -15,7 +15,9 @@ import time
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import OuterRef, Subquery
 
+from chat import deferred
 from chat.events import _prefix, async_client, sync_client
 from chat.models import Conversation, Message, MessageRole
 from config.channels_layer import GroupSender, workspace_group
@@ -72,11 +74,25 @@ def _user_brief(user_id: int | None) -> dict[str, Any] | None:
     return {"id": user_id, "name": user.display_name if user else ""}
 
 
+def _last_message(conversation: Conversation) -> dict[str, Any] | None:
+    if hasattr(conversation, "last_role"):  # read with the conversation (conversation_with_last_message)
+        if conversation.last_role is None:
+            return None
+        return {"role": conversation.last_role, "content": conversation.last_content or ""}
+    return conversation.messages.exclude(role=MessageRole.NOTE).order_by("-id").values("role", "content").first()
+
+
+def conversation_with_last_message(conversation_pk: int) -> Conversation | None:
+    """The conversation with its last message (not an internal note) read in the same query."""
+    last = Message.objects.filter(conversation=OuterRef("pk")).exclude(role=MessageRole.NOTE).order_by("-id")
+    return Conversation.objects.filter(pk=conversation_pk).annotate(
+        last_role=Subquery(last.values("role")[:1]), last_content=Subquery(last.values("content")[:1]),
+    ).first()
+
+
 def conversation_summary(conversation: Conversation) -> dict[str, Any]:
     """What the inbox lists of a conversation (the HTTP list and the live feed use the same shape)."""
-    last = (
-        conversation.messages.exclude(role=MessageRole.NOTE).order_by("-id").values("role", "content").first()
-    )
+    last = _last_message(conversation)
     return {
         "id": str(conversation.public_id),
         "status": conversation.status,
@@ -107,14 +123,17 @@ def inbox_publish_on_commit(conversation: Conversation, event: str, **extra: Any
     conversation_pk = conversation.pk
 
     def send() -> None:
-        fresh = Conversation.objects.filter(pk=conversation_pk).first()
+        fresh = conversation_with_last_message(conversation_pk)
         if fresh is None:
             return
         inbox_send(schema_name=schema, payload={
             "type": "conversation", "event": event, "conversation": conversation_summary(fresh), **extra,
         })
 
-    transaction.on_commit(send)
+    if extra:
+        transaction.on_commit(send)
+    else:  # inside an answer, once at its end (the question's and the answer's "message": one summary)
+        deferred.inbox_send_on_commit((conversation_pk, event), send)
 
 
 def note_payload(note: Message) -> dict[str, Any]:

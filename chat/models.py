@@ -136,8 +136,37 @@ class ProvidersField(models.JSONField):
         return super().get_prep_value(providers_encrypt(value))
 
 
+class AssistantSettingsQuerySet(models.QuerySet):
+    """Writes that bypass `save()` still move the settings' cache version (chat.selectors.assistant_settings_current):
+    post_save / post_delete cover the rest (chat.apps)."""
+
+    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+        from chat.selectors import assistant_settings_changed
+
+        result = super().update(**kwargs)
+        assistant_settings_changed()  # after the write: a reader in between must not cache the old row as new
+        return result
+
+    def bulk_create(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from chat.selectors import assistant_settings_changed
+
+        result = super().bulk_create(*args, **kwargs)
+        assistant_settings_changed()  # after the write: a reader in between must not cache the old row as new
+        return result
+
+    def bulk_update(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from chat.selectors import assistant_settings_changed
+
+        result = super().bulk_update(*args, **kwargs)
+        assistant_settings_changed()  # after the write: a reader in between must not cache the old row as new
+        return result
+
+
 class AssistantSettings(models.Model):
-    """Per-workspace assistant persona and answer providers (one row per workspace schema)."""
+    """Per-workspace assistant persona and answer providers (one row per workspace schema). Read through
+    chat.selectors.assistant_settings_current (cached per process, invalidated on every write)."""
+
+    objects = AssistantSettingsQuerySet.as_manager()
 
     name = models.CharField(max_length=80, default="Assistant")
     tone = models.CharField(max_length=40, default="friendly")

@@ -1,12 +1,20 @@
 """Reads of conversations and messages. Every function runs in the current workspace schema (the caller's)."""
 from __future__ import annotations
 
+import copy
+import logging
+import secrets
+import threading
 import uuid
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from chat.models import AssistantSettings, Conversation, Message, MessageRole
+
+logger = logging.getLogger(__name__)
 
 HISTORY_TURNS = 6  # recent messages given to the answerer for follow-up questions ("and on a replica?")
 
@@ -63,6 +71,19 @@ def message_by_client_id(*, conversation: Conversation, client_message_id: str) 
     return conversation.messages.filter(client_message_id=client_message_id, role=MessageRole.CUSTOMER).first()
 
 
+def conversation_with_client_message(
+    *, conversation_id: int, client_message_id: str
+) -> tuple[Conversation, Message | None]:
+    """The conversation and its customer message of `client_message_id` (None: not stored yet), in one query when
+    there is none (the usual case: a new message)."""
+    conversation = Conversation.objects.annotate(client_message_pk=Subquery(
+        Message.objects.filter(conversation=OuterRef("pk"), client_message_id=client_message_id,
+                               role=MessageRole.CUSTOMER).values("pk")[:1]
+    )).get(pk=conversation_id) if client_message_id else Conversation.objects.get(pk=conversation_id)
+    found = getattr(conversation, "client_message_pk", None)
+    return conversation, (Message.objects.get(pk=found) if found is not None else None)
+
+
 def reply_for(*, message: Message) -> Message | None:
     """The assistant's (or an agent's) answer to a customer message, if it has one."""
     return message.replies.filter(role__in=(MessageRole.ASSISTANT, MessageRole.AGENT)).order_by("id").first()
@@ -80,8 +101,60 @@ def conversation_history(*, conversation: Conversation, before_message_id: int, 
     return [("user" if role == MessageRole.CUSTOMER else "assistant", content) for role, content in recent]
 
 
+# The answer path reads the assistant settings on every answer (persona, providers, the unanswered rule). They are
+# kept per process and per workspace schema, checked against the workspace's settings version in Redis (one GET,
+# instead of a query each time they are read); every write moves the version once it commits (the model's
+# queryset, post_save / post_delete in chat.apps), so no process answers with settings older than the last commit
+# it could have seen. The cache key of the version carries the schema (config.cache), and so does the local entry:
+# one workspace's settings are never served to another.
+ASSISTANT_SETTINGS_VERSION_KEY = "chat:assistant-settings:version"
+_assistant_settings: dict[str, tuple[str, AssistantSettings | None]] = {}
+_assistant_settings_lock = threading.Lock()
+
+
+def _assistant_settings_version() -> str | None:
+    """The workspace's settings version; None when Redis can't say (then nothing is cached)."""
+    try:
+        version = cache.get(ASSISTANT_SETTINGS_VERSION_KEY)
+        if version is None:  # never written, or Redis lost it: a fresh one, so nothing cached before matches
+            cache.add(ASSISTANT_SETTINGS_VERSION_KEY, secrets.token_hex(8), timeout=None)
+            version = cache.get(ASSISTANT_SETTINGS_VERSION_KEY)
+        return str(version) if version is not None else None
+    except Exception:
+        logger.warning("chat: the assistant settings version is unavailable", exc_info=True)
+        return None
+
+
+def assistant_settings_changed() -> None:
+    """Every process reads the workspace's settings again, once the current transaction commits."""
+    def bump() -> None:
+        try:
+            cache.set(ASSISTANT_SETTINGS_VERSION_KEY, secrets.token_hex(8), timeout=None)
+        except Exception:  # Redis is away: the version can't be read either, so nothing is served from the cache
+            logger.warning("chat: could not move the assistant settings version", exc_info=True)
+        _assistant_settings.pop(connection.schema_name, None)
+
+    transaction.on_commit(bump)
+
+
 def assistant_settings_get() -> AssistantSettings | None:
-    return AssistantSettings.objects.order_by("id").first()
+    """The workspace's saved settings (None: it has saved none). A copy: callers may change it."""
+    schema = connection.schema_name
+    version = _assistant_settings_version()
+    hit = _assistant_settings.get(schema)
+    if version is not None and hit is not None and hit[0] == version:
+        row = hit[1]
+    else:
+        row = AssistantSettings.objects.order_by("id").first()
+        if version is not None:
+            with _assistant_settings_lock:
+                _assistant_settings[schema] = (version, row)
+    return copy.deepcopy(row) if row is not None else None
+
+
+def assistant_settings_current() -> AssistantSettings:
+    """The workspace's settings, or the defaults when it has saved none."""
+    return assistant_settings_get() or AssistantSettings()
 
 
 def conversation_counts() -> dict[str, int]:

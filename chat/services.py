@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from chat import protocol, selectors, signals
+from chat import deferred, protocol, selectors, signals
 from chat.events import ConversationLog, SyncSink
 from chat.models import Channel, Conversation, ConversationStatus, Lead, Message, MessageRole
 from tenants import billing
+from config.db import insert_statement, statements_run, update_statement
 from config.errors import ApplicationError, Conflict, ErrorCode, NotFound, ValidationFailed
 
 logger = logging.getLogger(__name__)
@@ -58,15 +60,9 @@ def _emit_on_commit(conversation: Conversation, events: list[dict[str, Any]]) ->
 
 
 def _signal_on_commit(signal: Any, **kwargs: Any) -> None:
-    """Tell the floors above (chat/signals.py) once the change is committed; a listener's failure is not ours."""
-
-    def send() -> None:
-        try:
-            signal.send(sender=Conversation, **kwargs)
-        except Exception:
-            logger.exception("chat: a receiver of %s failed", signal)
-
-    transaction.on_commit(send)
+    """Tell the floors above (chat/signals.py) once the change is committed (inside an answer: once the answer is
+    done, chat.deferred); a listener's failure is not ours."""
+    deferred.signal_send_on_commit(signal, sender=Conversation, **kwargs)
 
 
 # --- conversations ---------------------------------------------------------------------------------------------
@@ -122,33 +118,45 @@ def conversation_request_human(*, conversation: Conversation, reason: str = "ask
 
 # --- messages --------------------------------------------------------------------------------------------------
 def customer_message_post(
-    *, conversation: Conversation, text: str, client_message_id: str = "", author: Any = None
+    *, conversation: Conversation, text: str, client_message_id: str = "", author: Any = None,
+    looked_up: bool = False, count_unread: bool = False,
 ) -> tuple[Message, bool]:
     """Store a customer's message once per client message id: (message, created). A retry with the same id gets the
-    first message back, whatever its text."""
-    if client_message_id:
+    first message back, whatever its text. `looked_up`: the caller has just looked for that client id and found
+    nothing. `count_unread`: count it unread for the agents in the same write (chat.handoff.customer_message_received).
+    The message and its conversation's bookkeeping are one round trip (config.db.statements_run)."""
+    if client_message_id and not looked_up:
         existing = selectors.message_by_client_id(conversation=conversation, client_message_id=client_message_id)
         if existing is not None:
             return existing, False
+    message = Message(
+        conversation=conversation, role=MessageRole.CUSTOMER, content=text,
+        client_message_id=client_message_id, author=author if getattr(author, "pk", None) else None,
+    )
+    now = timezone.now()
+    updates: dict[str, Any] = {"last_message_at": now, "updated_at": now}
+    if not conversation.title:
+        updates["title"] = " ".join(text.split())[:80]
+    unread = {"agent_unread": F("agent_unread") + 1} if count_unread else {}
     try:
-        with transaction.atomic():
-            message = Message.objects.create(
-                conversation=conversation, role=MessageRole.CUSTOMER, content=text,
-                client_message_id=client_message_id, author=author if getattr(author, "pk", None) else None,
-            )
-            now = timezone.now()
-            updates: dict[str, Any] = {"last_message_at": now, "updated_at": now}
-            if not conversation.title:
-                updates["title"] = " ".join(text.split())[:80]
-            Conversation.objects.filter(pk=conversation.pk).update(**updates)
-            for name, value in updates.items():
-                setattr(conversation, name, value)
-            _signal_on_commit(signals.question_asked, conversation=conversation, message=message)
+        # Inside a caller's transaction a savepoint keeps a duplicate client id from aborting it.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            [[(message.pk, message.created_at)], returned] = statements_run([
+                insert_statement(message, returning=("id", "created_at")),
+                update_statement(Conversation.objects.filter(pk=conversation.pk), returning=("agent_unread",),
+                                 **updates, **unread),
+            ])
     except IntegrityError:  # the same client id, posted at the same moment by another connection
         existing = selectors.message_by_client_id(conversation=conversation, client_message_id=client_message_id)
         if existing is None:
             raise
         return existing, False
+    message._state.adding, message._state.db = False, Message.objects.db
+    for name, value in updates.items():
+        setattr(conversation, name, value)
+    if returned:
+        conversation.agent_unread = returned[0][0]
+    _signal_on_commit(signals.question_asked, conversation=conversation, message=message)
     return message, True
 
 
@@ -168,24 +176,25 @@ def _count(value: Any) -> int:
 
 def assistant_answer_persist(
     *, conversation: Conversation, reply_to: Message, result: dict[str, Any], latency_first_token_ms: int | None,
-    latency_total_ms: int | None,
+    latency_total_ms: int | None, lock_log: ConversationLog | None = None,
 ) -> Message:
     """Store the answerer's final message (the `completed` event's data) with its accounting, in one transaction:
     an answer is either stored with its conversation's bookkeeping or not at all (a cut connection half-way must not
-    leave a stored answer that the customer was told had failed)."""
-    with transaction.atomic():
-        return _assistant_answer_store(
-            conversation=conversation, reply_to=reply_to, result=result, latency_first_token_ms=latency_first_token_ms,
-            latency_total_ms=latency_total_ms,
-        )
+    leave a stored answer that the customer was told had failed). With `lock_log`, the thread's advisory half of
+    that conversation's answer lock is given back in the same round trip, once the answer is stored (what
+    `_final_emit` would do first)."""
+    return _assistant_answer_store(
+        conversation=conversation, reply_to=reply_to, result=result, latency_first_token_ms=latency_first_token_ms,
+        latency_total_ms=latency_total_ms, lock_log=lock_log,
+    )
 
 
 def _assistant_answer_store(
     *, conversation: Conversation, reply_to: Message, result: dict[str, Any], latency_first_token_ms: int | None,
-    latency_total_ms: int | None,
+    latency_total_ms: int | None, lock_log: ConversationLog | None = None,
 ) -> Message:
     confidence = result.get("confidence")
-    answer = Message.objects.create(
+    answer = Message(
         conversation=conversation, role=MessageRole.ASSISTANT, reply_to=reply_to,
         content=str(result.get("answer") or ""),
         citations=list(result.get("citations") or []),
@@ -204,21 +213,42 @@ def _assistant_answer_store(
     )
     now = timezone.now()
     streak = 0 if answer.answered is not False else F("unanswered_streak") + 1
-    Conversation.objects.filter(pk=conversation.pk).update(
-        last_message_at=now, updated_at=now, unanswered_streak=streak
-    )
+    unlock = lock_log.advisory_release_statement() if lock_log is not None else None
+    # One round trip, all or nothing (one implicit transaction; the advisory unlock, last, runs only if they did).
+    # The conversation's row first (its lock, as every other writer of the conversation takes it first), then the
+    # answer; PostgreSQL shows the statement as that UPDATE while it waits (pg_stat_activity).
+    [returned, [(answer.pk, answer.created_at)], *_unlocked] = statements_run([
+        update_statement(Conversation.objects.filter(pk=conversation.pk), returning=("unanswered_streak",),
+                         last_message_at=now, updated_at=now, unanswered_streak=streak),
+        insert_statement(answer, returning=("id", "created_at")),
+        *([unlock] if unlock else []),
+    ])
+    if unlock and lock_log is not None:
+        lock_log.advisory_released()
+    answer._state.adding, answer._state.db = False, Message.objects.db
+    conversation.last_message_at = conversation.updated_at = now
+    if returned:
+        conversation.unanswered_streak = returned[0][0]
     _signal_on_commit(signals.answer_completed, conversation=conversation, message=answer)
     return answer
 
 
-def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int]) -> None:
-    """Remember at which seq each message was sent, and raise the conversation's seq floor."""
+def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int], after_answer: bool = False) -> None:
+    """Remember at which seq each message was sent, and raise the conversation's seq floor: one round trip. With
+    `after_answer`, inside an answer (chat.deferred), it waits for the answer's end and goes with its other writes
+    (the answer's own seq: a retry that comes first finds the logged event instead)."""
     if not seqs:
         return
-    with transaction.atomic():
-        for message_id, seq in seqs.items():
-            Message.objects.filter(pk=message_id, conversation=conversation).update(seq=seq)
-        Conversation.objects.filter(pk=conversation.pk).update(last_seq=Greatest("last_seq", max(seqs.values())))
+    statements = [
+        update_statement(Message.objects.filter(pk=message_id, conversation=conversation), seq=seq)
+        for message_id, seq in seqs.items()
+    ]
+    statements.append(update_statement(Conversation.objects.filter(pk=conversation.pk),
+                                       last_seq=Greatest("last_seq", max(seqs.values()))))
+    if after_answer:
+        deferred.statements_run_after(statements)
+    else:
+        statements_run(statements)
 
 
 def message_feedback_set(
@@ -259,14 +289,21 @@ def _ack(message: Message, *, duplicate: bool) -> dict[str, Any]:
     return frame
 
 
+_NOT_LOOKED_UP: Any = object()
+
+
 def customer_message_submit(
-    *, conversation: Conversation, text: str, client_message_id: str = "", author: Any = None, sink: EventSink
+    *, conversation: Conversation, text: str, client_message_id: str = "", author: Any = None, sink: EventSink,
+    existing: Message | None = _NOT_LOOKED_UP,
 ) -> MessageSubmitResult:
     """Store a customer's message (once per client id), tell everyone watching, and say whether the bot answers it
     now. One answer at a time per conversation: a new message while the bot is answering is refused
-    (answer_in_progress) and not stored; a retried message whose answer is being written is acknowledged."""
+    (answer_in_progress) and not stored; a retried message whose answer is being written is acknowledged.
+    `existing`: the message of that client id, when the caller read it with the conversation
+    (selectors.conversation_with_client_message)."""
     log = conversation_log(conversation)
-    existing = selectors.message_by_client_id(conversation=conversation, client_message_id=client_message_id)
+    if existing is _NOT_LOOKED_UP:
+        existing = selectors.message_by_client_id(conversation=conversation, client_message_id=client_message_id)
     if existing is not None:
         reply = selectors.reply_for(message=existing)
         lock = None
@@ -291,7 +328,8 @@ def customer_message_submit(
             )
     try:
         message, created = customer_message_post(
-            conversation=conversation, text=text, client_message_id=client_message_id, author=author
+            conversation=conversation, text=text, client_message_id=client_message_id, author=author,
+            looked_up=True, count_unread=True,
         )
     except Exception:
         if lock:
@@ -309,7 +347,7 @@ def customer_message_submit(
         message.seq = _record_when_known(conversation, {message.pk: seq_future}).get(message.pk)
         from chat import handoff  # after the message's seq: a handoff's `status` event comes after the message
 
-        if handoff.customer_message_received(conversation=conversation, message=message) and lock:
+        if handoff.customer_message_received(conversation=conversation, message=message, counted=True) and lock:
             log.lock_release(lock)  # the customer asked for a person in words: the bot stays quiet
             lock = None
     except BaseException:
@@ -356,7 +394,8 @@ def _answer_announce_if_unannounced(
         log.lock_release(lock)  # by token: a no-op when the announcement's append released it already
 
 
-def _record_when_known(conversation: Conversation, futures: dict[int, Future[int] | None]) -> dict[int, int]:
+def _record_when_known(conversation: Conversation, futures: dict[int, Future[int] | None], *,
+                       after_answer: bool = False) -> dict[int, int]:
     seqs: dict[int, int] = {}
     for message_id, future in futures.items():
         if future is None:
@@ -365,7 +404,7 @@ def _record_when_known(conversation: Conversation, futures: dict[int, Future[int
             seqs[message_id] = future.result(timeout=SEQ_WAIT_SECONDS)
         except (FutureTimeout, Exception):  # the event log was unreachable; the message itself is stored
             logger.warning("chat: no seq for message %s", message_id)
-    message_seqs_record(conversation=conversation, seqs=seqs)
+    message_seqs_record(conversation=conversation, seqs=seqs, after_answer=after_answer)
     return seqs
 
 
@@ -401,19 +440,23 @@ def conversation_answer_stream(
         )
         if answer is None:
             return None
-        # The answer stands from here on.
+        # The answer stands from here on. Its receivers (and the question's: analytics) run now, in one round trip,
+        # before its final event, as they did on commit.
+        deferred.signals_flush()
         sink.typing("bot", False)
         answer_seq = _final_emit(log, sink, protocol.conversation_event(
             "agent_completed", reply_to=question.pk, message=protocol.message_payload(answer),
         ), lock_token)
         try:
-            answer.seq = _record_when_known(conversation, {answer.pk: answer_seq}).get(answer.pk)
+            answer.seq = _record_when_known(conversation, {answer.pk: answer_seq}, after_answer=True).get(answer.pk)
         except Exception:  # the seq is bookkeeping; a retry of the message finds the logged event (see above)
             logger.warning("chat: the seq of answer %s was not recorded", answer.pk, exc_info=True)
         try:
             from chat import handoff
 
-            handoff.bot_answer_completed(conversation=conversation, answer=answer)  # the unanswered rule, the inbox
+            # the unanswered rule, the inbox
+            handoff.bot_answer_completed(conversation=conversation, answer=answer,
+                                         streak=getattr(conversation, "unanswered_streak", None))
         except Exception:  # the answer stands; a handoff rule must never turn it into an error
             logger.exception("chat: handoff check after message %s failed", question.pk)
         return answer
@@ -469,7 +512,7 @@ def _answer_compose_and_store(
         history = selectors.conversation_history(conversation=conversation, before_message_id=question.pk)
         completed: dict[str, Any] | None = None
         stream = answering.answer_stream(
-            question=question.content, history=history, assistant=selectors.assistant_settings_get()
+            question=question.content, history=history, assistant=selectors.assistant_settings_current()
         )
         try:
             for event in stream:
@@ -498,6 +541,7 @@ def _answer_compose_and_store(
         return assistant_answer_persist(
             conversation=conversation, reply_to=question, result=completed,
             latency_first_token_ms=first_token_ms, latency_total_ms=int((time.monotonic() - started) * 1000),
+            lock_log=conversation_log(conversation),
         )
     except Exception as exc:
         logger.exception("chat: answering message %s failed", question.pk)
@@ -539,6 +583,14 @@ def conversation_message_answer(
 ) -> MessageAnswerResult:
     """The non-streaming path (REST): post the message and wait for the whole answer. Watchers of the conversation
     still see it stream, since the events go through the same log."""
+    with deferred.after_answer():  # what is not needed before the first token goes after the answer
+        return _conversation_message_answer(conversation=conversation, text=text,
+                                            client_message_id=client_message_id, author=author)
+
+
+def _conversation_message_answer(
+    *, conversation: Conversation, text: str, client_message_id: str, author: Any
+) -> MessageAnswerResult:
     sink = SyncSink(conversation_log(conversation))
     submitted = customer_message_submit(
         conversation=conversation, text=text, client_message_id=client_message_id, author=author, sink=sink

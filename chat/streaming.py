@@ -23,9 +23,8 @@ from django.conf import settings
 from django.db import InterfaceError, connection
 from django.db import OperationalError as DatabaseOperationalError
 
-from chat import protocol, services
+from chat import deferred, protocol, selectors, services
 from chat.events import ConversationLog, LoopSink, answer_locks_release_all, hub
-from chat.models import Conversation
 from config.errors import ApplicationError, ErrorCode, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -82,23 +81,32 @@ async def run_in_workspace_pool(workspace: Any, fn: Callable[..., T], *args: Any
     return await loop.run_in_executor(_pool("db"), lambda: _in_workspace(workspace, fn, *args, **kwargs))
 
 
+def _message_answer(
+    *, conversation_id: int, text: str, client_id: str, author: Any, sink: LoopSink, cancelled: threading.Event
+) -> None:
+    conversation, existing = selectors.conversation_with_client_message(conversation_id=conversation_id,
+                                                                        client_message_id=client_id)
+    # The socket's log was made when it opened; if Redis lost the seq counter since (a restart without
+    # persistence), the append script restarts it from this floor: take PostgreSQL's current one, not that.
+    if (conversation.last_seq or 0) > sink.log.floor:
+        sink.log = dataclasses.replace(sink.log, floor=conversation.last_seq)
+    submitted = services.customer_message_submit(
+        conversation=conversation, text=text, client_message_id=client_id, author=author, sink=sink, existing=existing
+    )
+    if submitted.lock_token:
+        services.conversation_answer_stream(
+            conversation=conversation, question=submitted.message, lock_token=submitted.lock_token, sink=sink,
+            cancelled=cancelled.is_set,
+        )
+
+
 def _message_job(
     *, conversation_id: int, text: str, client_id: str, author: Any, sink: LoopSink, cancelled: threading.Event
 ) -> None:
     try:
-        conversation = Conversation.objects.get(pk=conversation_id)
-        # The socket's log was made when it opened; if Redis lost the seq counter since (a restart without
-        # persistence), the append script restarts it from this floor: take PostgreSQL's current one, not that.
-        if (conversation.last_seq or 0) > sink.log.floor:
-            sink.log = dataclasses.replace(sink.log, floor=conversation.last_seq)
-        submitted = services.customer_message_submit(
-            conversation=conversation, text=text, client_message_id=client_id, author=author, sink=sink
-        )
-        if submitted.lock_token:
-            services.conversation_answer_stream(
-                conversation=conversation, question=submitted.message, lock_token=submitted.lock_token, sink=sink,
-                cancelled=cancelled.is_set,
-            )
+        with deferred.after_answer():  # what is not needed before the first token goes after the answer
+            _message_answer(conversation_id=conversation_id, text=text, client_id=client_id, author=author, sink=sink,
+                            cancelled=cancelled)
     except ApplicationError as error:
         sink.reply(protocol.error_frame(error, client_id=client_id))
     except (redis.RedisError, OSError, DatabaseOperationalError, InterfaceError):

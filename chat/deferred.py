@@ -1,0 +1,139 @@
+"""What an answer tells others after it, not before its first token (issue #16).
+
+A customer's question and the bot's answer used to send their signals (analytics events, webhooks), inbox summaries
+and seq bookkeeping as each happened: a dozen PostgreSQL round trips and an inbox push before the first token.
+Inside `after_answer()` (the socket's answer job, the REST answer) they are collected instead:
+
+* signals, each once its transaction committed (as `transaction.on_commit` would), in the order they were sent, go
+  out together once the answer is stored (`signals_flush`, before its final event is logged: where the answer's
+  receivers ran before) or when the block ends (an error event, a refusal: an asked question is recorded exactly
+  once either way); the receivers' writes that accept it (analytics events: `config.db.statements_defer`) go to
+  PostgreSQL together, in one round trip;
+* chat's deferrable bookkeeping (the answer's seq) and inbox summaries wait for the block's end; summaries are sent
+  once per conversation and kind of event (the question's "message" and the answer's "message" are one summary,
+  read once, after both).
+
+Outside the block (dashboard actions, agents, REST writes other than answers) nothing changes: everything is sent on
+commit, as before.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from config.db import Statement, statements_batch, statements_defer, statements_run
+
+logger = logging.getLogger(__name__)
+
+_state = threading.local()
+
+
+@dataclass
+class _Pending:
+    signals: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+    statements: list[Statement] = field(default_factory=list)
+    inbox: dict[tuple[int, str], Callable[[], None]] = field(default_factory=dict)
+    ran: bool = False
+
+    def signals_send(self) -> None:
+        """The signals collected so far, their receivers' deferrable writes and ours in one round trip."""
+        signals, self.signals = self.signals, []
+        statements, self.statements = self.statements, []
+        try:
+            with statements_batch():
+                for statement in statements:
+                    statements_defer(statement, durable=False)
+                for signal, kwargs in signals:
+                    try:
+                        signal.send(sender=kwargs.pop("_sender"), **kwargs)
+                    except Exception:
+                        logger.exception("chat: a receiver of %s failed", signal)
+        except Exception:  # the answer stands; its events and bookkeeping are what may be lost, never doubled
+            logger.exception("chat: the writes after an answer failed")
+
+    def run(self) -> None:
+        self.ran = True
+        self.signals_send()
+        for send in self.inbox.values():
+            try:
+                send()
+            except Exception:
+                logger.warning("chat: could not push an inbox summary", exc_info=True)
+
+
+def _pending() -> _Pending | None:
+    return getattr(_state, "pending", None)
+
+
+@contextmanager
+def after_answer() -> Iterator[None]:
+    """Collect the signals, inbox summaries and deferred writes of an answer until the block ends (nested blocks
+    join the outer one)."""
+    if _pending() is not None:
+        yield
+        return
+    pending = _state.pending = _Pending()
+    try:
+        yield
+    finally:
+        _state.pending = None
+        pending.run()
+
+
+def signals_flush() -> None:
+    """Send the signals collected so far now (the answer is stored: its receivers run before its final event is
+    logged, as they did on commit); inbox summaries and deferred bookkeeping still wait for the block's end."""
+    pending = _pending()
+    if pending is not None and pending.signals:
+        statements, pending.statements = pending.statements, []
+        pending.signals_send()
+        pending.statements = statements
+
+
+def signal_send_on_commit(signal: Any, *, sender: Any, **kwargs: Any) -> None:
+    """`signal` once the current transaction commits; inside `after_answer()`, at `signals_flush()` or the block's
+    end, whichever comes first."""
+    pending = _pending()
+
+    def send() -> None:
+        try:
+            signal.send(sender=sender, **kwargs)
+        except Exception:
+            logger.exception("chat: a receiver of %s failed", signal)
+
+    if pending is None:
+        transaction.on_commit(send)
+        return
+
+    def later() -> None:
+        if pending.ran:  # committed after the answer's block ended (an outer transaction): send it now
+            send()
+        else:
+            pending.signals.append((signal, {"_sender": sender, **kwargs}))
+
+    transaction.on_commit(later)
+
+
+def inbox_send_on_commit(key: tuple[int, str], send: Callable[[], None]) -> None:
+    """An inbox summary once the current transaction commits; inside `after_answer()`, once per `key` at its end."""
+    pending = _pending()
+    if pending is None:
+        transaction.on_commit(send)
+        return
+    transaction.on_commit(lambda: send() if pending.ran else pending.inbox.setdefault(key, send))
+
+
+def statements_run_after(statements: list[Statement]) -> None:
+    """Bookkeeping writes that may wait for the end of the answer (one round trip with the others); outside
+    `after_answer()`, run now (one round trip)."""
+    pending = _pending()
+    if pending is not None and not pending.ran:
+        pending.statements.extend(statements)
+        return
+    statements_run(statements)
