@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import time
 
-ANSWER_MODULES = ("chat.retrieval", "chat.answering", "chat.providers", "chat.streaming", "snowballstemmer")
+ANSWER_MODULES = ("documents.retrieval", "chat.answering", "chat.providers", "chat.streaming", "snowballstemmer")
 
 
 def answer_path_warm_up() -> dict[str, float]:

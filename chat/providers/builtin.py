@@ -198,7 +198,7 @@ def builtin_compose(
     if not units:
         return Composition(text="")
     question_stems = stems(question)
-    from chat.retrieval import answer_type_stems
+    from documents.retrieval import answer_type_stems
 
     for unit in units:
         # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open".
