@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -211,6 +212,35 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
     )
 
 
+# --- words -------------------------------------------------------------------------------------------------------
+
+# What the answerer and the sentence signals call a word: stemmed (snowball, English), stop words and single letters
+# left out.
+_STEM_WORD = re.compile(r"[\w][\w'’.-]*", re.UNICODE)
+_STEM_STOP = {
+    "a", "an", "the", "and", "or", "but", "if", "then", "of", "to", "in", "on", "at", "for", "with", "by", "from",
+    "about", "as", "into", "is", "are", "was", "were", "be", "been", "do", "does", "did", "have", "has", "had", "i",
+    "me", "my", "we", "our", "you", "your", "it", "its", "this", "that", "these", "those", "can", "could", "should",
+    "would", "will", "may", "might", "must", "what", "which", "who", "how", "when", "where", "why", "there", "here",
+    "please", "not", "no", "any", "some", "all", "just", "so", "also", "than", "they", "them", "their",
+    "one", "get", "use", "using", "need", "want", "way", "tell", "explain", "know", "make", "sure", "again",
+}
+# A snowball stemmer keeps the word it works on in the object: shared between threads (answers run in a thread
+# pool) it raised IndexError or returned wrong stems under load. One per thread.
+_local = threading.local()
+
+
+def stems(text: str) -> frozenset[str]:
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        import snowballstemmer
+
+        stemmer = _local.stemmer = snowballstemmer.stemmer("english")
+    words = [w.strip(".-'’").lower() for w in _STEM_WORD.findall(text)]
+    words = [w for w in words if w and w not in _STEM_STOP and (len(w) > 1 or w.isdigit())]
+    return frozenset(stemmer.stemWords(words))
+
+
 # --- sentence-level coverage ---------------------------------------------------------------------------------------
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+(?=\S)|\n+")
@@ -245,8 +275,6 @@ _ANSWER_TYPES = [
 
 def answer_type_stems(query: str, sentence: str) -> frozenset[str]:
     """The question's words that ask for a kind of value the sentence holds (see _ANSWER_TYPES)."""
-    from chat.providers.builtin import stems
-
     found: set[str] = set()
     for asks, holds in _ANSWER_TYPES:
         if holds.search(sentence):
@@ -288,8 +316,6 @@ def passage_sentences(text: str) -> list[str]:
 
 
 def _sentence_stems(sentence: str) -> frozenset[str]:
-    from chat.providers.builtin import stems
-
     found = set(stems(sentence))
     for pattern, words in _IMPLIED_WORDS:
         if pattern.search(sentence):
@@ -304,8 +330,6 @@ def sentence_signals(
     """Score the sentences of the best few chunks against the question (see RetrievalParams). Sets each scored
     chunk's `sentence_score`; returns {} when there is nothing to score or the chunk rule already decided and the
     sentences are too many to score for free."""
-    from chat.providers.builtin import stems
-
     units = [(index, sentence) for index, chunk in enumerate(chunks[: params.sentence_chunks])
              for sentence in passage_sentences(chunk.text)]
     if not units or (chunk_covered and len(units) > params.sentence_always_max):
@@ -385,8 +409,6 @@ def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> 
     """Words the knowledge base never uses, one edit (a swapped, missing, extra or wrong letter) away from one it
     does use, are replaced by it: "how long does shpiping take" searches for "shipping". Words it knows, short
     words and words with no single near neighbour are left as they are."""
-    from chat.providers.builtin import stems
-
     from documents.embedding import wordpiece_words
 
     # An English word the knowledge base doesn't use is a question it may not answer ("refund" in a Linux manual is
