@@ -56,30 +56,39 @@ def lexical_terms(*, query: str) -> tuple[list[tuple[str, int | None, int]], Lex
 
 def lexical_rank(
     *, terms: list[tuple[int, float, str]], totals: LexicalTotals, limit: int, k1: float, b: float,
-    heading_weight: float = 0.0, preselect: int | None = None,
+    heading_weight: float = 0.0, preselect: int | None = None, average: str = "candidates",
 ) -> list[tuple[int, float, frozenset[str]]]:
-    """BM25 of every chunk holding one of the terms (term id, IDF, lexeme), best first, chunks of indexed documents
-    only: [(chunk id, score, matched lexemes)]. Body frequency is BM25's; a title/heading match adds
-    heading_weight * IDF. The best `preselect` chunks by score are checked against their document's status (a
-    document being replaced or deleted is not evidence), then `limit` are kept."""
+    """BM25 of the chunks holding the terms (term id, IDF, lexeme), best first, chunks of indexed documents only:
+    [(chunk id, score, matched lexemes)]. Body frequency is BM25's; a title/heading match adds heading_weight * IDF.
+
+    As the ranking the fusion weights were chosen with (docs/answers.md): the `preselect` chunks (default 3 x limit)
+    holding the most IDF of the terms are scored, with their own average length ("candidates"); "workspace" scores
+    them with the workspace's average length instead. Chunks of documents that are not indexed (being replaced or
+    deleted) are left out after the ranking."""
     if not terms:
         return []
     from documents.models import Chunk, Document
 
     quote = connection.ops.quote_name
     preselect = max(limit, preselect or limit * 3)
+    avgdl = "(SELECT greatest(1.0, avg(length)) FROM candidates)" if average == "candidates" else "%(avgdl)s"
     sql = f"""
-        SELECT s.chunk_id, s.score, s.lexemes FROM (
-            SELECT p.chunk_id,
-                   sum(q.idf * ((p.tf * (%(k1)s + 1)) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(avgdl)s))
-                                + %(hw)s * (p.heading > 0)::int)) AS score,
-                   array_agg(q.lexeme) AS lexemes
+        WITH hits AS (
+            SELECT p.chunk_id, p.tf, p.heading, p.length, q.idf, q.lexeme
             FROM unnest(%(ids)s::int[], %(idfs)s::float8[], %(lexemes)s::text[]) AS q(term_id, idf, lexeme)
             JOIN {POSTING_TABLE} p ON p.term_id = q.term_id
-            GROUP BY p.chunk_id
-            ORDER BY score DESC, p.chunk_id
-            LIMIT %(preselect)s
-        ) s
+        ), candidates AS (
+            SELECT chunk_id, max(length) AS length FROM hits
+            GROUP BY chunk_id ORDER BY sum(idf) DESC, chunk_id LIMIT %(preselect)s
+        ), scored AS (
+            SELECT h.chunk_id,
+                   sum(h.idf * ((h.tf * (%(k1)s + 1)) / (h.tf + %(k1)s * (1 - %(b)s + %(b)s * h.length / {avgdl}))
+                                + %(hw)s * (h.heading > 0)::int)) AS score,
+                   array_agg(h.lexeme) AS lexemes
+            FROM hits h JOIN candidates USING (chunk_id)
+            GROUP BY h.chunk_id
+        )
+        SELECT s.chunk_id, s.score, s.lexemes FROM scored s
         JOIN {quote(Chunk._meta.db_table)} c ON c.id = s.chunk_id
         JOIN {quote(Document._meta.db_table)} d ON d.id = c.document_id
         WHERE d.status = 'indexed' AND s.score > 0

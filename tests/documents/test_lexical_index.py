@@ -106,19 +106,34 @@ def test_workspace_a_never_finds_b_chunks_for_the_same_words(pair):
 
 
 def test_postgres_ranks_as_the_python_reference(pair):
+    from documents.lexical import LexicalTotals, lexical_rank
+
     a, _ = pair
     with tenant_context(a.workspace):
         query = "update the router firmware by hand"
         terms, hits = lexical_search(query=query, params=DEFAULT_PARAMS)
+        searchable = [QueryTerm(t.lexeme, t.df, t.idf) for t in terms if t.df > 0]
+        assert searchable and hits
         with connection.cursor() as cursor:
             cursor.execute("SELECT id, search_vector::text FROM documents_chunk")
             rows = cursor.fetchall()
-        size = lexical_index_size()
-        searchable = [QueryTerm(t.lexeme, t.df, t.idf) for t in terms if t.df > 0]
-        expected = bm25_score(rows, searchable, average=size["length"] / size["chunks"])
+        # The candidates: every chunk holding a term (fewer than the preselect here), scored with their own average
+        # length, as the fusion weights were chosen with.
+        holding = [(chunk_id, text) for chunk_id, text in rows
+                   if set(tsvector_parse(text)) & {t.lexeme for t in searchable}]
+        expected = bm25_score(holding, searchable)
         assert [chunk_id for chunk_id, _, _ in hits] == [chunk_id for chunk_id, _, _ in expected][:len(hits)]
         for (_, score, matched), (_, want, want_matched) in zip(hits, expected):
             assert math.isclose(score, want, rel_tol=1e-9) and matched == want_matched
+        # With the workspace's average length instead (standard BM25).
+        size = lexical_index_size()
+        known = [t for t in terms if t.df > 0]
+        workspace_hits = lexical_rank(terms=[(t.term_id, t.idf, t.lexeme) for t in known],
+                                      totals=LexicalTotals(size["chunks"], size["length"]), limit=40,
+                                      k1=DEFAULT_PARAMS.bm25_k1, b=DEFAULT_PARAMS.bm25_b, average="workspace")
+        expected = bm25_score(holding, searchable, average=size["length"] / size["chunks"])
+        assert [c for c, _, _ in workspace_hits] == [c for c, _, _ in expected][:len(workspace_hits)]
+        assert all(math.isclose(x, y, rel_tol=1e-9) for (_, x, _), (_, y, _) in zip(workspace_hits, expected))
 
 
 def test_statistics_stay_exact_through_ingest_delete_and_reingest(django_db_blocker):
