@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BENCHES = ["provision", "ingest", "quality", "first_answer", "chat", "widget", "analytics", "load", "credits", "tenants",
-           "coldstart", "curated", "crawl", "webhooks", "scaleout"]
+           "coldstart", "curated", "crawl", "webhooks", "scaleout", "retrieval"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

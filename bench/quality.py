@@ -184,7 +184,7 @@ def coverage_fit(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def variants() -> dict[str, Any]:
     """Retrieval variants measured side by side; the shipped default is `convex_0.9` (chosen on the fit split)."""
-    from chat.retrieval import params_with
+    from documents.retrieval import params_with
 
     rrf = dict(fusion="rrf", heading_weight=0.6)
     convex = dict(fusion="convex", heading_weight=0.0)
@@ -216,7 +216,7 @@ def naive_lexical(query: str, *, config: str, limit: int) -> list[tuple[int, flo
     words (a plain websearch AND would find nothing for most questions)."""
     from django.db import connection
 
-    from chat.retrieval import _table
+    from documents.retrieval import _table
 
     chunk_table, document_table = _table()
     vector = ("c.search_vector" if config == "english" else
@@ -236,7 +236,7 @@ def naive_lexical(query: str, *, config: str, limit: int) -> list[tuple[int, flo
 
 def ours_retrieval(questions: list[dict[str, Any]], schema_name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Every retrieval variant over the same cached dense and lexical candidate lists."""
-    from chat.retrieval import (
+    from documents.retrieval import (
         DEFAULT_PARAMS, dense_search, diversify, fuse, lexical_search, params_with,
         retrieval_query_build, _term_coverage,
     )
@@ -319,7 +319,7 @@ def composer_grid(questions: list[dict[str, Any]]) -> dict[str, Any]:
 
     from chat.answering import SOURCES_LIMIT
     from chat.providers.builtin import DEFAULT_COMPOSE, builtin_compose
-    from chat.retrieval import knowledge_retrieve, retrieval_query_build
+    from documents.retrieval import knowledge_retrieve, retrieval_query_build
 
     cached = []
     for item in questions:
@@ -486,7 +486,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                                         **answer_figures(pick(thresholded), answered_key="answered_threshold")},
         }
 
-    from chat.retrieval import DEFAULT_PARAMS
+    from documents.retrieval import DEFAULT_PARAMS
 
     shipped = {"cover_threshold": DEFAULT_PARAMS.cover_threshold}
 

@@ -367,7 +367,7 @@ def small_kb_answers(*, count: int = WORKSPACES) -> list[dict[str, Any]]:
     from django.db import connection
 
     from chat.answering import answer_once
-    from chat.retrieval import knowledge_retrieve, retrieval_query_build
+    from documents.retrieval import knowledge_retrieve, retrieval_query_build
 
     rows = []
     for spec in workspaces_generate(count=count):

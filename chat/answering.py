@@ -46,7 +46,7 @@ from chat.providers import BuiltinChatModel, ProviderConfig, provider_chain, pro
 from chat.providers.base import FailureCode, ProviderFailure
 from chat.providers.builtin import BUILTIN_MODEL
 from chat.providers.phrases import decline_text, language_pick, partial_decline_text, small_talk_reply
-from chat.retrieval import (
+from documents.retrieval import (
     RetrievalResult,
     RetrievedChunk,
     content_words,

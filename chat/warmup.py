@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import time
 
-ANSWER_MODULES = ("chat.retrieval", "chat.answering", "chat.providers", "chat.streaming", "snowballstemmer")
+ANSWER_MODULES = ("documents.retrieval", "chat.answering", "chat.providers", "chat.streaming", "snowballstemmer")
 
 
 def answer_path_warm_up() -> dict[str, float]:
@@ -19,7 +19,7 @@ def answer_path_warm_up() -> dict[str, float]:
     timings = {"imports": round((time.perf_counter() - started) * 1000, 1)}
     timings.update(knowledge_warm_up())
     started = time.perf_counter()
-    from chat.providers.builtin import stems
+    from documents.retrieval import stems
 
     stems("Warming up the stemmer: returns, shipping and warranties")
     timings["stemmer"] = round((time.perf_counter() - started) * 1000, 1)

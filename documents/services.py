@@ -690,8 +690,23 @@ def document_reindex(*, document: Document, actor: Any = None) -> Document:
     return _restart(document, action="document.reindexed", actor=actor)
 
 
+def workspace_lexical_reindex(*, actor: Any = None) -> dict[str, int]:
+    """Rebuild the workspace's lexical index (BM25 statistics, documents/lexical.py) from its chunks as they are,
+    without re-parsing or re-embedding anything; returns its size."""
+    from documents.lexical import lexical_index_rebuild
+
+    summary = lexical_index_rebuild()
+    with transaction.atomic():
+        _audit("knowledge.lexical_reindexed", actor=actor, data=summary)
+    return summary
+
+
 def workspace_reindex(*, actor: Any = None) -> int:
-    """Reindex every document of the workspace; returns how many were queued."""
+    """Reindex every document of the workspace; returns how many were queued. The lexical index is rebuilt from the
+    chunks first (exact from there on: every document's new chunks replace their old ones in it)."""
+    from documents.lexical import lexical_index_rebuild
+
+    lexical_index_rebuild()
     count = 0
     ids = list(Document.objects.order_by("id").values_list("id", flat=True))
     for start in range(0, len(ids), 200):

@@ -39,7 +39,13 @@ def workspace_export_files_vectors(sender: type, *, workspace: Workspace, archiv
             archive.add_file(f"files/{name[len(prefix):]}", path)
             files += 1
     vectors = archive.add_jsonl("vectors.jsonl", vectors_export(schema_name=workspace.schema_name))
-    return "documents", f"{files} files, {vectors} vectors"
+    # The lexical index is derived from the chunks (exported as rows): its size goes along, so the import can check
+    # that the index it rebuilds by inserting the chunks is the same one.
+    from documents.lexical import lexical_index_size
+
+    lexical = lexical_index_size()
+    archive.add_json("lexical.json", lexical)
+    return "documents", f"{files} files, {vectors} vectors, lexical index of {lexical['terms']} terms"
 
 
 @receiver(workspace_importing, dispatch_uid="documents.workspace_import_files_vectors")
@@ -85,4 +91,17 @@ def workspace_import_files_vectors(sender: type, *, workspace: Workspace, archiv
         if len(batch) >= 500:
             flush()
     flush()
-    return "documents", f"{files} files, {vectors} vectors"
+    return "documents", f"{files} files, {vectors} vectors, {_lexical_import_check(archive)}"
+
+
+def _lexical_import_check(archive: Any) -> str:
+    """The imported chunks built the lexical index as they were inserted (documents/lexical.py); when it differs
+    from the exported one's size (an archive from before the index existed, or edited), rebuild it from them."""
+    from documents.lexical import lexical_index_rebuild, lexical_index_size
+
+    expected = archive.json("lexical.json") if "lexical.json" in archive.names("lexical.json") else None
+    built = lexical_index_size()
+    if expected == built:
+        return f"lexical index of {built['terms']} terms"
+    built = lexical_index_rebuild()
+    return f"lexical index of {built['terms']} terms (rebuilt)"

@@ -4,7 +4,7 @@ just answered by shared content words, never one already asked in the conversati
 base answers.
 
 "Answers" is measured, not assumed: each pool question goes through retrieval's coverage decision
-(chat.retrieval.knowledge_retrieve(...).covered, the same one the assistant declines by) when the widget is saved,
+(documents.retrieval.knowledge_retrieve(...).covered, the same one the assistant declines by) when the widget is saved,
 and again lazily when the workspace's documents changed since, or the check is older than COVERAGE_TTL. The result
 is stored on the embed (`question_coverage`). Picking follow-ups costs no model call: a word-overlap score on at
 most 6 questions, computed when the widget asks for them after `agent_completed` (off the answer's path).
@@ -73,7 +73,7 @@ def knowledge_stamp() -> str:
 
 def _question_answerable(question: str) -> bool | None:
     """None when retrieval ran degraded (the embedder or an index unavailable): no verdict to keep."""
-    from chat.retrieval import knowledge_retrieve
+    from documents.retrieval import knowledge_retrieve
 
     result = knowledge_retrieve(query=question)
     return None if result.degraded else bool(result.covered)

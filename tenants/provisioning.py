@@ -147,13 +147,26 @@ SELECT 'view ' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
  WHERE n.nspname = %(schema)s AND c.relkind IN ('v', 'm')
 UNION ALL
 SELECT 'function ' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname = %(schema)s
-UNION ALL
-SELECT 'trigger ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
- JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s AND NOT t.tgisinternal
+ WHERE n.nspname = %(schema)s AND (p.prokind <> 'f' OR p.prorettype <> 'trigger'::regtype)
 UNION ALL
 SELECT 'type ' || t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
  WHERE n.nspname = %(schema)s AND t.typtype IN ('e', 'd', 'c') AND t.typrelid = 0
+"""
+
+
+# Trigger functions and their triggers (documents' lexical index is kept by one): rendered after the tables. Other
+# functions stay unsupported. pg_get_functiondef always qualifies the function's name; the pretty form of
+# pg_get_triggerdef qualifies only what is not on the search_path.
+_FUNCTIONS_SQL = """
+SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %s AND p.prokind = 'f' AND p.prorettype = 'trigger'::regtype
+ORDER BY p.proname
+"""
+
+_TRIGGERS_SQL = """
+SELECT pg_get_triggerdef(t.oid, true) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND NOT t.tgisinternal
+ORDER BY c.relname, t.tgname
 """
 
 
@@ -201,6 +214,14 @@ def schema_render_ddl(schema_name: str) -> str:
         # pg_get_indexdef always qualifies the indexed table; drop exactly that qualifier.
         table_qualifier = re.compile(r" ON (ONLY )?" + re.escape(quote_if_needed(schema_name)) + r"\.")
         statements += [table_qualifier.sub(lambda m: f" ON {m.group(1) or ''}", row[0], count=1) for row in cursor.fetchall()]
+        cursor.execute(_FUNCTIONS_SQL, [schema_name])
+        for name, definition in cursor.fetchall():
+            qualified = f"FUNCTION {quote_if_needed(schema_name)}.{quote_if_needed(name)}("
+            if qualified not in definition:
+                raise UnsupportedSchemaObject(f"can't render function {name} of the template")
+            statements.append(definition.replace(qualified, f"FUNCTION {quote_if_needed(name)}(", 1).strip())
+        cursor.execute(_TRIGGERS_SQL, [schema_name])
+        statements += [row[0] for row in cursor.fetchall()]
     sql = ";\n".join(statements) + ";\n"
     if re.search(r"\b" + re.escape(schema_name) + r"\b", sql):
         raise UnsupportedSchemaObject(f"rendered DDL still names {schema_name}; refusing to use it")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +25,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
+
+from documents.retrieval import stems  # noqa: F401  (the answerer reads words as retrieval does)
 
 BUILTIN_MODEL = "extractive-v1"
 
@@ -48,7 +49,6 @@ class ComposeParams:
 
 DEFAULT_COMPOSE = ComposeParams()
 
-_WORD = re.compile(r"[\w][\w'’.-]*", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"”’)]?\s+(?=[A-Z0-9“\"'(\[])")
 _PIECE = re.compile(r"\s*[^\s]{1,12}|\s+")
 # Code-like tokens: paths, options, dotted or dashed names, key::value — what procedural answers are made of.
@@ -61,14 +61,6 @@ _PROCEDURAL = re.compile(r"^\s*(how|which|what (command|tool|file|package|line|o
                          r"what do i|what should)\b", re.IGNORECASE)
 _DEPENDENT_START = re.compile(r"^(this|these|that|those|it|its|they|then|so|thus|however|also|in (this|that) case|"
                               r"to do (so|this|that)|for (this|that)|here|the latter|the former|such)\b", re.IGNORECASE)
-_STOP = {
-    "a", "an", "the", "and", "or", "but", "if", "then", "of", "to", "in", "on", "at", "for", "with", "by", "from",
-    "about", "as", "into", "is", "are", "was", "were", "be", "been", "do", "does", "did", "have", "has", "had", "i",
-    "me", "my", "we", "our", "you", "your", "it", "its", "this", "that", "these", "those", "can", "could", "should",
-    "would", "will", "may", "might", "must", "what", "which", "who", "how", "when", "where", "why", "there", "here",
-    "please", "not", "no", "any", "some", "all", "just", "so", "also", "than", "they", "them", "their",
-    "one", "get", "use", "using", "need", "want", "way", "tell", "explain", "know", "make", "sure", "again",
-}
 
 
 @dataclass
@@ -95,20 +87,6 @@ class Composition:
     units: int = 0
 
 
-# A snowball stemmer keeps the word it works on in the object: shared between threads (answers run in a thread
-# pool) it raised IndexError or returned wrong stems under load. One per thread.
-_local = threading.local()
-
-
-def stems(text: str) -> frozenset[str]:
-    stemmer = getattr(_local, "stemmer", None)
-    if stemmer is None:
-        import snowballstemmer
-
-        stemmer = _local.stemmer = snowballstemmer.stemmer("english")
-    words = [w.strip(".-'’").lower() for w in _WORD.findall(text)]
-    words = [w for w in words if w and w not in _STOP and (len(w) > 1 or w.isdigit())]
-    return frozenset(stemmer.stemWords(words))
 
 
 def _is_command(line: str) -> bool:
@@ -198,7 +176,7 @@ def builtin_compose(
     if not units:
         return Composition(text="")
     question_stems = stems(question)
-    from chat.retrieval import answer_type_stems
+    from documents.retrieval import answer_type_stems
 
     for unit in units:
         # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open".

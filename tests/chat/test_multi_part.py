@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from chat.answering import answer_once
-from chat.retrieval import question_parts_split
+from documents.retrieval import question_parts_split
 from tests.chat.knowledge import knowledge_workspace
 
 DOCS = {

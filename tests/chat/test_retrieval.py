@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from chat.retrieval import (
+from documents.retrieval import (
     QueryTerm,
     bm25_score,
     dense_search,

@@ -185,7 +185,7 @@ def test_sitemap_crawl_reads_an_index_of_plain_and_gzip_sitemaps_and_follows_no_
 
 
 def test_resync_finds_one_changed_one_new_one_gone_and_leaves_the_rest_alone(ws, site, crawl_worker):
-    from chat.retrieval import knowledge_retrieve
+    from documents.retrieval import knowledge_retrieve
 
     names = [f"/kb/page-{n}.html" for n in range(8)]
     for n, path in enumerate(names):

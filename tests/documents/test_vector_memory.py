@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import override_settings
 
 from chat.answering import answer_once
-from chat.retrieval import dense_search
+from documents.retrieval import dense_search
 from documents.models import Chunk
 from documents.vectors import INDEX_FIXED_BYTES, _store
 from tests.chat.knowledge import documents_index

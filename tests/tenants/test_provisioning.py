@@ -32,6 +32,14 @@ CATALOG_QUERIES = {
         SELECT c.relname, s.seqtypid::regtype::text, s.seqstart, s.seqincrement, s.seqmax, s.seqmin, s.seqcycle
         FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = %(schema)s ORDER BY 1""",
+    "functions": """
+        SELECT p.proname, p.prokind, p.prorettype::regtype::text, p.prosrc
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = %(schema)s ORDER BY 1""",
+    "triggers": """
+        SELECT c.relname, t.tgname, regexp_replace(pg_get_triggerdef(t.oid), %(schema_re)s, '', 'g')
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %(schema)s AND NOT t.tgisinternal ORDER BY 1, 2""",
     "migrations": "SELECT app, name FROM {schema}.django_migrations ORDER BY 1, 2",
 }
 

@@ -1,11 +1,12 @@
-"""`manage.py reindex --workspace acme [--document ID] [--wait]`: rebuild chunks and vectors from stored files."""
+"""`manage.py reindex --workspace acme [--document ID] [--wait] [--lexical]`: rebuild chunks and vectors from stored
+files; with --lexical, only the lexical (BM25) index from the chunks as they are, synchronously."""
 from __future__ import annotations
 
 import sys
 import time
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from config.commands import OperatorCommand
 from documents import selectors, services
@@ -21,10 +22,21 @@ class Command(OperatorCommand):
         parser.add_argument("--document", type=int, default=None, help="Only this document id.")
         parser.add_argument("--wait", action="store_true", help="Wait until every document is indexed or failed.")
         parser.add_argument("--timeout", type=float, default=None)
+        parser.add_argument("--lexical", action="store_true",
+                            help="Only rebuild the full-text (BM25) statistics from the current chunks; no re-parsing "
+                                 "or re-embedding. Runs now, in this process.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
         workspace_enter(options["workspace"])
+        if options["lexical"]:
+            if options["document"] is not None:
+                raise CommandError("--lexical rebuilds the whole workspace's index; leave out --document.")
+            summary = services.workspace_lexical_reindex()
+            summary["seconds"] = round(time.monotonic() - started, 2)
+            self.emit(summary, f"lexical index rebuilt: {summary['terms']} terms over {summary['chunks']} chunks "
+                               f"in {summary['seconds']} s")
+            return
         if options["document"] is not None:
             document = services.document_reindex(document=selectors.document_get(document_id=options["document"]))
             ids = [document.pk]

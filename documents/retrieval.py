@@ -6,11 +6,11 @@ diversified, with a decision whether the knowledge base covers the question.
 
 Design (docs/answers.md has the measurements behind every constant here):
 - dense: the question's embedding against the workspace's own vector collection (cosine similarity);
-- full text: BM25 over PostgreSQL's `english` (stemmed) tsvectors. PostgreSQL finds the candidates through the GIN
-  index and gives the document frequency of each query term; the score is computed here from the stored tsvector
-  (term frequency = positions of the term in the body, weight B; title and heading terms carry weight A and count as
-  a separate, capped title/heading signal). ts_rank has no IDF, which on a manual where "debian" is in every chunk
-  ranks the wrong things first;
+- full text: BM25 over PostgreSQL's `english` (stemmed) tsvectors, ranked by PostgreSQL from the workspace's lexical
+  index (documents/lexical.py: per-term document frequencies, per-(term, chunk) frequencies and chunk lengths, kept
+  by a trigger on the chunk table). Term frequency = positions of the term in the body (weight B); title and heading
+  terms carry weight A and count as a separate, capped title/heading signal. ts_rank has no IDF, which on a manual
+  where "debian" is in every chunk ranks the wrong things first;
 - fusion: a convex combination of the cosine similarity and the max-normalised BM25 score (alpha 0.9), chosen on
   the bench's "fit" half over weighted reciprocal rank fusion (equal-weight RRF made hit@1 and MRR worse, as did a
   naive unstemmed ts_rank fusion; exact identifiers are where the lexical side earns its place);
@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -211,6 +212,35 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
     )
 
 
+# --- words -------------------------------------------------------------------------------------------------------
+
+# What the answerer and the sentence signals call a word: stemmed (snowball, English), stop words and single letters
+# left out.
+_STEM_WORD = re.compile(r"[\w][\w'’.-]*", re.UNICODE)
+_STEM_STOP = {
+    "a", "an", "the", "and", "or", "but", "if", "then", "of", "to", "in", "on", "at", "for", "with", "by", "from",
+    "about", "as", "into", "is", "are", "was", "were", "be", "been", "do", "does", "did", "have", "has", "had", "i",
+    "me", "my", "we", "our", "you", "your", "it", "its", "this", "that", "these", "those", "can", "could", "should",
+    "would", "will", "may", "might", "must", "what", "which", "who", "how", "when", "where", "why", "there", "here",
+    "please", "not", "no", "any", "some", "all", "just", "so", "also", "than", "they", "them", "their",
+    "one", "get", "use", "using", "need", "want", "way", "tell", "explain", "know", "make", "sure", "again",
+}
+# A snowball stemmer keeps the word it works on in the object: shared between threads (answers run in a thread
+# pool) it raised IndexError or returned wrong stems under load. One per thread.
+_local = threading.local()
+
+
+def stems(text: str) -> frozenset[str]:
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        import snowballstemmer
+
+        stemmer = _local.stemmer = snowballstemmer.stemmer("english")
+    words = [w.strip(".-'’").lower() for w in _STEM_WORD.findall(text)]
+    words = [w for w in words if w and w not in _STEM_STOP and (len(w) > 1 or w.isdigit())]
+    return frozenset(stemmer.stemWords(words))
+
+
 # --- sentence-level coverage ---------------------------------------------------------------------------------------
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+(?=\S)|\n+")
@@ -245,8 +275,6 @@ _ANSWER_TYPES = [
 
 def answer_type_stems(query: str, sentence: str) -> frozenset[str]:
     """The question's words that ask for a kind of value the sentence holds (see _ANSWER_TYPES)."""
-    from chat.providers.builtin import stems
-
     found: set[str] = set()
     for asks, holds in _ANSWER_TYPES:
         if holds.search(sentence):
@@ -288,8 +316,6 @@ def passage_sentences(text: str) -> list[str]:
 
 
 def _sentence_stems(sentence: str) -> frozenset[str]:
-    from chat.providers.builtin import stems
-
     found = set(stems(sentence))
     for pattern, words in _IMPLIED_WORDS:
         if pattern.search(sentence):
@@ -304,8 +330,6 @@ def sentence_signals(
     """Score the sentences of the best few chunks against the question (see RetrievalParams). Sets each scored
     chunk's `sentence_score`; returns {} when there is nothing to score or the chunk rule already decided and the
     sentences are too many to score for free."""
-    from chat.providers.builtin import stems
-
     units = [(index, sentence) for index, chunk in enumerate(chunks[: params.sentence_chunks])
              for sentence in passage_sentences(chunk.text)]
     if not units or (chunk_covered and len(units) > params.sentence_always_max):
@@ -368,16 +392,13 @@ _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
 def _vocabulary() -> dict[str, int]:
     """The workspace's lexemes with their chunk counts, cached per process until its chunks change."""
-    chunk_table, _ = _table()
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*), coalesce(max(id), 0) FROM {chunk_table}")
-        count, last = cursor.fetchone()
-        key = (connection.schema_name, int(count), int(last))
-        if key not in _VOCABULARY_CACHE:
-            cursor.execute(f"SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM {chunk_table}')")
-            if len(_VOCABULARY_CACHE) >= 64:
-                _VOCABULARY_CACHE.pop(next(iter(_VOCABULARY_CACHE)))
-            _VOCABULARY_CACHE[key] = {word: int(ndoc) for word, ndoc in cursor.fetchall()}
+    from documents.lexical import lexical_vocabulary, lexical_version
+
+    key = (connection.schema_name, *lexical_version())
+    if key not in _VOCABULARY_CACHE:
+        if len(_VOCABULARY_CACHE) >= 64:
+            _VOCABULARY_CACHE.pop(next(iter(_VOCABULARY_CACHE)))
+        _VOCABULARY_CACHE[key] = lexical_vocabulary()
     return _VOCABULARY_CACHE[key]
 
 
@@ -385,8 +406,6 @@ def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> 
     """Words the knowledge base never uses, one edit (a swapped, missing, extra or wrong letter) away from one it
     does use, are replaced by it: "how long does shpiping take" searches for "shipping". Words it knows, short
     words and words with no single near neighbour are left as they are."""
-    from chat.providers.builtin import stems
-
     from documents.embedding import wordpiece_words
 
     # An English word the knowledge base doesn't use is a question it may not answer ("refund" in a Linux manual is
@@ -482,6 +501,7 @@ class QueryTerm:
     lexeme: str
     df: int
     idf: float
+    term_id: int | None = None  # its row in the workspace's lexical index (None: no chunk uses it)
 
 
 def _table() -> tuple[str, str]:
@@ -493,61 +513,41 @@ def _table() -> tuple[str, str]:
 
 def query_terms(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> list[QueryTerm]:
     """The question's stemmed terms with their IDF in this workspace; terms in most chunks are left out."""
-    chunk_table, _ = _table()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT lexeme FROM unnest(to_tsvector('english', %s))", [query])
-        lexemes = [row[0] for row in cursor.fetchall() if _SAFE_LEXEME.match(row[0])]
-        if not lexemes:
-            return []
-        # One bitmap scan of the GIN index per term.
-        selects = ", ".join(
-            f"(SELECT count(*) FROM {chunk_table} WHERE search_vector @@ quote_literal(%s)::tsquery)" for _ in lexemes
-        )
-        cursor.execute(f"SELECT (SELECT count(*) FROM {chunk_table}), {selects}", lexemes)
-        row = cursor.fetchone()
-    total, counts = int(row[0]), [int(value) for value in row[1:]]
+    return _query_terms(query, params=params)[0]
+
+
+def _query_terms(query: str, *, params: RetrievalParams) -> tuple[list[QueryTerm], Any]:
+    from documents.lexical import lexical_terms
+
+    found, totals = lexical_terms(query=query)
+    total = totals.chunks
     terms = []
-    for lexeme, df in zip(lexemes, counts):  # a tsvector's lexemes are unique
+    for lexeme, term_id, df in found:  # a tsvector's lexemes are unique
         if total == 0:
             break
+        if not _SAFE_LEXEME.match(lexeme):
+            continue
         if df / total > params.common_term_df and total >= 20:
             continue
         # A word the knowledge base never uses stays in (df 0, the highest IDF): it finds nothing, but it counts
         # against coverage — "my internet is kind of weird" is not covered because one of its words is known.
         idf = math.log(1 + (total - df + 0.5) / (df + 0.5))
-        terms.append(QueryTerm(lexeme, df, idf))
-    return terms
+        terms.append(QueryTerm(lexeme, df, idf, term_id))
+    return terms, totals
 
 
 def lexical_search(*, query: str, params: RetrievalParams = DEFAULT_PARAMS) -> tuple[list[QueryTerm], list[tuple[int, float, frozenset]]]:
-    terms = query_terms(query, params=params)
-    searchable = [term for term in terms if term.df > 0]
+    """BM25 over the workspace's lexical index (documents/lexical.py), ranked by PostgreSQL."""
+    from documents.lexical import lexical_rank
+
+    terms, totals = _query_terms(query, params=params)
+    searchable = [term for term in terms if term.df > 0 and term.term_id is not None]
     if not searchable:
         return terms, []
-    chunk_table, document_table = _table()
-    or_query = " | ".join(_tsquery_literal(term.lexeme) for term in searchable)
-    matched_sum = " + ".join(
-        "%s * (c.search_vector @@ quote_literal(%s)::tsquery)::int" for _ in searchable
-    )
-    sql = (
-        f"SELECT c.id, c.search_vector::text FROM {chunk_table} c JOIN {document_table} d ON d.id = c.document_id "
-        f"WHERE c.search_vector @@ %s::tsquery AND d.status = 'indexed' "
-        f"ORDER BY ({matched_sum}) DESC, c.id LIMIT %s"
-    )
-    args: list[Any] = [or_query]
-    for term in searchable:
-        args += [term.idf, term.lexeme]
-    # Preselect generously, then score exactly.
-    args.append(params.lexical_candidates * 3)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, args)
-        rows = cursor.fetchall()
-    scored = bm25_score(rows, searchable, params=params)
-    return terms, scored[: params.lexical_candidates]
-
-
-def _tsquery_literal(lexeme: str) -> str:
-    return "'" + lexeme.replace("'", "''") + "'"
+    hits = lexical_rank(terms=[(term.term_id, term.idf, term.lexeme) for term in searchable], totals=totals,
+                        limit=params.lexical_candidates, k1=params.bm25_k1, b=params.bm25_b,
+                        heading_weight=params.heading_weight)
+    return terms, hits
 
 
 def tsvector_parse(text: str) -> dict[str, tuple[int, int]]:
@@ -570,14 +570,18 @@ def tsvector_parse(text: str) -> dict[str, tuple[int, int]]:
 
 
 def bm25_score(
-    rows: Sequence[tuple[int, str]], terms: list[QueryTerm], *, params: RetrievalParams = DEFAULT_PARAMS
+    rows: Sequence[tuple[int, str]], terms: list[QueryTerm], *, params: RetrievalParams = DEFAULT_PARAMS,
+    average: float | None = None,
 ) -> list[tuple[int, float, frozenset]]:
-    """BM25 on the body plus a capped title/heading credit, for each (chunk id, tsvector text)."""
+    """BM25 on the body plus a capped title/heading credit, for each (chunk id, tsvector text), computed here from the
+    tsvectors: what documents.lexical.lexical_rank computes in PostgreSQL (the tests hold one to the other). The
+    average length is the workspace's (`average`), or the rows' own when not given."""
     parsed = [(chunk_id, tsvector_parse(text)) for chunk_id, text in rows]
     if not parsed:
         return []
     lengths = [sum(body for _, body in vector.values()) for _, vector in parsed]
-    average = max(1.0, sum(lengths) / len(lengths))
+    if average is None:
+        average = max(1.0, sum(lengths) / len(lengths))
     k1, b = params.bm25_k1, params.bm25_b
     out = []
     for (chunk_id, vector), length in zip(parsed, lengths):
@@ -665,13 +669,12 @@ def fuse(
 
 def _match_terms(found: dict[int, RetrievedChunk], terms: list[QueryTerm]) -> None:
     """Which question terms dense-only hits contain (for the coverage decision)."""
+    from documents.lexical import lexical_matches
+
     ids = [chunk_id for chunk_id, item in found.items() if item.lexical_rank is None]
-    chunk_table, _ = _table()
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, search_vector::text FROM {chunk_table} WHERE id = ANY(%s)", [ids])
-        for chunk_id, text in cursor.fetchall():
-            vector = tsvector_parse(text)
-            found[chunk_id].matched_terms = frozenset(t.lexeme for t in terms if t.lexeme in vector)
+    known = [(term.term_id, term.lexeme) for term in terms if term.term_id is not None]
+    for chunk_id, matched in lexical_matches(chunk_ids=ids, terms=known).items():
+        found[chunk_id].matched_terms = matched
 
 
 def _retrieved(chunk: Any) -> RetrievedChunk:
