@@ -12,6 +12,9 @@ def main() -> int:
     parser.add_argument("command", choices=["prepare"])
     parser.add_argument("names", nargs="*", help="corpora (default: all)")
     parser.add_argument("--no-baseline", action="store_true", help="our index only")
+    parser.add_argument("--baseline-only", action="store_true", help="the baseline's store only")
+    parser.add_argument("--reverse", action="store_true",
+                        help="last file first: a second process indexing the same corpus from the other end")
     args = parser.parse_args()
     from bench.quality.corpora import CORPORA, corpus_files, corpus_index, django_setup
 
@@ -19,10 +22,11 @@ def main() -> int:
     for name in args.names or list(CORPORA):
         corpus = CORPORA[name]
         pages = corpus_files(corpus)
-        started = time.perf_counter()
-        sizes = corpus_index(corpus, pages, log=lambda line: print(line, flush=True))
-        sizes.pop("page_of")
-        print(f"{name}: ours {sizes} in {time.perf_counter() - started:.0f} s", flush=True)
+        if not args.baseline_only:
+            started = time.perf_counter()
+            sizes = corpus_index(corpus, pages, log=lambda line: print(line, flush=True), reverse=args.reverse)
+            sizes.pop("page_of")
+            print(f"{name}: ours {sizes} in {time.perf_counter() - started:.0f} s", flush=True)
         if not args.no_baseline:
             from django.db import connection
 

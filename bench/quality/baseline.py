@@ -8,6 +8,7 @@ processes), rebuilt only when the corpus's chunks changed.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import time
 from pathlib import Path
@@ -34,7 +35,6 @@ def _embeddings() -> Any:
 def baseline_index(corpus: Corpus, pages: dict[str, Path]) -> tuple[Any, int]:
     """(the corpus's Chroma store, its chunk count)."""
     from django.conf import settings
-    from langchain_chroma import Chroma
     from langchain_core.documents import Document as LCDocument
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
@@ -48,6 +48,15 @@ def baseline_index(corpus: Corpus, pages: dict[str, Path]) -> tuple[Any, int]:
         digest.update(chunk.metadata["source"].encode() + b"\0" + chunk.page_content.encode() + b"\0")
     # The collection's name carries the chunks' digest: the same chunks reuse the stored vectors.
     name = f"{corpus.name}-{digest.hexdigest()[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{corpus.name}.lock", "w") as lock:  # one builder per corpus at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _store_fill(folder, name, chunks, corpus.name), len(chunks)
+
+
+def _store_fill(folder: Path, name: str, chunks: list[Any], corpus_name: str) -> Any:
+    from langchain_chroma import Chroma
+
     store = Chroma(collection_name=name, embedding_function=_embeddings(), persist_directory=str(folder),
                    collection_metadata={"hnsw:space": "cosine"})
     if store._collection.count() != len(chunks):
@@ -59,9 +68,9 @@ def baseline_index(corpus: Corpus, pages: dict[str, Path]) -> tuple[Any, int]:
         client = store._client
         for collection in client.list_collections():  # older versions of this corpus's chunks
             other = getattr(collection, "name", collection)
-            if other.startswith(f"{corpus.name}-") and other != name:
+            if other.startswith(f"{corpus_name}-") and other != name:
                 client.delete_collection(other)
-    return store, len(chunks)
+    return store
 
 
 def baseline_rank(store: Any, question: str, *, depth: int) -> tuple[list[str], list[str], float]:

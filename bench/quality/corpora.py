@@ -188,13 +188,30 @@ def workspace_enter(corpus: Corpus) -> Any:
     return workspace
 
 
-def corpus_index(corpus: Corpus, pages: dict[str, Path], *, log: Any = None) -> dict[str, Any]:
+def _ingest(document: Any) -> Any:
+    """The pipeline over one document, here; when another process holds its lock (`prepare` run from both ends of
+    a corpus), wait for that run to finish."""
+    from documents import pipeline
+
+    deadline = time.monotonic() + 1800
+    while True:
+        try:
+            return pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token)
+        except pipeline.Busy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+            document.refresh_from_db()
+
+
+def corpus_index(corpus: Corpus, pages: dict[str, Path], *, log: Any = None, reverse: bool = False) -> dict[str, Any]:
     """Every page indexed in the corpus's workspace (inside it, on return). Returns the corpus's sizes, the ingest
-    time of this run and `page_of`: document id → the page names with that content."""
+    time of this run and `page_of`: document id → the page names with that content. `reverse`: last file first (a
+    second `prepare` process can work from the other end)."""
     from django.core.files import File
 
     from config.errors import ApplicationError, ErrorCode
-    from documents import pipeline, services
+    from documents import services
     from documents.models import Document, DocumentStatus
 
     workspace_enter(corpus)
@@ -210,7 +227,8 @@ def corpus_index(corpus: Corpus, pages: dict[str, Path], *, log: Any = None) -> 
         removed += 1
     page_of: dict[int, list[str]] = {}
     ingested = 0
-    for number, (digest, entries) in enumerate(by_digest.items(), start=1):
+    order = list(by_digest.items())[::-1] if reverse else list(by_digest.items())
+    for number, (digest, entries) in enumerate(order, start=1):
         page, name, payload = entries[0]
         document = Document.objects.filter(sha256=digest).first()
         if document is None:
@@ -224,7 +242,7 @@ def corpus_index(corpus: Corpus, pages: dict[str, Path], *, log: Any = None) -> 
                         raise
                     document = Document.objects.get(pk=error.details["document_id"])
         if document.status != DocumentStatus.INDEXED:
-            outcome = pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token)
+            outcome = _ingest(document)
             ingested += 1
             if outcome.result not in ("indexed", "already_indexed"):
                 raise RuntimeError(f"{corpus.name}/{page}: {outcome.result}")
