@@ -97,6 +97,8 @@ def ours_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if inside:
         figures.update(ranking_figures([r["rank"] for r in inside]))
         figures.update({
+            # Answers lost to a provider failure (the built-in answerer's deadline on a loaded machine), not a decline.
+            "provider_failures": sum(r["reason"] == "provider_failure" for r in rows),
             "cited_right_page": _share([r["cited_hit"] for r in inside]),
             "answered_in_scope": _share([r["answered"] for r in inside]),
             "keyword_recall": round(statistics.mean(r["recall"] for r in inside), 3),
@@ -347,7 +349,7 @@ def run(quick: bool = False, corpora: list[str] | None = None) -> dict[str, Any]
         for row in details:
             handle.write(json.dumps({k: row.get(k) for k in (
                 "corpus", "id", "split", "category", "question", "answered", "rank", "baseline_rank", "cited_hit",
-                "recall", "answer", "cited")}, ensure_ascii=False) + "\n")
+                "recall", "reason", "answer", "cited")}, ensure_ascii=False) + "\n")
     result["load_average"] = {"before": [round(x, 2) for x in load_before],
                               "after": [round(x, 2) for x in os.getloadavg()],
                               "note": "other engineers' processes share the 2 cores; latencies move with the load"}
