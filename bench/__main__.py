@@ -1,6 +1,6 @@
 """`make bench` / `python -m bench [NAME ...]`: run benchmarks and write bench/results/<name>.json.
 
-Each benchmark is a module bench/<name>.py with `run(quick: bool) -> dict`. Results are ratios against a baseline
+Each benchmark is a module bench/<name>.py (or a package bench/<name>/) with `run(quick: bool) -> dict`. Results are ratios against a baseline
 measured side by side in the same run, never absolute thresholds asserted in tests.
 """
 from __future__ import annotations
@@ -24,9 +24,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {BENCHES} that exist)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--corpus", action="append", metavar="NAME",
+                        help="quality only: run this corpus (repeatable; default: every corpus)")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    names = args.names or [n for n in BENCHES if (Path(__file__).parent / f"{n}.py").exists()]
+    here = Path(__file__).parent
+    names = args.names or [n for n in BENCHES if (here / f"{n}.py").exists() or (here / n / "__init__.py").exists()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     failed = 0
     for name in names:
@@ -34,7 +37,8 @@ def main() -> int:
         started = time.perf_counter()
         print(f"== bench {name}", flush=True)
         try:
-            result = module.run(quick=args.quick)
+            options = {"corpora": args.corpus} if args.corpus and name == "quality" else {}
+            result = module.run(quick=args.quick, **options)
         except Exception as exc:  # one failing bench must not hide the others' results
             failed += 1
             result = {"error": f"{type(exc).__name__}: {exc}"}
