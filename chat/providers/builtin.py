@@ -301,7 +301,11 @@ def builtin_compose_parts(*, parts: Sequence[tuple[str, Sequence[Any]]], sources
     """One answer to a multi-part question: each part composed from its own sources, one paragraph group after
     another, with markers renumbered into one citation list (indices into `sources`, which holds every part's
     sources)."""
-    index_of = {id(source): index for index, source in enumerate(sources)}
+    # By chunk: two parts that found the same chunk hold two objects for it, and `sources` keeps the first one only.
+    def key(source: Any) -> Any:
+        return getattr(source, "chunk_id", None) or id(source)
+
+    index_of = {key(source): index for index, source in enumerate(sources)}
     order: list[int] = []
     snippets: dict[int, str] = {}
     texts: list[str] = []
@@ -312,13 +316,17 @@ def builtin_compose_parts(*, parts: Sequence[tuple[str, Sequence[Any]]], sources
             continue
         mapping: dict[int, int] = {}
         for number, local in enumerate(composition.sources, start=1):
-            shared = index_of[id(part_sources[local])]
+            shared = index_of.get(key(part_sources[local]))
+            if shared is None:  # not among the answer's sources: its marker goes, never a wrong citation
+                mapping[number] = 0
+                continue
             if shared not in order:
                 order.append(shared)
             mapping[number] = order.index(shared) + 1
             if local in composition.snippets:
                 snippets.setdefault(shared, composition.snippets[local])
-        texts.append(_MARKER.sub(lambda m: f"[{mapping.get(int(m.group(1)), int(m.group(1)))}]", composition.text))
+        texts.append(_MARKER.sub(
+            lambda m: f"[{mapping[int(m.group(1))]}]" if mapping.get(int(m.group(1))) else "", composition.text))
         units += composition.units
     return Composition(text="\n\n".join(texts), sources=order, snippets=snippets, units=units)
 

@@ -85,3 +85,16 @@ def test_a_single_question_is_answered_as_before(shop):
     done = answer_once(question="Who pays return shipping?", history=[])
     assert done["answered"] and [c["title"] for c in done["citations"]][:1] == ["Shipping"], done
     assert "couldn't find" not in done["answer"]
+
+
+def test_two_parts_answered_by_one_passage_cite_it_once(shop):
+    """Both parts find the same passage (phone hours and gift cards are one chunk of "Contact"): each part holds its
+    own object for that chunk, and the answer's citation list holds it once. Matched by object identity, the
+    second part's copy was not found and the built-in answerer failed the whole answer."""
+    done = answer_once(question="What are your phone hours? Do gift cards expire?", history=[])
+    assert done["answered"] and done["provider"] == "builtin", done
+    assert not done["fallbacks"], done["fallbacks"]
+    titles = [citation["title"] for citation in done["citations"]]
+    assert titles.count("Contact") == 1, titles
+    assert "9am to 5pm" in done["answer"] and "never expire" in done["answer"], done["answer"]
+    assert f"[{titles.index('Contact') + 1}]" in done["answer"]
