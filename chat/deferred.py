@@ -4,8 +4,10 @@ A customer's question and the bot's answer used to send their signals (analytics
 and seq bookkeeping as each happened: a dozen PostgreSQL round trips and an inbox push before the first token.
 Inside `after_answer()` (the socket's answer job, the REST answer) they are collected instead:
 
-* signals, each once its transaction committed (as `transaction.on_commit` would), in the order they were sent, go
-  out together once the answer is stored (`signals_flush`, before its final event is logged: where the answer's
+* the question's signals and inbox summary go as soon as the question is stored (`question_stored`: a process that
+  dies mid-answer must not take the question's event, webhook and inbox line with it);
+* the answer's signals, each once its transaction committed (as `transaction.on_commit` would), in the order they
+  were sent, go out together once the answer is stored (`signals_flush`, before its final event is logged: where the answer's
   receivers ran before) or when the block ends (an error event, a refusal: an asked question is recorded exactly
   once either way); the receivers' writes that accept it (analytics events: `config.db.statements_defer`) go to
   PostgreSQL together, in one round trip;
@@ -94,6 +96,27 @@ def signals_flush() -> None:
         statements, pending.statements = pending.statements, []
         pending.signals_send()
         pending.statements = statements
+
+
+def question_stored() -> None:
+    """The customer's question is committed: its signals (analytics event, webhook), its receivers' writes and its
+    inbox summary go now, in one round trip, not after the answer. Held until the answer's end they were lost with a
+    process that died mid-answer (the question stayed, its event and webhook never came), agents saw the message
+    only once the bot had finished, and an erasure during the answer could be followed by the question's event
+    written for a conversation that no longer exists."""
+    pending = _pending()
+    if pending is None or pending.ran:
+        return
+    if pending.signals:
+        statements, pending.statements = pending.statements, []
+        pending.signals_send()
+        pending.statements = statements
+    inbox, pending.inbox = pending.inbox, {}
+    for send in inbox.values():
+        try:
+            send()
+        except Exception:
+            logger.warning("chat: could not push an inbox summary", exc_info=True)
 
 
 def signal_send_on_commit(signal: Any, *, sender: Any, **kwargs: Any) -> None:

@@ -360,6 +360,7 @@ def customer_message_submit(
             except Exception:  # it expires by itself
                 logger.warning("chat: could not release the answer lock of message %s", message.pk)
         raise
+    deferred.question_stored()
     return MessageSubmitResult(message, created=True, reply=None, lock_token=lock, seq_future=seq_future)
 
 
