@@ -121,6 +121,9 @@ class MiniLMOnnxEmbedder:
     name = MINILM_NAME
     dimension = MINILM_DIMENSION
     max_tokens = MINILM_MAX_TOKENS
+    # What a stored vector depends on besides its text (documents.pipeline.embed_digest): the file is pinned by its
+    # SHA-256, so its name and window say it all.
+    reuse_identity = f"{MINILM_NAME}|{MINILM_MAX_TOKENS}"
 
     def __init__(self, *, model_path: Path | None = None, threads: int = 0, batch_size: int = ONNX_BATCH_SIZE) -> None:
         import onnxruntime
@@ -213,6 +216,8 @@ class OpenAICompatibleEmbedder:
         self._client = httpx.Client(headers=headers, timeout=timeout, trust_env=False)
         self._dimension = dimension
         self._count = wordpiece_counter()
+        # Another server under the same model name, another configured dimension or window: other vectors.
+        self.reuse_identity = f"{self.name}|{self._endpoint}|{dimension}|{max_tokens}"
 
     @property
     def dimension(self) -> int:

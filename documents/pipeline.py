@@ -431,8 +431,13 @@ def _stage_fetch(run: Run, document: Document) -> Document:
 
 
 def embed_digest(*, model_name: str, text: str) -> str:
-    """What a vector depends on, hashed: the model and the exact text it read."""
+    """What a vector depends on, hashed: the model (`model_identity`: name, and for a remote one its server,
+    dimension and window) and the exact text it read."""
     return hashlib.blake2b(f"{model_name}\n{text}".encode(), digest_size=16).hexdigest()
+
+
+def model_identity(model: Any) -> str:
+    return str(getattr(model, "reuse_identity", "") or model.name)
 
 
 def _stage_embed(run: Run, drafts: list[Any]) -> tuple[np.ndarray, str, list[str]]:
@@ -444,7 +449,7 @@ def _stage_embed(run: Run, drafts: list[Any]) -> tuple[np.ndarray, str, list[str
     model = embedder()
     # What the model reads: the chunk's "title › heading" line and its text (documents/chunking.py).
     texts = [getattr(draft, "embed_text", "") or draft.text for draft in drafts]
-    digests = [embed_digest(model_name=model.name, text=text) for text in texts]
+    digests = [embed_digest(model_name=model_identity(model), text=text) for text in texts]
     vectors = np.empty((len(texts), model.dimension), dtype=np.float32)
     _report(run, stage=DocumentStage.EMBED, progress=0)
     known = _vectors_reusable(run.schema_name, set(digests))

@@ -388,6 +388,9 @@ def pipeline_send(*, document_id: int, run_token: str, queue: str, countdown: fl
 
 
 def _enqueue_on_commit(document: Document) -> None:
+    # Callers register the document's event (_send_on_commit) BEFORE this: on commit, callbacks run in the order
+    # registered, and a worker that takes the job at once must not report progress before the event that
+    # announced the document (a live list would get "progress" for a row it hasn't got).
     document_id, run_token, queue = document.pk, document.run_token, document.queue
 
     def send() -> None:
@@ -457,8 +460,8 @@ def document_upload(*, uploaded_file: IO[bytes] | File, uploaded_by: Any = None,
                 document.save()
                 _audit("document.uploaded", actor=uploaded_by, document=document,
                        data={"filename": filename, "size": stored.size, "type": kind})
-                _enqueue_on_commit(document)
                 _send_on_commit(document, "document.created")
+                _enqueue_on_commit(document)
         except IntegrityError:  # the same content uploaded at the same moment
             existing = Document.objects.filter(sha256=stored.sha256).first()
             if existing is None:
@@ -494,8 +497,8 @@ def _create_from_text(
                 _plan_limits_check(adding_documents=1, adding_bytes=stored.size)
                 document.save()
                 _audit(f"document.{source}_created", actor=uploaded_by, document=document)
-                _enqueue_on_commit(document)
                 _send_on_commit(document, "document.created")
+                _enqueue_on_commit(document)
         except IntegrityError:
             existing = Document.objects.filter(sha256=stored.sha256).first()
             if existing is None:
@@ -579,8 +582,8 @@ def document_import_url(*, url: str, uploaded_by: Any = None, title: str | None 
         _plan_limits_check(adding_documents=1, adding_bytes=0)
         document.save()
         _audit("document.url_imported", actor=uploaded_by, document=document, data={"url": url})
-        _enqueue_on_commit(document)
         _send_on_commit(document, "document.created")
+        _enqueue_on_commit(document)
     return document
 
 
@@ -626,8 +629,8 @@ def document_new_version(*, document: Document, uploaded_file: IO[bytes] | File,
                 existing = Document.objects.filter(sha256=stored.sha256).first()
                 raise _duplicate(existing) if existing else Conflict("Could not save the new version.") from None
             _audit("document.new_version", actor=uploaded_by, document=locked, data={"version": locked.version})
-            _enqueue_on_commit(locked)
             _send_on_commit(locked)
+            _enqueue_on_commit(locked)
             transaction.on_commit(lambda: _storage_delete(old_file))
     except BaseException:
         _storage_delete(stored.name)
@@ -672,8 +675,8 @@ def _restart(document: Document, *, action: str, actor: Any) -> Document:
         fields = _new_run(locked)
         locked.save(update_fields=fields)
         _audit(action, actor=actor, document=locked)
-        _enqueue_on_commit(locked)
         _send_on_commit(locked)
+        _enqueue_on_commit(locked)
     return locked
 
 
@@ -714,8 +717,8 @@ def workspace_reindex(*, actor: Any = None) -> int:
             for document in Document.objects.select_for_update().filter(id__in=ids[start:start + 200]):
                 fields = _new_run(document)
                 document.save(update_fields=fields)
-                _enqueue_on_commit(document)
                 _send_on_commit(document)
+                _enqueue_on_commit(document)
                 count += 1
     with transaction.atomic():
         _audit("knowledge.reindexed", actor=actor, data={"documents": count})

@@ -38,7 +38,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from config.errors import ApplicationError, Conflict, ErrorCode, NotFound, ValidationFailed
-from documents import crawler, events, services
+from documents import crawler, events, pipeline, services
 from documents.models import (
     RUN_ACTIVE,
     Chunk,
@@ -239,8 +239,10 @@ def _run_start(*, source: Source, kind: str, trigger: str) -> SourceRun:
                        code=ErrorCode.SOURCE_BUSY, details={"source_id": source.pk, "run_id": active.pk})
     run = SourceRun.objects.create(source=source, kind=kind, trigger=trigger[:20])
     _frontier_seed(run, source)
-    _send_on_commit(run)
+    # The event first: on commit, callbacks run in the order registered, and a worker that takes the run at once
+    # would otherwise tell its progress before anyone was told the run started.
     _event_on_commit(run, "source.run_started")
+    _send_on_commit(run)
     return run
 
 
@@ -739,7 +741,9 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
                 document.refresh_from_db()
                 # A page whose earlier run stopped before its vectors were written was never fully added.
                 outcome = "changed" if page is not None and page.content_sha256 else "added"
-            chunks = _chunks_replace_in_place(document, drafts, anchors)
+            digests = [pipeline.embed_digest(model_name=pipeline.model_identity(model),
+                                             text=draft.embed_text or draft.text) for draft in drafts]
+            chunks = _chunks_replace_in_place(document, drafts, anchors, digests)
             with connection.cursor() as cursor:
                 cursor.execute(FULLTEXT_SQL.format(table=connection.ops.quote_name(Chunk._meta.db_table)),
                                [title, document.pk])
@@ -753,8 +757,11 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
     vectors_upsert(
         schema_name=schema, ids=[chunk_vector_id(document.pk, chunk.ordinal) for chunk in chunks],
         embeddings=embeddings,
+        # The digest travels with the vector (always written: Chroma merges metadata on upsert, so an old digest
+        # left in place would vouch for a vector of other text when a later upload looks for one to reuse).
         metadatas=[{"chunk_id": chunk.pk, "document_id": document.pk, "ordinal": chunk.ordinal,
-                    "version": document.version, "page": chunk.page if chunk.page is not None else -1}
+                    "version": document.version, "page": chunk.page if chunk.page is not None else -1,
+                    "embed_digest": chunk.embed_digest}
                    for chunk in chunks],
         documents=[chunk.text for chunk in chunks])
     if old_count > len(chunks):
@@ -778,27 +785,30 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
     return False
 
 
-def _chunks_replace_in_place(document: Document, drafts: list[Any], anchors: dict[str, str]) -> list[Chunk]:
-    """The document's chunk rows become `drafts`: rows of existing ordinals are updated (their ids, which the
-    vectors point at, stay), new ordinals are added, ordinals past the end removed."""
+def _chunks_replace_in_place(document: Document, drafts: list[Any], anchors: dict[str, str],
+                             digests: list[str]) -> list[Chunk]:
+    """The document's chunk rows become `drafts` (with their embed digests): rows of existing ordinals are updated
+    (their ids, which the vectors point at, stay), new ordinals are added, ordinals past the end removed."""
     from documents.chunking import HEADING_SEPARATOR
 
     existing = {chunk.ordinal: chunk for chunk in Chunk.objects.filter(document=document)}
     updated, created = [], []
-    for draft in drafts:
+    for draft, digest in zip(drafts, digests, strict=True):
         heading = (draft.heading_path or "")[:1000]
         last = heading.split(HEADING_SEPARATOR)[-1] if heading else ""
         anchor = anchors.get(last, "")[:200]
         chunk = existing.get(draft.ordinal)
         if chunk is None:
             created.append(Chunk(document=document, ordinal=draft.ordinal, text=draft.text,
-                                 token_count=draft.token_count, heading_path=heading, page=draft.page, anchor=anchor))
+                                 token_count=draft.token_count, heading_path=heading, page=draft.page, anchor=anchor,
+                                 embed_digest=digest))
         else:
-            chunk.text, chunk.token_count, chunk.heading_path, chunk.page, chunk.anchor = \
-                draft.text, draft.token_count, heading, draft.page, anchor
+            chunk.text, chunk.token_count, chunk.heading_path, chunk.page, chunk.anchor, chunk.embed_digest = \
+                draft.text, draft.token_count, heading, draft.page, anchor, digest
             updated.append(chunk)
     if updated:
-        Chunk.objects.bulk_update(updated, ["text", "token_count", "heading_path", "page", "anchor"], batch_size=500)
+        Chunk.objects.bulk_update(updated, ["text", "token_count", "heading_path", "page", "anchor", "embed_digest"],
+                                  batch_size=500)
     if created:
         created = Chunk.objects.bulk_create(created, batch_size=1000)
     Chunk.objects.filter(document=document, ordinal__gte=len(drafts)).delete()

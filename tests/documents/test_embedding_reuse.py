@@ -72,12 +72,12 @@ def test_identical_text_in_another_document_reuses_the_vector_which_matches_a_fr
         parsed = document_parse(path=path, kind=first.content_type, filename=first.original_name)
     drafts = document_chunk(parsed=parsed, title=first.title)
     fresh = np.asarray(embedder().embed([drafts[chunk.ordinal].embed_text])[0], dtype=np.float32)
-    assert pipeline.embed_digest(model_name=embedder().name, text=drafts[chunk.ordinal].embed_text) == \
+    assert pipeline.embed_digest(model_name=pipeline.model_identity(embedder()), text=drafts[chunk.ordinal].embed_text) == \
         chunk.embed_digest
     assert cosine(fresh, old[chunk.embed_digest]) > 0.999
 
     # The lookup finds exactly the digests this workspace holds.
-    unknown = pipeline.embed_digest(model_name=embedder().name, text="never embedded " + word_marker("zz"))
+    unknown = pipeline.embed_digest(model_name=pipeline.model_identity(embedder()), text="never embedded " + word_marker("zz"))
     with workspace_schema(ws.workspace):
         known = pipeline._vectors_reusable(ws.workspace.schema_name, {digest for digest, _ in before} | {unknown})
     assert set(known) == {digest for digest, _ in before}
@@ -87,7 +87,7 @@ def test_a_row_whose_vector_was_made_from_other_text_is_not_reused(ws, celery_wo
     text = manual_text(title="Stale rows", sections=2, paragraphs=2, seed=22)
     document = wait_settled(ws.workspace, add_file(ws.workspace, "stale.md", text.encode()))
     assert document.status == "indexed", document.error_message
-    foreign = pipeline.embed_digest(model_name=embedder().name, text="some other text " + word_marker("qq"))
+    foreign = pipeline.embed_digest(model_name=pipeline.model_identity(embedder()), text="some other text " + word_marker("qq"))
     with workspace_schema(ws.workspace):
         # A row that claims a text its vector was not made from (as while a document's rows and vectors are being
         # replaced): the vector's own metadata says otherwise, so it is not used.
