@@ -75,7 +75,7 @@ def lexical_rank(
     sql = f"""
         WITH hits AS (
             SELECT p.chunk_id, p.tf, p.heading, p.length, q.idf, q.lexeme
-            FROM unnest(%(ids)s::int[], %(idfs)s::float8[], %(lexemes)s::text[]) AS q(term_id, idf, lexeme)
+            FROM unnest(%(ids)s::bigint[], %(idfs)s::float8[], %(lexemes)s::text[]) AS q(term_id, idf, lexeme)
             JOIN {POSTING_TABLE} p ON p.term_id = q.term_id
         ), candidates AS (
             SELECT chunk_id, max(length) AS length FROM hits
@@ -112,7 +112,7 @@ def lexical_matches(*, chunk_ids: list[int], terms: list[tuple[int, str]]) -> di
         return {}
     sql = f"""
         SELECT p.chunk_id, array_agg(q.lexeme)
-        FROM unnest(%s::int[], %s::text[]) AS q(term_id, lexeme)
+        FROM unnest(%s::bigint[], %s::text[]) AS q(term_id, lexeme)
         CROSS JOIN unnest(%s::bigint[]) AS c(id)
         JOIN {POSTING_TABLE} p ON p.term_id = q.term_id AND p.chunk_id = c.id
         GROUP BY p.chunk_id
@@ -150,7 +150,7 @@ FROM documents_chunk c, unnest(c.search_vector) x WHERE c.search_vector IS NOT N
 """
 
 REBUILD_SQL = [
-    f"TRUNCATE {POSTING_TABLE}, {TERM_TABLE}, {TOTALS_TABLE}",
+    f"TRUNCATE {POSTING_TABLE}, {TERM_TABLE}, {TOTALS_TABLE} RESTART IDENTITY",
     f"""INSERT INTO {TERM_TABLE} (lexeme, df)
         SELECT lexeme, count(*) FROM ({_SCRATCH_SQL}) u GROUP BY lexeme ORDER BY lexeme""",
     f"""INSERT INTO {POSTING_TABLE} (term_id, chunk_id, tf, heading, length)
