@@ -31,14 +31,17 @@ def _visitor_id_clean(visitor_id: str) -> str:
 
 
 def _conversations(visitor_id: str):
-    """The visitor's conversations: those of this visitor id, and — when the site verified who the visitor is
-    (identity verification: `verified_user_id`) — every conversation of that same verified person, from any other
-    browser or device (a signed-in customer asking to be forgotten means all of it)."""
+    """The visitor's conversations: those of this visitor id, and — when a widget verified who the visitor is
+    (identity verification: `verified_user_id`, signed with that embed's own secret) — every conversation of that
+    same verified user of that same embed, from any other browser or device (a signed-in customer asking to be
+    forgotten means all of it). Verified ids are per embed: user "42" of one widget is not user "42" of another."""
     from django.db.models import Q
 
     verified = set(Conversation.objects.filter(visitor_id=visitor_id).exclude(verified_user_id="")
-                   .values_list("verified_user_id", flat=True))
-    where = Q(visitor_id=visitor_id) | Q(verified_user_id__in=verified) if verified else Q(visitor_id=visitor_id)
+                   .exclude(embed_id=None).values_list("embed_id", "verified_user_id"))
+    where = Q(visitor_id=visitor_id)
+    for embed_id, verified_user_id in verified:
+        where |= Q(embed_id=embed_id, verified_user_id=verified_user_id)
     return Conversation.objects.filter(where).order_by("created_at", "pk")
 
 

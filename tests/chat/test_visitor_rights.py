@@ -258,25 +258,31 @@ def test_only_owners_and_admins_export_or_erase_and_api_keys_cannot(host_client)
 
 
 def test_a_verified_person_is_exported_and_erased_across_every_browser_they_used(host_client):
-    """Identity verification ties conversations from several browsers (visitor ids) to one verified person: asking
-    with any of those visitor ids exports and erases all of them — and nobody else's (another verified person, an
-    anonymous visitor)."""
+    """Identity verification ties conversations from several browsers (visitor ids) to one verified user of one
+    widget: asking with any of those visitor ids exports and erases all of them — and nobody else's (another
+    verified user, the same user id verified by ANOTHER widget (another site's user 42), an anonymous visitor)."""
     from chat import services
     from chat.models import Conversation
+    from embeds.models import Embed
+    from embeds.services import embed_create
 
     acme = workspace_on("starter")
     marker = secrets.token_hex(4)
     with tenant_context(acme.workspace):
-        def start(visitor: str, verified: str) -> Conversation:
+        shop_widget = embed_create(name=f"shop {marker}", allowed_origins=["https://shop.example"])
+        forum_widget = embed_create(name=f"forum {marker}", allowed_origins=["https://forum.example"])
+
+        def start(visitor: str, verified: str, embed: Embed) -> Conversation:
             conversation = services.conversation_start(channel="widget", visitor_id=visitor, title=marker)
-            Conversation.objects.filter(pk=conversation.pk).update(verified_user_id=verified)
+            Conversation.objects.filter(pk=conversation.pk).update(verified_user_id=verified, embed_id=embed.pk)
             services.customer_message_post(conversation=conversation, text=f"{visitor} {marker}")
             return conversation
 
-        laptop = start(f"v-laptop-{marker}", f"user-{marker}")
-        phone = start(f"v-phone-{marker}", f"user-{marker}")
-        someone_else = start(f"v-else-{marker}", f"other-{marker}")
-        anonymous = start(f"v-anon-{marker}", "")
+        laptop = start(f"v-laptop-{marker}", f"user-{marker}", shop_widget)
+        phone = start(f"v-phone-{marker}", f"user-{marker}", shop_widget)
+        forum_namesake = start(f"v-forum-{marker}", f"user-{marker}", forum_widget)
+        someone_else = start(f"v-else-{marker}", f"other-{marker}", shop_widget)
+        anonymous = start(f"v-anon-{marker}", "", shop_widget)
     client = host_client(f"{acme.workspace.slug}.localhost")
     client.force_login(acme.owner)
 
@@ -288,4 +294,4 @@ def test_a_verified_person_is_exported_and_erased_across_every_browser_they_used
     assert erased.json()["conversations"] == 2
     with tenant_context(acme.workspace):
         left = set(Conversation.objects.filter(title=marker).values_list("public_id", flat=True))
-    assert left == {someone_else.public_id, anonymous.public_id}
+    assert left == {forum_namesake.public_id, someone_else.public_id, anonymous.public_id}
