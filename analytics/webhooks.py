@@ -443,6 +443,7 @@ def webhook_delivery_attempt(*, delivery_id: int) -> str:
     if isinstance(claim, str):
         return claim
     delivery, endpoint, headers, body, now = claim
+    claimed_attempt = delivery.attempts
     started = time.perf_counter()
     refused = False
     status_code: int | None = None
@@ -465,6 +466,11 @@ def webhook_delivery_attempt(*, delivery_id: int) -> str:
                     .filter(pk=delivery_id).first())
         if delivery is None:  # erased meanwhile (a visitor's erasure, retention)
             return "missing"
+        if delivery.attempts != claimed_attempt or delivery.status in (DeliveryStatus.DELIVERED,
+                                                                        DeliveryStatus.FAILED):
+            # This attempt outlived its lease (a paused or starved worker) and a later one has taken over or
+            # settled it: its result is stale and must not overwrite theirs or schedule another send.
+            return delivery.status
         delivery.latency_ms = int((time.perf_counter() - started) * 1000)
         delivery.response_status = status_code
         delivery.response_excerpt = excerpt

@@ -5,6 +5,7 @@ import copy
 import logging
 import secrets
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -108,7 +109,11 @@ def conversation_history(*, conversation: Conversation, before_message_id: int, 
 # it could have seen. The cache key of the version carries the schema (config.cache), and so does the local entry:
 # one workspace's settings are never served to another.
 ASSISTANT_SETTINGS_VERSION_KEY = "chat:assistant-settings:version"
-_assistant_settings: dict[str, tuple[str, AssistantSettings | None]] = {}
+# A process re-reads a workspace's settings at least every ASSISTANT_SETTINGS_TTL seconds (a version bump lost to a
+# Redis blip heals itself) and keeps at most ASSISTANT_SETTINGS_CACHED_MAX workspaces' (thousands of tenants).
+ASSISTANT_SETTINGS_TTL = 60.0
+ASSISTANT_SETTINGS_CACHED_MAX = 2000
+_assistant_settings: dict[str, tuple[str, AssistantSettings | None, float]] = {}
 _assistant_settings_lock = threading.Lock()
 
 
@@ -126,13 +131,19 @@ def _assistant_settings_version() -> str | None:
 
 
 def assistant_settings_changed() -> None:
-    """Every process reads the workspace's settings again, once the current transaction commits."""
+    """Every process reads the workspace's settings again, once the current transaction commits. The schema is the
+    one of the write, taken now: at commit the connection may be in another (an import's outer transaction)."""
+    from config.cache import schema_keys
+
+    schema = connection.schema_name
+
     def bump() -> None:
         try:
-            cache.set(ASSISTANT_SETTINGS_VERSION_KEY, secrets.token_hex(8), timeout=None)
+            with schema_keys(schema):
+                cache.set(ASSISTANT_SETTINGS_VERSION_KEY, secrets.token_hex(8), timeout=None)
         except Exception:  # Redis is away: the version can't be read either, so nothing is served from the cache
             logger.warning("chat: could not move the assistant settings version", exc_info=True)
-        _assistant_settings.pop(connection.schema_name, None)
+        _assistant_settings.pop(schema, None)
 
     transaction.on_commit(bump)
 
@@ -142,13 +153,16 @@ def assistant_settings_get() -> AssistantSettings | None:
     schema = connection.schema_name
     version = _assistant_settings_version()
     hit = _assistant_settings.get(schema)
-    if version is not None and hit is not None and hit[0] == version:
+    now = time.monotonic()
+    if version is not None and hit is not None and hit[0] == version and now - hit[2] < ASSISTANT_SETTINGS_TTL:
         row = hit[1]
     else:
         row = AssistantSettings.objects.order_by("id").first()
         if version is not None:
             with _assistant_settings_lock:
-                _assistant_settings[schema] = (version, row)
+                if len(_assistant_settings) >= ASSISTANT_SETTINGS_CACHED_MAX:  # bounded with many workspaces
+                    _assistant_settings.clear()
+                _assistant_settings[schema] = (version, row, now)
     return copy.deepcopy(row) if row is not None else None
 
 

@@ -137,7 +137,12 @@ def statements_batch() -> Iterator[None]:
     _batch.pending = pending
     try:
         yield
-    finally:
+    except BaseException:
+        _batch.pending = None
+        if pending:  # the work failed: its deferred writes go with it, and its error is the one that surfaces
+            logger.warning("db: %d deferred statements dropped with a failed batch", len(pending))
+        raise
+    else:
         _batch.pending = None
         if pending:
             statements = [statement for statement, _durable in pending]
