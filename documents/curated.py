@@ -280,6 +280,9 @@ def _known_words() -> frozenset[str]:
         return frozenset()
 
 
+TYPOS_CORRECTED_MAX = 20
+
+
 def question_normalise(text: str, *, vocabulary: Iterable[str] = ()) -> str:
     """`text` as the matcher reads it: chat shorthand spelled out ("u" → "you", "dont" → "don't") and a misspelt word
     replaced by the one word of `vocabulary` (the workspace's curated phrasings, as written) that is one edit away
@@ -287,16 +290,25 @@ def question_normalise(text: str, *, vocabulary: Iterable[str] = ()) -> str:
     model's vocabulary is never changed, nor one that is another form of a curated word ("invoices")."""
     known = _known_words()
     stem = _stemmer().stemWord
-    spellings = [w for w in vocabulary if w.isalpha() and len(w) >= 4]
+    # Candidates by first letter, and only those whose length can be within the edit limit: the pure-Python edit
+    # distance runs on few pairs. At most TYPOS_CORRECTED_MAX unknown words of one question are looked at (a
+    # visitor's 1,000 characters of gibberish must not cost a second of CPU).
+    spellings: dict[str, list[str]] = {}
+    for w in {w for w in vocabulary if w.isalpha() and len(w) >= 4}:
+        spellings.setdefault(w[0], []).append(w)
+    looked_at = 0
     out: list[str] = []
     at = 0
     for found in _WORD.finditer(text or ""):
         word = found.group(0)
         lowered = word.replace("’", "'").lower()
         replacement = _SHORTHAND.get(lowered)
-        if replacement is None and lowered.isalpha() and len(lowered) >= 4 and lowered not in known:
+        if replacement is None and lowered.isalpha() and len(lowered) >= 4 and lowered not in known \
+                and looked_at < TYPOS_CORRECTED_MAX:
+            looked_at += 1
             limit = 2 if len(lowered) >= 7 else 1
-            distances = {w: edit_distance(lowered, w, limit) for w in spellings if w[0] == lowered[0] and w != lowered}
+            distances = {w: edit_distance(lowered, w, limit) for w in spellings.get(lowered[0], ())
+                         if w != lowered and abs(len(w) - len(lowered)) <= limit}
             if any(d <= limit and stem(w) == stem(lowered) for w, d in distances.items()):
                 distances = {}  # "invoices" for "invoice": the same word to the matcher, leave it as written
             closest = min(distances.values(), default=limit + 1)
