@@ -59,14 +59,18 @@ def document_ingest_now(document) -> str:
     """Run the ingestion pipeline for `document` here and now (in the current workspace schema), as the worker would;
     returns the outcome ("indexed", ...). The document's job was also queued on commit: when a worker of the session
     takes it at the same moment, that run holds the document's lock (Busy), and this waits for it to finish instead.
-    A delivery after this run finds the document already indexed and writes nothing."""
+    A delivery after this run finds the document already indexed and writes nothing; a worker's run that ended
+    before this one started counts as this outcome too."""
     import time
 
     from documents import pipeline
     from documents.models import Document, DocumentStatus
 
     try:
-        return pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token).result
+        result = pipeline.document_ingest_run(document_id=document.pk, run_token=document.run_token).result
+        # The worker took the job on commit and finished it before this run started: the document is indexed, by
+        # the same pipeline, and this run rightly wrote nothing ("already_indexed"). The outcome is the same.
+        return "indexed" if result == "already_indexed" else result
     except pipeline.Busy:
         deadline = time.monotonic() + 180
         while True:
