@@ -88,8 +88,31 @@ _INJECTION_PATTERNS = [
     r"\b(jailbreak|DAN mode|developer mode|god mode)\b",
     r"\b(above|previous|preceding|prior)\s+(text|instructions?|prompt|messages?)\b.{0,30}\b(verbatim|word for word)",
     r"\b(ignore|oublie|ignoriere|ignora)\b.{0,30}\b(instructions|anweisungen|instrucciones|istruzioni)\b",
+    # Impersonating the operator or asking for what only the operator has.
+    r"\bpretend\b|\b(system|admin|policy)\s+override\b|\boverride\s+(code|mode)\b",
+    r"\b(new|updated)\s+(policy|instructions?|rules)\s+(from|by)\b",
 ]
 _INJECTION = re.compile("|".join(f"(?:{p})" for p in _INJECTION_PATTERNS), re.IGNORECASE | re.DOTALL)
+
+
+# Requests no business's customer care answers from its documents: general knowledge, creative writing,
+# translation, advice on other matters. Declined like a question the knowledge base does not cover.
+_OFF_TOPIC_PATTERNS = [
+    r"\b(write|compose|make up|tell)\b( me)?( an?| some| the)?( short| funny| little)?\s+(poem|story|song|haiku|"
+    r"limerick|essay|joke|rap|sonnet)s?\b",
+    r"\b(capital|population|president|prime minister)\s+(city\s+)?of\b",
+    r"\bhoroscope\b",
+    r"\btranslate\b|\bhow (do|would) you say\b",
+    r"\b(stocks?|shares|crypto(currency)?|bitcoin)\b.{0,40}\b(buy|invest|sell)\b"
+    r"|\b(buy|invest in|sell)\b.{0,40}\b(stocks?|shares|crypto(currency)?|bitcoin)\b",
+    r"\bwho won\b",
+]
+_OFF_TOPIC = re.compile("|".join(f"(?:{p})" for p in _OFF_TOPIC_PATTERNS), re.IGNORECASE | re.DOTALL)
+
+
+def off_topic_detect(text: str) -> bool:
+    """A request that is not a customer's question (general knowledge, a poem, a translation, stock tips)."""
+    return bool(_OFF_TOPIC.search(text or ""))
 
 
 def prompt_injection_detect(text: str) -> bool:
@@ -272,14 +295,16 @@ def answer_stream(
         retrieval, covered_parts, uncovered_parts = multi_part_retrieve(parts=parts, history=history)
     else:
         retrieval, covered_parts, uncovered_parts = knowledge_retrieve(query=query, limit=SOURCES_LIMIT), [], []
-    covered = retrieval.covered and not injection and small_talk is None
+    off_topic = small_talk is None and not injection and off_topic_detect(question)
+    covered = retrieval.covered and not injection and not off_topic and small_talk is None
     sources = retrieval.chunks if covered else []
     yield AnswerEvent("tool_completed", {"tool": "retrieval", "sources": [c.citation() for c in sources],
                                          "covered": covered})
     retrieval_ms = _ms(started)
 
     chain, problems = provider_chain(assistant.providers)
-    reason = "injection" if injection else ("small_talk" if small_talk else retrieval.reason)
+    reason = ("injection" if injection else "small_talk" if small_talk else "off_topic" if off_topic
+              else retrieval.reason)
     if small_talk is not None or (not covered and (assistant.grounded_only or injection)):
         # Nothing for a model to do: the fixed reply streams from the built-in answerer.
         fixed = small_talk if small_talk is not None else decline_text(language)

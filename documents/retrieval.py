@@ -184,8 +184,13 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
     covered, reason = coverage_decide(top_similarity=top_similarity, term_coverage=term_coverage,
                                       has_chunks=bool(chunks), degraded=degraded, params=params)
     confidence = coverage_confidence(top_similarity, params=params)
-    signals: dict[str, Any] = {}
-    if chunks and not degraded:
+    foreign = foreign_names(query) if covered and not degraded else []
+    if foreign:
+        # "How do I set up shipping zones in my Shopify store?": a product or place the knowledge base never names
+        # is another business's question, however similar the rest of it is (docs/answers.md, "Refusal").
+        covered, reason, confidence = False, "unknown_name", min(confidence, 0.5)
+    signals: dict[str, Any] = {"foreign_names": foreign} if foreign else {}
+    if chunks and not degraded and not foreign:
         sentence_started = time.perf_counter()
         signals = sentence_signals(query=query, chunks=chunks, terms=terms, chunk_covered=covered, params=params)
         if signals:
@@ -382,6 +387,43 @@ def sentence_signals(
             "unknown_words": round(unknown, 3), "unknown_names": unknown_names[:5], "value": round(value, 4),
             "sentences": len(units),
             "best_sentence": units[best_unit][1][:200]}
+
+
+# --- names the knowledge base never uses ---------------------------------------------------------------------------
+
+_NAME_EXCEPTIONS = {"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "hi", "hello", "hey", "thanks", "please"}
+
+
+def asking_sentences(query: str) -> str:
+    """The sentences that ask (ending in "?"), or the last sentence: a greeting or a story before them is context."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", (query or "").strip()) if s]
+    asking = [s for s in sentences if s.rstrip().endswith("?")]
+    return " ".join(asking[-2:] or sentences[-1:])
+
+
+def foreign_names(query: str) -> list[str]:
+    """Capitalised words of the asking sentence (not its first word) that are neither common English words (the
+    embedder's vocabulary) nor used anywhere in the knowledge base: "Shopify", "QuickBooks", "Kendal" in a help
+    centre that never names them. Common words ("Canada", "Excel", "Monday") are left to the similarity rules: a
+    knowledge base may answer a question about them without naming them."""
+    from documents.embedding import wordpiece_words
+
+    sentence = asking_sentences(query)
+    # Whole alphabetic words only: an identifier ("LO-CK-920") or a hyphenated word is the lexical side's job.
+    words = re.findall(r"(?<![\w'’-])([A-Za-z]+(?:['’]s)?)(?![\w'’-])", sentence)
+    candidates = [w for position, w in enumerate(words)
+                  if position > 0 and any(c.isupper() for c in w) and w.lower() not in _NAME_EXCEPTIONS]
+    if not candidates:
+        return []
+    english = wordpiece_words()
+    # "REI's" is REI; "PFCs" is the plural of PFC.
+    bases = {w: re.sub(r"(?<=[A-Z])s$", "", re.sub(r"['’]s$", "", w)) for w in candidates}
+    candidates = [w for w in candidates if bases[w].lower() not in english and w.lower() not in english]
+    if not candidates:
+        return []
+    vocabulary = _vocabulary()
+    return [w for w in candidates
+            if not any(stem in vocabulary for stem in stems(bases[w]) | stems(w))][:5]
 
 
 # --- typos -----------------------------------------------------------------------------------------------------
@@ -858,3 +900,4 @@ def _ms(since: float) -> float:
 
 def params_with(**changes: Any) -> RetrievalParams:
     return replace(DEFAULT_PARAMS, **changes)
+

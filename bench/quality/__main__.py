@@ -9,13 +9,17 @@ import time
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.quality")
-    parser.add_argument("command", choices=["prepare"])
+    parser.add_argument("command", choices=["prepare", "signals"])
     parser.add_argument("names", nargs="*", help="corpora (default: all)")
     parser.add_argument("--no-baseline", action="store_true", help="our index only")
     parser.add_argument("--baseline-only", action="store_true", help="the baseline's store only")
     parser.add_argument("--reverse", action="store_true",
                         help="last file first: a second process indexing the same corpus from the other end")
     args = parser.parse_args()
+    if args.command == "signals":  # the coverage signals of every non-sealed question (bench/quality/signals.py)
+        from bench.quality.signals import main as signals_main
+
+        return signals_main(args.names)
     from bench.quality.corpora import CORPORA, corpus_files, corpus_index, django_setup
 
     print(f"database {django_setup()}", flush=True)

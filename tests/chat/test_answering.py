@@ -112,7 +112,9 @@ def test_builtin_answer_is_grounded_and_cited(in_kb):
 
 
 def test_out_of_scope_question_is_declined_with_a_human_offered(in_kb):
-    events, done = collect(question="What is the capital of France?", history=[])
+    # (a general-knowledge request, "What is the capital of France?", is declined before retrieval decides: reason
+    # "off_topic", tests/chat/test_refusal.py)
+    events, done = collect(question="How long should I boil an egg for a soft yolk?", history=[])
     assert done["answered"] is False and done["citations"] == [] and done["reason"] == "low_similarity"
     assert "connect you with someone from our team" in done["answer"]
     assert events[2].data == {"tool": "retrieval", "sources": [], "covered": False}
