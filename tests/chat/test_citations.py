@@ -233,6 +233,13 @@ def test_a_web_imported_page_is_cited_with_its_url_and_heading_anchor(kb, site, 
         assert done["answered"] is True and first["quoted"] is True and first["document_id"] == document.pk
         assert first["url"] == f"{url}#pickup-hours"
         dashboard_url = first["dashboard_url"]
+        # The same answer in a conversation, as staff read it in the dashboard.
+        from chat import services as chat_services
+
+        conversation = chat_services.conversation_start(created_by=kb.owner)
+        answered = chat_services.conversation_message_answer(
+            conversation=conversation, text="When can I pick up my order at the Lindenstrasse store?")
+        assert answered.answer is not None and answered.answer.citations[0]["dashboard_url"] == dashboard_url
     finally:
         connection.set_schema_to_public()
 
@@ -247,3 +254,14 @@ def test_a_web_imported_page_is_cited_with_its_url_and_heading_anchor(kb, site, 
     assert f'<li id="chunk-{ordinal}" class="chunk-cited" aria-current="true">' in response.content.decode()
     anonymous = Client(HTTP_HOST=kb.host).get(path)
     assert anonymous.status_code in (302, 403) and b"chunk-cited" not in anonymous.content
+
+    # The conversation view links each source to its passage, marks the quoted one, and links the web page.
+    transcript = staff.get(f"/conversations/{conversation.public_id}/").content.decode()
+    source = re.search(r'<li data-title="Store pickup" class="msg-source msg-source-quoted">(.*?)</li>', transcript,
+                       re.DOTALL)
+    assert source, transcript
+    assert f'<a href="{dashboard_url.replace("&", "&amp;")}"' in source.group(1) or \
+        f'<a href="{dashboard_url}"' in source.group(1)
+    assert '<span class="msg-source-tag">quoted</span>' in source.group(1)
+    assert f'<a href="{url}#pickup-hours" target="_blank" rel="noopener noreferrer nofollow">web page</a>' \
+        in source.group(1)
