@@ -27,7 +27,8 @@ Grounded by default: when retrieval does not cover the question (or the question
 is treated exactly like any out-of-scope question) the assistant declines, offers a human and reports
 `answered: false`; no language model is called. A language model that finds the sources do not answer the question
 says so with a marker that is never shown; the customer gets the same decline. Citation markers [n] in the answer
-refer to `citations[n-1]`.
+refer to `citations[n-1]`: up to 5 citations, the quoted ones first in marker order (`quoted: true`), then sources
+that support the answer (`quoted: false`); a provider's markers are renumbered as they stream (chat.citations).
 """
 from __future__ import annotations
 
