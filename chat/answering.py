@@ -27,7 +27,8 @@ Grounded by default: when retrieval does not cover the question (or the question
 is treated exactly like any out-of-scope question) the assistant declines, offers a human and reports
 `answered: false`; no language model is called. A language model that finds the sources do not answer the question
 says so with a marker that is never shown; the customer gets the same decline. Citation markers [n] in the answer
-refer to `citations[n-1]`.
+refer to `citations[n-1]`: up to 5 citations, the quoted ones first in marker order (`quoted: true`), then sources
+that support the answer (`quoted: false`); a provider's markers are renumbered as they stream (chat.citations).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from typing import Any
 from django.db import connection
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from chat.citations import CitationMarkers, citations_build
 from chat.models import AssistantSettings
 from chat.providers import BuiltinChatModel, ProviderConfig, provider_chain, providers_stream
 from chat.providers.base import FailureCode, ProviderFailure
@@ -53,7 +55,6 @@ from documents.retrieval import (
     knowledge_retrieve,
     question_parts_split,
     retrieval_query_build,
-    snippet_make,
 )
 from config import metrics
 from documents.curated import CuratedMatch, curated_answer_hit_record, curated_answer_match
@@ -320,9 +321,9 @@ def answer_stream(
 
     first_token_ms: float | None = None
     try:
-        result = yield from _as_answer_events(
+        result, markers = yield from _as_answer_events(
             providers_stream(chain=chain, messages=messages, builtin=builtin, decline_marker=DECLINE_MARKER,
-                             fallbacks=problems))
+                             fallbacks=problems), sources=len(sources))
     except ProviderFailure as failure:  # only if the built-in answerer itself broke: still answer something
         logger.exception("no provider could answer")
         result = None
@@ -336,7 +337,7 @@ def answer_stream(
             fallbacks=[{"provider": "builtin", "error": failure.code, "message": failure.message}], query=query,
             reason="provider_failure"))
         return
-    answer_text, answered, citations = result.text, True, []
+    answer_text, answered, citations = (markers.text if markers is not None else result.text), True, []
     if result.first_token_at is not None:
         first_token_ms = round((result.first_token_at - started) * 1000, 1)
     if result.declined:
@@ -355,9 +356,14 @@ def answer_stream(
             answered = False
             reason = "nothing_to_quote" if covered else reason
         else:
-            citations = [_citation(sources[i], composition.snippets.get(i)) for i in composition.sources]
+            # Its markers number its own list of quoted sources; shown in the order they appear.
+            order = markers.order if markers is not None else list(range(1, len(composition.sources) + 1))
+            quoted = [composition.sources[n - 1] for n in order if n <= len(composition.sources)]
+            citations = citations_build(sources=sources, quoted=quoted, snippets=composition.snippets)
     else:
-        citations = [_citation(chunk, None) for chunk in sources]
+        # A model's markers number the prompt's sources ([3] is the third); renumbered as they streamed.
+        quoted = [n - 1 for n in markers.order] if markers is not None else []
+        citations = citations_build(sources=sources, quoted=quoted)
     yield AnswerEvent("completed", _completed(
         answer=answer_text, answered=answered, citations=citations, retrieval=retrieval,
         provider=result.config.label, model=result.model, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
@@ -400,18 +406,29 @@ def _curated_answer_events(*, curated: CuratedMatch, question: str, started: flo
     yield AnswerEvent("completed", completed)
 
 
-def _as_answer_events(stream: Any) -> Any:
-    """Re-emit the chain's events as AnswerEvents and hand back its result."""
+def _as_answer_events(stream: Any, *, sources: int) -> Any:
+    """Re-emit the chain's events as AnswerEvents, citation markers renumbered in the order they are shown
+    (chat.citations); hand back the chain's result and the markers of the provider that finished the answer."""
+    markers: CitationMarkers | None = None
     while True:
         try:
             event = next(stream)
         except StopIteration as stop:
-            return stop.value
+            rest = markers.flush() if markers is not None else ""
+            if rest:
+                yield AnswerEvent("token", {"text": rest})
+            return stop.value, markers
+        if event.type == "token":
+            if markers is None:
+                builtin = event.kind == "builtin"
+                markers = CitationMarkers(sources=None if builtin else sources, line_end=builtin)
+            text = markers.feed(event.data["text"])
+            if text:
+                yield AnswerEvent("token", {**event.data, "text": text})
+            continue
+        if event.type == "reset":
+            markers = None  # the next provider starts afresh
         yield AnswerEvent(event.type, event.data)
-
-
-def _citation(chunk: RetrievedChunk, sentence: str | None) -> dict[str, Any]:
-    return chunk.citation(snippet=snippet_make(chunk.text, around=sentence) if sentence else None)
 
 
 def _completed(

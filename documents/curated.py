@@ -604,7 +604,7 @@ class CuratedMatch:
     def citation(self) -> dict[str, Any]:
         """Cited like any answer; the source is the team (no document)."""
         return {"document_id": None, "title": "Answer from the team", "filename": "", "section": "", "page": None,
-                "snippet": self.question[:300], "score": self.score, "chunk_id": None,
+                "snippet": self.question[:300], "score": self.score, "chunk_id": None, "url": None, "quoted": True,
                 "curated_answer_id": self.curated_answer_id}
 
 

@@ -343,8 +343,14 @@ def _run_stages(run: Run, document: Document, *, retries: int) -> Outcome:
             return Outcome("rerouted", reroute_queue=target)
 
     _report(run, stage=DocumentStage.PARSE, progress=0)
+    anchors: dict[str, str] = {}
     with run.timed("parse"), services.stored_file_local(document.file) as path:
         parsed = document_parse(path=path, kind=document.content_type, filename=document.original_name or "document")
+        if document.source == DocumentSource.URL and document.content_type == "html":
+            # A citation links to the page at the heading its passage sits under, as for crawled pages.
+            from documents.crawler import page_anchors
+
+            anchors = page_anchors(Path(path).read_bytes())
     title = document.title
     if not document.title_is_custom and parsed.title and parsed.title != "Untitled":
         title = parsed.title[:300]
@@ -363,7 +369,8 @@ def _run_stages(run: Run, document: Document, *, retries: int) -> Outcome:
 
     with run.timed("embed"):
         embeddings, model_name, digests = _stage_embed(run, drafts)
-    _stage_index(run, document, drafts, embeddings, title=title, model_name=model_name, digests=digests)
+    _stage_index(run, document, drafts, embeddings, title=title, model_name=model_name, digests=digests,
+                 anchors=anchors)
     return Outcome("indexed", chunks=len(drafts))
 
 
@@ -515,8 +522,16 @@ WHERE c.document_id = %s
 """
 
 
+def _heading_anchor(heading_path: str | None, anchors: dict[str, str]) -> str:
+    """The page anchor of a chunk's innermost heading (documents/sources.py does the same for crawled pages)."""
+    from documents.chunking import HEADING_SEPARATOR
+
+    last = (heading_path or "")[:1000].split(HEADING_SEPARATOR)[-1] if heading_path else ""
+    return anchors.get(last, "")[:200] if last else ""
+
+
 def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np.ndarray, *, title: str,
-                 model_name: str, digests: list[str]) -> None:
+                 model_name: str, digests: list[str], anchors: dict[str, str] | None = None) -> None:
     """Chunk rows first (replaced in one transaction, so a re-run never doubles them), then their vectors (all of
     the document's old vectors go first; ids come from (document, ordinal), so a re-run overwrites), then the
     document turns indexed. Search only sees chunks of indexed documents, so nothing half-written is ever found."""
@@ -532,7 +547,8 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
         had_chunks = Chunk.objects.filter(document_id=document.pk).delete()[0] > 0
         chunks = Chunk.objects.bulk_create(
             [Chunk(document_id=document.pk, ordinal=draft.ordinal, text=draft.text, token_count=draft.token_count,
-                   heading_path=(draft.heading_path or "")[:1000], page=draft.page, embed_digest=digest)
+                   heading_path=(draft.heading_path or "")[:1000], page=draft.page, embed_digest=digest,
+                   anchor=_heading_anchor(draft.heading_path, anchors or {}))
              for draft, digest in zip(drafts, digests, strict=True)],
             batch_size=1000,
         )

@@ -129,6 +129,7 @@ class RetrievedChunk:
             "score": self.score,
             "chunk_id": self.chunk_id,
             "url": self.url or None,
+            "dashboard_url": chunk_dashboard_url(document_id=self.document_id, ordinal=self.ordinal),
         }
 
 
@@ -764,6 +765,19 @@ def diversify(
             break
         chosen.append(candidate)
     return chosen
+
+
+def chunks_near_duplicate(a: str, b: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> bool:
+    """Two passages that say the same thing (the rule `diversify` drops near-duplicates by)."""
+    return _jaccard(_shingles(a), _shingles(b)) >= params.duplicate_jaccard
+
+
+def chunk_dashboard_url(*, document_id: int, ordinal: int) -> str:
+    """The passage in the dashboard (staff only): the document's page, showing and anchored at this chunk. A path on
+    the workspace's own host, so it never leads into another workspace."""
+    from django.urls import reverse
+
+    return f"{reverse('knowledge-detail', args=[document_id])}?chunk={ordinal}#chunk-{ordinal}"
 
 
 def _jaccard(a: set, b: set) -> float:

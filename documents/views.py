@@ -19,6 +19,8 @@ from documents import selectors, services
 from documents.models import DocumentSource, DocumentStatus
 
 PAGE_SIZE = 50
+CHUNKS_SHOWN = 50
+CHUNKS_BEFORE_CITED = 3  # context above a cited passage past the first page of chunks
 
 
 def _row(document: Any) -> dict[str, Any]:
@@ -79,9 +81,18 @@ def knowledge_index(request: HttpRequest) -> HttpResponse:
 @workspace_permission_required("knowledge.view")
 def knowledge_detail(request: HttpRequest, document_id: int) -> HttpResponse:
     document = selectors.document_get(document_id=document_id)
+    # ?chunk=N (a citation's dashboard_url): the passage is on the page, highlighted, wherever it is in the document.
+    cited = request.GET.get("chunk", "")
+    cited_ordinal = int(cited) if cited.isascii() and cited.isdigit() and len(cited) <= 9 else None
+    offset = cited_ordinal - CHUNKS_BEFORE_CITED if cited_ordinal and cited_ordinal >= CHUNKS_SHOWN else 0
+    chunks = list(selectors.document_chunks(document=document, limit=CHUNKS_SHOWN, offset=offset))
+    if offset and not chunks:  # the document was chunked differently since: its beginning
+        offset, chunks = 0, list(selectors.document_chunks(document=document, limit=CHUNKS_SHOWN))
     return render(request, "documents/detail.html", {
         **_row(document),
-        "chunks": selectors.document_chunks(document=document, limit=50),
+        "chunks": chunks,
+        "chunks_offset": offset,
+        "cited_ordinal": cited_ordinal,
         "is_url": document.source in (DocumentSource.URL, DocumentSource.CRAWL),
     })
 

@@ -211,8 +211,8 @@ def visitor_conversation_get(*, claims: VisitorClaims, public_id: Any) -> Conver
 VISITOR_MESSAGE_FIELDS = ("id", "role", "content", "client_id", "reply_to", "created_at", "seq", "feedback",
                           "citations", "answered", "author_name")
 # What a visitor sees of a source, and only when the embed shows sources: never document or chunk ids, file names,
-# scores (docs/widget.md "What a visitor sees").
-VISITOR_CITATION_FIELDS = ("title", "section", "page", "url", "snippet")
+# scores (docs/widget.md "What a visitor sees"), never the dashboard link to the passage. `quoted`: the answer cites it.
+VISITOR_CITATION_FIELDS = ("title", "section", "page", "url", "snippet", "quoted")
 # Details of an error a visitor may see: about their own frame (which field, how long), never the workspace's plan,
 # credits or the provider that failed.
 VISITOR_ERROR_DETAILS = frozenset({"field", "max_chars", "chars", "max_bytes", "retry_after", "last_seq",

@@ -223,6 +223,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "lead_email_invalid": "Please enter a valid email address.",
         "lead_saved": "Thanks — we have your details.",
         "opens_new_tab": "opens in a new tab",
+        "related_sources": "Related",
     },
     "de": {
         "title": "Schreiben Sie uns",
@@ -282,6 +283,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "lead_email_invalid": "Bitte geben Sie eine gültige E-Mail-Adresse ein.",
         "lead_saved": "Danke – wir haben Ihre Angaben.",
         "opens_new_tab": "öffnet in einem neuen Tab",
+        "related_sources": "Weitere Quellen",
     },
 }
 SUPPORTED_LANGUAGES = tuple(STRINGS)

@@ -29,6 +29,7 @@ from chat.providers.pricing import answer_cost, token_count_estimate
 class ChainEvent:
     type: str  # "token" | "reset"
     data: dict[str, Any]
+    kind: str = ""  # the provider kind whose tokens these are ("builtin", "openai", ...); not part of the data sent
 
 
 @dataclass
@@ -91,7 +92,7 @@ def providers_stream(
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                 emitted += 1
-                yield ChainEvent("token", {"text": delta})
+                yield ChainEvent("token", {"text": delta}, kind=config.kind)
         except ProviderFailure as failure:
             if not is_builtin:
                 breaker_record_failure(provider_key=config.key, failure_threshold=config.breaker_failures,

@@ -112,17 +112,31 @@
     var ol = el("ol", "msg-sources");
     ol.setAttribute("aria-label", "Sources");
     sources.forEach(function (c) {
-      var item = el("li");
+      var item = el("li", "msg-source " + (c.quoted === false ? "msg-source-related" : "msg-source-quoted"));
       var title = c.title || c.filename || "Untitled";
-      if (c.document_id) {
+      if (c.document_id) {  // the passage in the knowledge base when the citation names it, else the document
         var a = el("a", null, title);
-        a.href = knowledgeUrl + encodeURIComponent(String(c.document_id)) + "/";
+        var passage = typeof c.dashboard_url === "string" && c.dashboard_url.indexOf(knowledgeUrl) === 0;
+        a.href = passage ? c.dashboard_url : knowledgeUrl + encodeURIComponent(String(c.document_id)) + "/";
+        if (passage) a.title = "The passage in the knowledge base";
         item.appendChild(a);
       } else {
         item.appendChild(document.createTextNode(title));
       }
       var where = (c.section ? " — " + c.section : "") + (c.page ? " (page " + c.page + ")" : "");
       if (where) item.appendChild(document.createTextNode(where));
+      if (typeof c.quoted === "boolean") {
+        item.appendChild(document.createTextNode(" "));
+        item.appendChild(el("span", "msg-source-tag", c.quoted ? "quoted" : "related"));
+      }
+      if (typeof c.url === "string" && /^https?:\/\//.test(c.url)) {
+        item.appendChild(document.createTextNode(" · "));
+        var page = el("a", null, "web page");
+        page.href = c.url;
+        page.target = "_blank";
+        page.rel = "noopener noreferrer nofollow";
+        item.appendChild(page);
+      }
       item.setAttribute("data-title", c.title || "");
       if (c.snippet) item.appendChild(Markdown.renderSnippet(el("div", "msg-snippet"), c.snippet));
       ol.appendChild(item);

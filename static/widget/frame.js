@@ -559,32 +559,48 @@
     }
   }
 
-    function renderSources(li, citations) {
+  var SOURCES_SHOWN = 5;
+
+  function sourceItem(c) {
+    var item = el("li", "ccw-source" + (c.quoted === false ? " ccw-source-related" : " ccw-source-quoted"));
+    var href = sourceHref(c.url);
+    if (href) {  // a page: a real link, its own tab, no window.opener for the page it opens
+      var link = el("a", "ccw-source-title ccw-source-link", c.title || href);
+      link.href = href;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      link.appendChild(el("span", "sr-only", " (" + t("opens_new_tab") + ")"));
+      item.appendChild(link);
+    } else {
+      item.appendChild(el("span", "ccw-source-title", c.title || t("untitled")));
+    }
+    var where = (c.section ? " — " + c.section : "") + (c.page ? " (p. " + c.page + ")" : "");
+    if (where) item.appendChild(document.createTextNode(where));
+    if (c.snippet) item.appendChild(window.CCGMarkdown.renderSnippet(el("div", "ccw-snippet"), c.snippet));
+    return item;
+  }
+
+  // Up to five sources, as the server ordered them: the ones the answer quotes first, numbered as its [n] marks
+  // (an older message without `quoted` counts as quoted), then the ones that support it, under "Related".
+  function renderSources(li, citations) {
     var old = li.querySelector(".ccw-sources");
     if (old) old.remove();
     if (!cfg.behaviour.show_sources || !citations || !citations.length) return;
+    var shown = citations.slice(0, SOURCES_SHOWN);
+    var quoted = shown.filter(function (c) { return c.quoted !== false; });
+    var related = shown.filter(function (c) { return c.quoted === false; });
+    if (!quoted.length) { quoted = related; related = []; }  // nothing quoted by number: a plain list of sources
     var box = el("div", "ccw-sources");
     box.appendChild(el("p", "ccw-sources-title", t("sources")));
     var ol = el("ol");
-    citations.forEach(function (c) {
-      var item = el("li", "ccw-source");
-      var href = sourceHref(c.url);
-      if (href) {  // a page: a real link, its own tab, no window.opener for the page it opens
-        var link = el("a", "ccw-source-title ccw-source-link", c.title || href);
-        link.href = href;
-        link.target = "_blank";
-        link.rel = "noopener noreferrer";
-        link.appendChild(el("span", "sr-only", " (" + t("opens_new_tab") + ")"));
-        item.appendChild(link);
-      } else {
-        item.appendChild(el("span", "ccw-source-title", c.title || t("untitled")));
-      }
-      var where = (c.section ? " — " + c.section : "") + (c.page ? " (p. " + c.page + ")" : "");
-      if (where) item.appendChild(document.createTextNode(where));
-      if (c.snippet) item.appendChild(window.CCGMarkdown.renderSnippet(el("div", "ccw-snippet"), c.snippet));
-      ol.appendChild(item);
-    });
+    quoted.forEach(function (c) { ol.appendChild(sourceItem(c)); });
     box.appendChild(ol);
+    if (related.length) {
+      box.appendChild(el("p", "ccw-sources-title ccw-sources-related-title", t("related_sources")));
+      var ul = el("ul", "ccw-sources-related");
+      related.forEach(function (c) { ul.appendChild(sourceItem(c)); });
+      box.appendChild(ul);
+    }
     li.appendChild(box);
   }
 

@@ -16,8 +16,11 @@ from config.errors import ValidationFailed
 from tests.chat.fakes import FakeVendor, Reply
 from tests.chat.knowledge import ROUTER_DOCS, knowledge_workspace
 
-# url: the page of a crawled or imported document (with its heading's anchor), else null
-CITATION_KEYS = {"document_id", "title", "filename", "section", "page", "snippet", "score", "chunk_id", "url"}
+# url: the page of a crawled or imported document (with its heading's anchor), else null; dashboard_url: the passage
+# in the dashboard (staff)
+SOURCE_KEYS = {"document_id", "title", "filename", "section", "page", "snippet", "score", "chunk_id", "url",
+               "dashboard_url"}
+CITATION_KEYS = SOURCE_KEYS | {"quoted"}  # quoted: the answer's text cites it with an [n] marker
 COMPLETED_KEYS = {"answer", "answered", "citations", "confidence", "provider", "model", "tokens_in", "tokens_out",
                   "tokens_estimated", "cost", "timings_ms", "fallbacks", "query", "reason", "curated_answer_id"}
 
@@ -81,7 +84,7 @@ def test_event_sequence_and_completed_contract(in_kb):
     assert events[1].data == {"tool": "retrieval", "query": "How do I reset my router to factory settings?"}
     sources = events[2].data["sources"]
     assert events[2].data["tool"] == "retrieval" and events[2].data["covered"] is True
-    assert sources and all(set(s) == CITATION_KEYS for s in sources)
+    assert sources and all(set(s) == SOURCE_KEYS for s in sources)
     assert set(done) == COMPLETED_KEYS and done["answered"] is True
     assert done["curated_answer_id"] is None  # from the knowledge base (tests/documents/test_curated.py: curated)
     assert streamed_text(events) == done["answer"]
@@ -100,11 +103,13 @@ def test_builtin_answer_is_grounded_and_cited(in_kb):
     assert citations and all(set(c) == CITATION_KEYS for c in citations)
     assert citations[0]["title"] == "Resetting the router" and citations[0]["section"] == "Factory reset"
     assert citations[0]["filename"] == "Resetting the router.md"
+    quoted = [c for c in citations if c["quoted"]]
+    assert quoted and citations[:len(quoted)] == quoted  # the quoted ones first, then the supporting ones
     markers = {int(m) for m in re.findall(r"\[(\d+)\]", done["answer"])}
-    assert markers == set(range(1, len(citations) + 1))  # [n] is citations[n-1], and every citation is used
-    # Extractive: every sentence of the answer is a sentence of a cited chunk.
+    assert markers == set(range(1, len(quoted) + 1))  # [n] is citations[n-1], and every quoted citation is used
+    # Extractive: every sentence of the answer is a sentence of a quoted chunk.
     from documents.models import Chunk
-    cited_text = " ".join(" ".join(Chunk.objects.get(pk=c["chunk_id"]).text.split()) for c in citations)
+    cited_text = " ".join(" ".join(Chunk.objects.get(pk=c["chunk_id"]).text.split()) for c in quoted)
     for sentence in sentences_of(done["answer"]):
         assert " ".join(sentence.split()) in cited_text, sentence
     # It answers the question instead of pasting the whole knowledge base.
@@ -154,8 +159,11 @@ def test_llm_provider_gets_persona_sources_and_history(in_kb, vendor):
     assert done["answer"] == streamed_text(events) == "Hold the Reset button for ten seconds [1]."
     assert (done["tokens_in"], done["tokens_out"], done["tokens_estimated"]) == (900, 12, False)
     assert done["cost"] == 0.000142  # (900 * 0.15 + 12 * 0.60) / 1e6, to the six places Message.cost keeps
-    # Every source given to the model is a citation, numbered as in the prompt.
-    assert [c["chunk_id"] for c in done["citations"]] == [s["chunk_id"] for s in events[2].data["sources"]]
+    # The source its [1] names comes first and is marked quoted; other sources given to the model may support it.
+    given = [s["chunk_id"] for s in events[2].data["sources"]]
+    citations = done["citations"]
+    assert citations[0]["chunk_id"] == given[0] and citations[0]["quoted"] is True
+    assert all(c["quoted"] is False for c in citations[1:]) and {c["chunk_id"] for c in citations} <= set(given)
     messages = fake.requests[0]["body"]["messages"]
     system = messages[0]["content"]
     assert messages[0]["role"] == "system"

@@ -12,7 +12,8 @@ from tests.chat.knowledge import ROUTER_DOCS, knowledge_workspace
 from tests.live import BASE_DIR, process_env
 
 RECORD_KEYS = {"id", "answer", "answered", "citations", "timings_ms", "curated_answer_id"}
-CITATION_KEYS = {"document_id", "title", "filename", "section", "page", "snippet", "score"}
+# quoted: the answer's [n] markers cite it (those come first); url: the page of a web-imported document, else null
+CITATION_KEYS = {"document_id", "title", "filename", "section", "page", "snippet", "score", "quoted", "url"}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,27 @@ def test_single_question_prints_one_json_object(kb):
     assert isinstance(first["document_id"], int) and 0 < first["score"] <= 1 and first["snippet"]
     assert set(record["timings_ms"]) == {"retrieval", "first_token", "total"}
     assert record["curated_answer_id"] is None  # from the knowledge base
+
+
+def test_citations_keep_the_order_the_customer_sees(kb):
+    import re
+
+    from chat.answering import answer_once
+    from django_tenants.utils import tenant_context
+
+    question = "How long do I have to get a refund, and how do I update the firmware?"
+    result = manage("ask", "--workspace", kb.workspace.slug, question, "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    with tenant_context(kb.workspace):
+        shown = answer_once(question=question, history=[])  # what the widget and the dashboard show, in order
+    assert record["answer"] == shown["answer"]
+    assert [(c["document_id"], c["section"], c["quoted"]) for c in record["citations"]] == \
+        [(c["document_id"], c["section"], c["quoted"]) for c in shown["citations"]]
+    quoted = [c for c in record["citations"] if c["quoted"]]
+    assert len(quoted) >= 2 and record["citations"][:len(quoted)] == quoted and len(record["citations"]) <= 5
+    markers = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", record["answer"])))
+    assert markers == list(range(1, len(quoted) + 1))  # [1] is citations[0]
 
 
 def test_file_prints_json_lines_in_order(kb, tmp_path):

@@ -69,7 +69,7 @@ def test_both_parts_are_answered_citing_both_sources(shop):
 
 def test_a_part_nothing_covers_is_declined_by_name_and_the_other_answered(shop):
     done = answer_once(question="How long do I have to return an item, and do you accept PayPal?", history=[])
-    titles = [citation["title"] for citation in done["citations"]]
+    titles = [citation["title"] for citation in done["citations"] if citation["quoted"]]  # supporting ones may follow
     assert done["answered"], done
     assert titles == ["Returns policy"], titles
     assert "30 days" in done["answer"]

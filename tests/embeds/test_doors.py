@@ -307,7 +307,7 @@ def test_socket_answers_a_visitor_and_keeps_the_business_accounting_private(door
         frames = frames_until(socket, lambda f: f["type"] == "agent_completed")
         answer = frames[-1]["message"]
         assert answer["role"] == "assistant" and answer["content"] and answer["citations"]
-        assert set(answer["citations"][0]) <= {"title", "section", "page", "snippet", "url"}  # url: a web page
+        assert set(answer["citations"][0]) <= {"title", "section", "page", "snippet", "url", "quoted"}  # url: a web page
         for private in ("provider", "model", "cost", "tokens_in", "tokens_out", "timings_ms", "latency_total_ms"):
             assert private not in answer
         socket.send(json.dumps({"type": "feedback", "message_id": answer["id"], "value": 1}))

@@ -19,8 +19,8 @@ from tests.embeds.conftest import RETURNS, Door, embed_make, in_workspace, works
 
 SHOP = "https://shop.example"
 QUESTION = "How many days do I have to return a product?"
-INTERNAL_SOURCE_FIELDS = {"document_id", "chunk_id", "score", "filename"}
-VISITOR_SOURCE_FIELDS = {"title", "section", "page", "url", "snippet"}
+INTERNAL_SOURCE_FIELDS = {"document_id", "chunk_id", "score", "filename", "dashboard_url"}
+VISITOR_SOURCE_FIELDS = {"title", "section", "page", "url", "snippet", "quoted"}  # never dashboard_url
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,7 @@ def test_a_visitor_gets_no_internal_retrieval_data_live_on_replay_or_in_the_tran
     transcript = door.visitor_call("GET", f"/widget/v1/conversations/{conversation}/messages/", session["token"])
     answer = transcript.json()["messages"][-1]
     assert answer["role"] == "assistant"
+    assert not any(name in transcript.content.decode() for name in ('"dashboard_url"', '"chunk_id"', '/knowledge/'))
 
     for frames in (live, replayed):
         sources = of_type(frames, "tool_completed")["sources"]
@@ -92,7 +93,8 @@ def test_a_visitor_gets_no_internal_retrieval_data_live_on_replay_or_in_the_tran
         else:
             assert sources == [] and citations == []
         assert not any(name in json.dumps(frames) for name in ('"document_id"', '"chunk_id"', '"score"',
-                                                               '"filename"', '"confidence"'))
+                                                               '"filename"', '"confidence"', '"dashboard_url"',
+                                                               '/knowledge/'))
     if show_sources:
         assert answer["citations"] and all(set(c) <= VISITOR_SOURCE_FIELDS for c in answer["citations"])
     else:

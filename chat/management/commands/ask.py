@@ -3,7 +3,11 @@ them (retrieval, the workspace's providers and fallbacks, grounding), one JSON o
 (JSON Lines for `--file`), per the operator contract in PRODUCT.md:
 
     {"id", "answer", "answered", "citations": [{"document_id", "title", "filename", "section", "page", "snippet",
-     "score"}], "timings_ms": {"retrieval", "first_token", "total"}, "curated_answer_id": <id or null>}
+     "score", "quoted", "url"}], "timings_ms": {"retrieval", "first_token", "total"}, "curated_answer_id": <id or null>}
+
+`citations` are in the order the customer sees them: the quoted ones first, in the order of their [n] markers ([1] is
+citations[0]), then the sources that support the answer (`quoted: false`); `url` is the web page of an imported or
+crawled document, else null (docs/answers.md "Citations").
 
 `curated_answer_id` names the curated answer served (issue #17), null when the answer came from the knowledge base.
 
@@ -25,7 +29,7 @@ from config.commands import OperatorCommand
 from config.errors import ApplicationError, ErrorCode, NotFound, ValidationFailed
 from tenants.selectors import workspace_get
 
-CITATION_FIELDS = ("document_id", "title", "filename", "section", "page", "snippet", "score")
+CITATION_FIELDS = ("document_id", "title", "filename", "section", "page", "snippet", "score", "quoted", "url")
 
 
 class Command(OperatorCommand):
@@ -117,7 +121,8 @@ def _human(record: dict[str, Any]) -> str:
     for number, citation in enumerate(record["citations"], start=1):
         where = " › ".join(part for part in (citation["title"], citation["section"]) if part)
         page = f", page {citation['page']}" if citation.get("page") else ""
-        lines.append(f"  [{number}] {where}{page} ({citation['filename']}, score {citation['score']})")
+        seen = "" if citation.get("quoted") else ", supporting"
+        lines.append(f"  [{number}] {where}{page} ({citation['filename']}, score {citation['score']}{seen})")
     status = "answered" if record["answered"] else "declined"
     lines.append(f"  ({status}; {record['timings_ms']['total']} ms)")
     prefix = f"[{record['id']}] " if record.get("id") is not None else ""
