@@ -37,18 +37,22 @@ class ComposeParams:
     max_sources: int = 4  # passages come from the best few chunks only: lower-ranked ones drift off topic
     weight_lexical: float = 0.6
     weight_action: float = 0.25
+    weight_specific: float = 0.1  # a sentence on the question's words that names labels, paths, values
     weight_dense: float = 0.0  # sentence-level meaning (the embedding model); costs latency, see above
     dense_units: int = 8
-    first_words: int = 120
+    first_words: int = 150
     second_words: int = 50
     source_decay: float = 0.15  # per rank, when the sources carry no similarity scores
     similarity_gap_weight: float = 2.0  # how much a chunk's lower similarity to the question costs its windows
     second_max_gap: float = 0.1  # a second passage only from a chunk this close to the best one
-    second_min_ratio: float = 0.5  # ... and only when it scores at least this share of the first
+    third_words: int = 0  # a third passage, from a third chunk, under the same conditions (0: none)
+    second_min_ratio: float = 0.3  # ... and only when it scores at least this share of the first
     second_same_source: bool = False  # ... and may come from another part of the first passage's chunk
     length_bonus: float = 0.1
     lead_penalty: float = 0.0  # what a window costs per share of its budget spent before its key sentence
     steps_words: int = 180  # a numbered list up to this long is quoted whole
+    key_first: bool = True  # the first passage opens on the key sentence (the best-scoring one)
+    heading_weight: float = 0.0  # how much the question words in a chunk's headings count for its windows
 
 
 DEFAULT_COMPOSE = ComposeParams()
@@ -61,6 +65,9 @@ _CODE = re.compile(r"(^|\s)(/[\w.-]+/[\w./-]*|--?[a-zA-Z][\w-]*|[a-z0-9]+(?:[-_.
 _NAMED_TOOL = re.compile(r"\bthe\s+[\w.+-]+\s+(command|package|program|tool|utility|option|directive)s?\b"
                          r"|\b(command|package|program|tool|utility|option)\s+[a-z][\w.+-]*\d*\b(?=\s*[,.;:)(]|\s+(to|which|that|is|will|can))",
                          re.IGNORECASE)
+# What a precise answer names: a menu path, a quoted or bold label, a Capitalised Interface Name, a number.
+_SPECIFIC = re.compile(r"→|->|“[^”]{2,50}”|\*\*[^*]{2,50}\*\*|\b[A-Z]\w*(?:\s+(?:[A-Z]\w*|&|and|of|to)){0,3}\s+[A-Z]\w*\b"
+                       r"|\d+(?:[.,]\d+)?")
 _PROCEDURAL = re.compile(r"^\s*(how|which|what (command|tool|file|package|line|option)|where|can i|is there|should i|"
                          r"what do i|what should)\b", re.IGNORECASE)
 _DEPENDENT_START = re.compile(r"^(this|these|that|those|it|its|they|then|so|thus|however|also|in (this|that) case|"
@@ -77,6 +84,7 @@ class Unit:
     action: float = 0.0
     score: float = 0.0
     cosine: float = 0.0
+    specific: float = 0.0  # how much it names: labels, menu paths, numbers (see _SPECIFIC)
     # "prose" (a sentence), "command" (typed at a prompt), "code" (a configuration or output line), "item" (a list
     # item, `bullet` its "-" or "3."), "row" (a table or CSV row, its header folded in: "Norway — Cost: €14.95").
     kind: str = "prose"
@@ -310,9 +318,15 @@ def builtin_compose(
     for unit in units:
         # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open".
         unit.stems = unit.stems | (answer_type_stems(question, unit.text) & question_stems)
+    # The headings a chunk sits under ("Returns › How long do I have?") say what its sentences are about.
+    headings = [stems(getattr(source, "section", "") or "") & question_stems if params.heading_weight else frozenset()
+                for source in sources]
     frequency: dict[str, int] = {}
     for unit in units:
         for stem in unit.stems & question_stems:
+            frequency[stem] = frequency.get(stem, 0) + 1
+    for heading in headings:
+        for stem in heading:
             frequency[stem] = frequency.get(stem, 0) + 1
     # Rarer question words count more: in a chunk about cron, "cron" says little and "cancel" a lot.
     weights = {stem: math.log(1 + len(units) / df) for stem, df in frequency.items()}
@@ -320,12 +334,15 @@ def builtin_compose(
     procedural = 1.0 if _PROCEDURAL.match(question) else 0.4
     for unit in units:
         lexical = sum(weights.get(stem, 0.0) for stem in unit.stems & question_stems) / total
-        unit.score = params.weight_lexical * lexical + params.weight_action * unit.action * procedural
+        if params.weight_specific:
+            unit.specific = min(1.0, len(_SPECIFIC.findall(unit.text)) / 3)
+        unit.score = (params.weight_lexical * lexical + params.weight_action * unit.action * procedural
+                      + params.weight_specific * unit.specific * (lexical > 0))
     if params.weight_dense:
         shortlist = sorted((u for u in units if not u.is_command), key=lambda u: -u.score)[: params.dense_units]
         for unit, cosine in zip(shortlist, _cosines(question, [u.text for u in shortlist])):
             unit.cosine = cosine
-    return _select_windows(units, question_stems, weights, procedural, params, penalties)
+    return _select_windows(units, question_stems, weights, procedural, params, penalties, headings)
 
 
 def _leads_into(unit: Unit, following: Unit) -> bool:
@@ -343,18 +360,21 @@ def _lead_words(window: list[Unit]) -> int:
 
 
 def _window_score(window: list[Unit], question_stems: frozenset[str], weights: dict[str, float], total: float,
-                  procedural: float, params: ComposeParams, budget: int, penalty: float) -> float:
+                  procedural: float, params: ComposeParams, budget: int, penalty: float,
+                  heading: frozenset[str] = frozenset()) -> float:
     covered: set[str] = set()
     for unit in window:
         covered |= unit.stems & question_stems
-    coverage = sum(weights.get(stem, 0.0) for stem in covered) / total
+    coverage = (sum(weights.get(stem, 0.0) for stem in covered)
+                + params.heading_weight * sum(weights.get(stem, 0.0) for stem in heading - covered)) / total
     action = max(unit.action for unit in window) * procedural
+    specific = max(unit.specific for unit in window if unit.stems & question_stems) if covered else 0.0
     words = sum(unit.words for unit in window)
     meaning = max(unit.cosine for unit in window)
     # Among windows that cover the question equally, the fuller one gives more of the surrounding explanation; the
     # one that opens on its key sentence answers first.
     return (params.weight_lexical * coverage + params.weight_action * action + params.weight_dense * meaning
-            - penalty + params.length_bonus * min(1.0, words / budget)
+            + params.weight_specific * specific - penalty + params.length_bonus * min(1.0, words / budget)
             - params.lead_penalty * min(1.0, _lead_words(window) / budget))
 
 
@@ -392,7 +412,8 @@ def _whole_steps(passage: list[Unit], units: list[Unit], limit: int) -> list[Uni
 
 
 def _select_windows(units: list[Unit], question_stems: frozenset[str], weights: dict[str, float],
-                    procedural: float, params: ComposeParams, penalties: list[float]) -> Composition:
+                    procedural: float, params: ComposeParams, penalties: list[float],
+                    headings: list[frozenset[str]]) -> Composition:
     total = sum(weights.values()) or 1.0
     by_source: dict[int, list[Unit]] = {}
     for unit in units:
@@ -406,24 +427,46 @@ def _select_windows(units: list[Unit], question_stems: frozenset[str], weights: 
                 if any(id(unit) in skip for unit in window):
                     continue
                 score = _window_score(window, question_stems, weights, total, procedural, params, budget,
-                                      penalties[source])
+                                      penalties[source], headings[source])
                 if best is None or score > best[0]:
                     best = (score, window)
         return best
 
-    first = best_window(params.first_words, sorted(by_source))
+    if params.key_first:
+        # The key sentence: the one that covers most of the question (rarer words weigh more) in the closest chunk.
+        key = max(units, key=lambda unit: (unit.score - penalties[unit.source], -unit.source, -unit.position))
+        source_units = by_source[key.source]
+        start = key.position
+        while start > 0 and _leads_into(source_units[start - 1], source_units[start]) and key.position - start < 2:
+            start -= 1
+        candidates = [window for window in _windows(source_units[start:], params.first_words)
+                      if window[0] is source_units[start]]
+        first = max(((_window_score(window, question_stems, weights, total, procedural, params, params.first_words,
+                                    penalties[key.source], headings[key.source]), window) for window in candidates),
+                    key=lambda pair: pair[0], default=None)
+        if first is None:
+            first = (key.score, [key])
+    else:
+        first = best_window(params.first_words, sorted(by_source))
     if first is None:
         return Composition(text="")
     passages = [_whole_steps(first[1], by_source[first[1][0].source], params.steps_words)]
-    # A second passage from another chunk about as close to the question: answers are often split across two.
     first_source = first[1][0].source
-    others = [s for s in sorted(by_source) if (s != first_source or params.second_same_source)
-              and penalties[s] - penalties[first_source] <= params.similarity_gap_weight * params.second_max_gap]
-    second = best_window(params.second_words, others, passages[0])
-    if second is not None and second[0] >= params.second_min_ratio * first[0]:
-        extra = _whole_steps(second[1], by_source[second[1][0].source], params.steps_words)
-        if not {id(unit) for unit in extra} & {id(unit) for unit in passages[0]}:
-            passages.append(extra)
+    # More passages from other chunks about as close to the question: answers are often split across two.
+    for budget in (params.second_words, params.third_words):
+        if not budget:
+            break
+        used = {passage[0].source for passage in passages}
+        others = [s for s in sorted(by_source) if (s not in used or params.second_same_source)
+                  and penalties[s] - penalties[first_source] <= params.similarity_gap_weight * params.second_max_gap]
+        taken = [unit for passage in passages for unit in passage]
+        extra_window = best_window(budget, others, taken)
+        if extra_window is None or extra_window[0] < params.second_min_ratio * first[0]:
+            break
+        extra = _whole_steps(extra_window[1], by_source[extra_window[1][0].source], params.steps_words)
+        if {id(unit) for unit in extra} & {id(unit) for unit in taken}:
+            break
+        passages.append(extra)
     return _render(passages)
 
 
