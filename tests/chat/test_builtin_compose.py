@@ -106,3 +106,24 @@ def test_table_rules_note_labels_and_captions_are_left_out():
     ]
     answer = builtin_compose(question="how do I renumber account codes with an interval", sources=[Source(text)]).text
     assert "`" not in answer and "Note" not in answer and "Table 5.2" not in answer
+
+
+def test_the_answer_opens_on_the_key_sentence_not_on_the_background_before_it():
+    text = ("Larkspur Outdoor was founded in 1998 in Kendal, in the English Lake District. We sell clothing, tents "
+            "and boots to walkers across the United Kingdom and the European Union. Our returns centres are in "
+            "Kendal and Tilburg. We process your refund within 5 working days of your return arriving at our "
+            "returns centre. You will get an email when it's done.")
+    answer = builtin_compose(question="How long does my refund take?", sources=[Source(text)]).text
+
+    assert answer.startswith("We process your refund within 5 working days")
+    assert "founded in 1998" not in answer
+
+
+def test_a_sentence_introducing_the_key_one_comes_with_it():
+    text = ("Packages are installed with apt. The default firewall keeps its rules in one file. "
+            "To load the firewall rules at boot, enable the service:\n"
+            "# systemctl enable nftables.service\n"
+            "The rules are then read from /etc/nftables.conf at every boot.")
+    answer = builtin_compose(question="How do I load my firewall rules at boot?", sources=[Source(text)]).text
+
+    assert answer.startswith("To load the firewall rules at boot, enable the service:\n`# systemctl enable nftables.service`")
