@@ -1,13 +1,16 @@
 """The built-in answerer: no network, no language model. It answers from the retrieved passages themselves.
 
-The best few chunks are split into sentences and command/config lines. A passage is a run of consecutive sentences
-of one chunk (never opening on "This ..." without what it refers to, never ending on the sentence that introduces a
-command); it scores by the share of the question's informative stemmed words it covers (rarer words weigh more), by
-whether it holds something to type or configure when the question asks how/which/where, and by how much less similar
-its chunk is to the question than the best chunk. The answer is the best passage (at most ~120 words) plus, when
-another chunk is about as close, that chunk's best passage (~50 words): answers are often split across two. Each
-passage ends with its inline marker [n]; commands are set in backticks on their own line and never carry a marker.
-It is a LangChain chat model like the others: `.stream()` yields the answer in small word-like pieces.
+The best few chunks are split into units: sentences, commands, configuration lines, list items and table rows (a
+table row is read with its header, "Norway — Cost: €14.95", never set as code; table rules, "| Note" labels and
+captions are dropped). A unit scores by the share of the question's informative stemmed words it covers (rarer words
+weigh more), by whether it holds something to type or configure when the question asks how/which/where, by whether it
+names labels, menu paths or values, and by how much less similar its chunk is to the question than the best chunk.
+The key sentence is the best-scoring unit: the answer opens on it (or on the line that introduces it, "... execute:")
+and runs on through its chunk (at most ~150 words, never ending on the sentence that introduces a command, list or
+table; a numbered list is quoted whole); when another chunk is about as close, its best run (~50 words) follows:
+answers are often split across two. Each passage ends with its inline marker [n]; commands are set in backticks on
+their own line and never carry a marker; list items and rows keep their own lines. It is a LangChain chat model like
+the others: `.stream()` yields the answer in small word-like pieces.
 
 Measured on the bench (docs/answers.md): scoring sentences by meaning with the embedding model adds 1-3 points of
 keyword recall for 350-700 ms before the first token on two cores, so `weight_dense` is off by default.
@@ -45,14 +48,10 @@ class ComposeParams:
     source_decay: float = 0.15  # per rank, when the sources carry no similarity scores
     similarity_gap_weight: float = 2.0  # how much a chunk's lower similarity to the question costs its windows
     second_max_gap: float = 0.1  # a second passage only from a chunk this close to the best one
-    third_words: int = 0  # a third passage, from a third chunk, under the same conditions (0: none)
     second_min_ratio: float = 0.3  # ... and only when it scores at least this share of the first
-    second_same_source: bool = False  # ... and may come from another part of the first passage's chunk
     length_bonus: float = 0.1
-    lead_penalty: float = 0.0  # what a window costs per share of its budget spent before its key sentence
     steps_words: int = 180  # a numbered list up to this long is quoted whole
     key_first: bool = True  # the first passage opens on the key sentence (the best-scoring one)
-    heading_weight: float = 0.0  # how much the question words in a chunk's headings count for its windows
 
 
 DEFAULT_COMPOSE = ComposeParams()
@@ -318,15 +317,9 @@ def builtin_compose(
     for unit in units:
         # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open".
         unit.stems = unit.stems | (answer_type_stems(question, unit.text) & question_stems)
-    # The headings a chunk sits under ("Returns › How long do I have?") say what its sentences are about.
-    headings = [stems(getattr(source, "section", "") or "") & question_stems if params.heading_weight else frozenset()
-                for source in sources]
     frequency: dict[str, int] = {}
     for unit in units:
         for stem in unit.stems & question_stems:
-            frequency[stem] = frequency.get(stem, 0) + 1
-    for heading in headings:
-        for stem in heading:
             frequency[stem] = frequency.get(stem, 0) + 1
     # Rarer question words count more: in a chunk about cron, "cron" says little and "cancel" a lot.
     weights = {stem: math.log(1 + len(units) / df) for stem, df in frequency.items()}
@@ -342,7 +335,7 @@ def builtin_compose(
         shortlist = sorted((u for u in units if not u.is_command), key=lambda u: -u.score)[: params.dense_units]
         for unit, cosine in zip(shortlist, _cosines(question, [u.text for u in shortlist])):
             unit.cosine = cosine
-    return _select_windows(units, question_stems, weights, procedural, params, penalties, headings)
+    return _select_windows(units, question_stems, weights, procedural, params, penalties)
 
 
 def _leads_into(unit: Unit, following: Unit) -> bool:
@@ -351,31 +344,19 @@ def _leads_into(unit: Unit, following: Unit) -> bool:
     return unit.text.endswith(":") or (following.kind == "prose" and bool(_DEPENDENT_START.match(following.text)))
 
 
-def _lead_words(window: list[Unit]) -> int:
-    """Words before the window's key unit (its best-scoring one), not counting what the key unit needs."""
-    key = max(range(len(window)), key=lambda index: window[index].score)
-    while key > 0 and _leads_into(window[key - 1], window[key]):
-        key -= 1
-    return sum(unit.words for unit in window[:key])
-
-
 def _window_score(window: list[Unit], question_stems: frozenset[str], weights: dict[str, float], total: float,
-                  procedural: float, params: ComposeParams, budget: int, penalty: float,
-                  heading: frozenset[str] = frozenset()) -> float:
+                  procedural: float, params: ComposeParams, budget: int, penalty: float) -> float:
     covered: set[str] = set()
     for unit in window:
         covered |= unit.stems & question_stems
-    coverage = (sum(weights.get(stem, 0.0) for stem in covered)
-                + params.heading_weight * sum(weights.get(stem, 0.0) for stem in heading - covered)) / total
+    coverage = sum(weights.get(stem, 0.0) for stem in covered) / total
     action = max(unit.action for unit in window) * procedural
     specific = max(unit.specific for unit in window if unit.stems & question_stems) if covered else 0.0
     words = sum(unit.words for unit in window)
     meaning = max(unit.cosine for unit in window)
-    # Among windows that cover the question equally, the fuller one gives more of the surrounding explanation; the
-    # one that opens on its key sentence answers first.
+    # Among windows that cover the question equally, the fuller one gives more of the surrounding explanation.
     return (params.weight_lexical * coverage + params.weight_action * action + params.weight_dense * meaning
-            + params.weight_specific * specific - penalty + params.length_bonus * min(1.0, words / budget)
-            - params.lead_penalty * min(1.0, _lead_words(window) / budget))
+            + params.weight_specific * specific - penalty + params.length_bonus * min(1.0, words / budget))
 
 
 def _windows(units: list[Unit], budget: int) -> list[list[Unit]]:
@@ -412,22 +393,18 @@ def _whole_steps(passage: list[Unit], units: list[Unit], limit: int) -> list[Uni
 
 
 def _select_windows(units: list[Unit], question_stems: frozenset[str], weights: dict[str, float],
-                    procedural: float, params: ComposeParams, penalties: list[float],
-                    headings: list[frozenset[str]]) -> Composition:
+                    procedural: float, params: ComposeParams, penalties: list[float]) -> Composition:
     total = sum(weights.values()) or 1.0
     by_source: dict[int, list[Unit]] = {}
     for unit in units:
         by_source.setdefault(unit.source, []).append(unit)
 
-    def best_window(budget: int, sources: list[int], taken: Sequence[Unit] = ()) -> tuple[float, list[Unit]] | None:
+    def best_window(budget: int, sources: list[int]) -> tuple[float, list[Unit]] | None:
         best: tuple[float, list[Unit]] | None = None
-        skip = {id(unit) for unit in taken}
         for source in sources:
             for window in _windows(by_source[source], budget):
-                if any(id(unit) in skip for unit in window):
-                    continue
                 score = _window_score(window, question_stems, weights, total, procedural, params, budget,
-                                      penalties[source], headings[source])
+                                      penalties[source])
                 if best is None or score > best[0]:
                     best = (score, window)
         return best
@@ -442,7 +419,7 @@ def _select_windows(units: list[Unit], question_stems: frozenset[str], weights: 
         candidates = [window for window in _windows(source_units[start:], params.first_words)
                       if window[0] is source_units[start]]
         first = max(((_window_score(window, question_stems, weights, total, procedural, params, params.first_words,
-                                    penalties[key.source], headings[key.source]), window) for window in candidates),
+                                    penalties[key.source]), window) for window in candidates),
                     key=lambda pair: pair[0], default=None)
         if first is None:
             first = (key.score, [key])
@@ -452,21 +429,12 @@ def _select_windows(units: list[Unit], question_stems: frozenset[str], weights: 
         return Composition(text="")
     passages = [_whole_steps(first[1], by_source[first[1][0].source], params.steps_words)]
     first_source = first[1][0].source
-    # More passages from other chunks about as close to the question: answers are often split across two.
-    for budget in (params.second_words, params.third_words):
-        if not budget:
-            break
-        used = {passage[0].source for passage in passages}
-        others = [s for s in sorted(by_source) if (s not in used or params.second_same_source)
-                  and penalties[s] - penalties[first_source] <= params.similarity_gap_weight * params.second_max_gap]
-        taken = [unit for passage in passages for unit in passage]
-        extra_window = best_window(budget, others, taken)
-        if extra_window is None or extra_window[0] < params.second_min_ratio * first[0]:
-            break
-        extra = _whole_steps(extra_window[1], by_source[extra_window[1][0].source], params.steps_words)
-        if {id(unit) for unit in extra} & {id(unit) for unit in taken}:
-            break
-        passages.append(extra)
+    # A second passage from another chunk about as close to the question: answers are often split across two.
+    others = [s for s in sorted(by_source) if s != first_source
+              and penalties[s] - penalties[first_source] <= params.similarity_gap_weight * params.second_max_gap]
+    second = best_window(params.second_words, others)
+    if second is not None and second[0] >= params.second_min_ratio * first[0]:
+        passages.append(_whole_steps(second[1], by_source[second[1][0].source], params.steps_words))
     return _render(passages)
 
 
