@@ -147,8 +147,8 @@ def _logical_lines(text: str) -> list[str]:
 # Lines that carry nothing to quote: table rules and separators ("|", "=====", "|---|---|"), the labels of the
 # boxes manuals put around notes ("| Note", "| Tip"), and captions ("Table 5.2. Starting account numbers.").
 _NOISE = re.compile(r"^[\W_]*$")
-_ADMONITION = re.compile(r"^\|?\s*(note|tip|warning|important|caution|danger|in practice|going further)\s*\|?$",
-                         re.IGNORECASE)
+_ADMONITION = re.compile(r"^\|?\s*(note|tip|warning|important|caution|danger|in practice|going further)\s*\|?$"
+                         r"|^\|\s*(note|tip|warning|important|caution)\b[^|]{0,40}\|?$", re.IGNORECASE)
 _CAPTION = re.compile(r"^(table|figure|example)\s+[\dA-Z]+(\.\d+)*\.\s", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"^([-*+•]|\d{1,2}[.)])\s+(?=\S)")
 # A CSV row as the CSV parser writes it: "sku: LO-JK-101; product: Skiddaw Jacket; price_eur: 149.00".

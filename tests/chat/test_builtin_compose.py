@@ -96,7 +96,7 @@ def test_list_items_stay_on_their_own_lines():
 def test_table_rules_note_labels_and_captions_are_left_out():
     text = ("Use Renumber Subaccounts to rewrite the account codes for all children of the current account.\n\n"
             "Table 5.2. Starting account numbers.\n\nCode\n|\n\nName\n\n10\n|\n\nColors\n\n"
-            "=====================================\n| Note\n"
+            "=====================================\n| Note\n| Note on double quotes\n"
             "If you set an interval value of 5 and click Renumber, the codes are spaced by 5.")
     units = split_units(text, 0)
 
