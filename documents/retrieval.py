@@ -190,6 +190,11 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
         # "How do I set up shipping zones in my Shopify store?": a product or place the knowledge base never names
         # is another business's question, however similar the rest of it is (docs/answers.md, "Refusal").
         covered, reason, confidence = False, "unknown_name", min(confidence, 0.5)
+    if covered and not degraded and not foreign and money_asked(query) and not any(
+            _MONEY_VALUE.search(chunk.text) for chunk in chunks):
+        # "How much does the Business plan cost per user per month?" over a manual that states no price anywhere near
+        # the question: what it costs is the business's to say, not the manual's (docs/answers.md, "Refusal").
+        covered, reason, confidence = False, "no_price_found", min(confidence, 0.5)
     signals: dict[str, Any] = {"foreign_names": foreign} if foreign else {}
     if chunks and not degraded and not foreign:
         sentence_started = time.perf_counter()
@@ -390,6 +395,26 @@ def sentence_signals(
             "best_sentence": units[best_unit][1][:200]}
 
 
+# --- questions about money ------------------------------------------------------------------------------------------
+
+# A question whose answer is a price: "how much does … cost", a price, a fee. "The cost of a lookup" (performance) is
+# not: "cost" counts with "how much", "per <period or seat>", or a plan, license or subscription next to it. (Refunds,
+# discounts, billing are answered in words — "a full refund within 30 days" — and are left to the other rules.)
+_MONEY_ASK = re.compile(
+    r"\bhow much (?:does|do|is|are|will|would)\b[^?]{0,60}\b(?:cost|costs|charge|charged|pay)\b"
+    r"|\b(?:price|prices|pricing|fee|fees)\b"
+    r"|\b(?:cost|costs|pay)\b[^?]{0,30}\bper (?:month|year|user|seat|developer|license|licence)\b"
+    r"|\b(?:plan|license|licence|subscription)\b[^?]{0,20}\b(?:cost|costs)\b",
+    re.IGNORECASE)
+_MONEY_VALUE = re.compile(r"[$€£¥]\s?\d|\d\s?(?:[$€£¥]|usd|eur|gbp|dollars?|euros?|pounds?)\b|\bfree of charge\b",
+                          re.IGNORECASE)
+
+
+def money_asked(query: str) -> bool:
+    """Does the asking sentence ask for a price?"""
+    return bool(_MONEY_ASK.search(asking_sentences(query)))
+
+
 # --- names the knowledge base never uses ---------------------------------------------------------------------------
 
 _NAME_EXCEPTIONS = {"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "hi", "hello", "hey", "thanks", "please"}
@@ -409,9 +434,10 @@ def foreign_names(query: str) -> list[str]:
     knowledge base may answer a question about them without naming them."""
     from documents.embedding import wordpiece_words
 
-    sentence = asking_sentences(query)
-    # Whole alphabetic words only: an identifier ("LO-CK-920") or a hyphenated word is the lexical side's job.
-    words = re.findall(r"(?<![\w'’-])([A-Za-z]+(?:['’]s)?)(?![\w'’-])", sentence)
+    # Code and quoted text are identifiers (`core.sshCommand`, "Notify me"): the lexical side's job.
+    sentence = re.sub(r"`[^`]*`|\"[^\"]*\"|“[^”]*”|(?<!\w)'[^']*'(?!\w)", " ", asking_sentences(query))
+    # Whole alphabetic words only: a word in an identifier ("LO-CK-920", "merge.conflictStyle") is not a name.
+    words = re.findall(r"(?<![\w'’./:=_-])([A-Za-z]+(?:['’]s)?)(?![\w'’/:=_-]|\.\w)", sentence)
     candidates = [w for position, w in enumerate(words)
                   if position > 0 and any(c.isupper() for c in w) and w.lower() not in _NAME_EXCEPTIONS]
     if not candidates:
@@ -423,8 +449,13 @@ def foreign_names(query: str) -> list[str]:
     if not candidates:
         return []
     vocabulary = _vocabulary()
-    return [w for w in candidates
-            if not any(stem in vocabulary for stem in stems(bases[w]) | stems(w))][:5]
+    unknown = [w for w in candidates if not any(stem in vocabulary for stem in stems(bases[w]) | stems(w))]
+    if unknown:
+        # Used inside a longer term of the knowledge base ("sshcommand" in "core.sshcommand"): not foreign.
+        lowered = [bases[w].lower() for w in unknown]
+        inside = {word for word in lowered if len(word) >= 4 and any(word in term for term in vocabulary)}
+        unknown = [w for w, low in zip(unknown, lowered) if low not in inside]
+    return unknown[:5]
 
 
 # --- typos -----------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from chat.answering import answer_once, off_topic_detect, prompt_injection_detect
-from documents.retrieval import foreign_names, knowledge_retrieve
+from documents.retrieval import foreign_names, knowledge_retrieve, money_asked
 from tests.chat.knowledge import knowledge_workspace
 
 DOCS = {
@@ -96,3 +96,29 @@ def test_impersonating_the_operator_is_treated_as_injection(outdoor, question):
     assert prompt_injection_detect(question)
     done = answer_once(question=question, history=[])
     assert not done["answered"] and done["reason"] == "injection", done
+
+
+def test_identifiers_in_code_or_quotes_are_not_foreign_names(outdoor):
+    assert foreign_names("What is the `core.sshCommand` setting for?") == []
+    assert foreign_names("What does merge.conflictStyle change?") == []
+    assert foreign_names('What does the "Notify Me" button do?') == []
+
+
+@pytest.mark.parametrize(("question", "asked"), [
+    ("How much does the Pro plan cost per month?", True),
+    ("What's the price of the Skiddaw jacket?", True),
+    ("Is there a fee for returns?", True),
+    ("What does a license cost per developer seat?", True),
+    ("What is the performance cost of .htaccess files?", False),
+    ("Can I get a refund?", False),
+    ("How much disk space do I need?", False),
+])
+def test_a_question_asking_for_a_price_is_recognised(question, asked):
+    assert money_asked(question) is asked
+
+
+def test_a_price_question_over_knowledge_that_states_no_price_is_declined(outdoor):
+    found = knowledge_retrieve(query="How much does the Skiddaw waterproof jacket cost?")
+    assert not found.covered and found.reason == "no_price_found", (found.reason, found.top_similarity)
+    # The same jacket's care question is answered.
+    assert knowledge_retrieve(query="How do I wash the Skiddaw waterproof jacket?").covered

@@ -45,7 +45,8 @@ def test_relevant_section_ranks_first_and_is_covered(kb):
     assert "Factory reset" in result.chunks[0].section
     assert result.chunks[0].dense_rank == 1 and round(result.chunks[0].dense_score, 4) == result.top_similarity
     citation = result.chunks[0].citation()
-    assert set(citation) == {"document_id", "title", "filename", "section", "page", "snippet", "score", "chunk_id", "url"}
+    assert set(citation) == {"document_id", "title", "filename", "section", "page", "snippet", "score", "chunk_id", "url",
+                             "dashboard_url"}
     assert "Reset button" in citation["snippet"] and 0 < citation["score"] <= 1
 
 
