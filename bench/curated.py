@@ -527,7 +527,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     result["curve_eval_and_fresh"] = [  # the threshold's trade-off, shipped coefficients, eval + fresh (aggregates)
         {"threshold": t, **{k: v for k, v in _measure(_shipped(eval_all), t).items()
                             if k in ("recall", "precision", "near_miss_rejected", "served")}}
-        for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95)]
+        for t in sorted({0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, MATCH_PARAMS.threshold})]
     if not quick:
         learnt_questions, learnt_candidates = _prepare(learnt=2)
         _pairs(learnt_questions, learnt_candidates)
