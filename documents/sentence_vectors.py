@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -34,16 +36,17 @@ DEFAULT_ENTRIES = 8192
 
 
 class SentenceVectorCache:
-    """An LRU map (schema, workspace id, digest) -> vector, safe to share between threads."""
+    """An LRU map (schema, workspace id, digest) -> value (a sentence's vector, its stems), safe to share between
+    threads."""
 
     def __init__(self, *, capacity: int) -> None:
         self.capacity = max(0, capacity)
-        self._entries: OrderedDict[tuple[str, int, bytes], np.ndarray] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int, bytes], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple[str, int, bytes]) -> np.ndarray | None:
+    def get(self, key: tuple[str, int, bytes]) -> Any:
         with self._lock:
             vector = self._entries.get(key)
             if vector is None:
@@ -53,7 +56,7 @@ class SentenceVectorCache:
             self.hits += 1
             return vector
 
-    def put(self, key: tuple[str, int, bytes], vector: np.ndarray) -> None:
+    def put(self, key: tuple[str, int, bytes], vector: Any) -> None:
         if not self.capacity:
             return
         with self._lock:
@@ -105,6 +108,24 @@ def _workspace_key() -> tuple[str, int]:
     return schema_name, int(getattr(tenant, "pk", None) or 0)
 
 
+def workspace_text_cached(*, kind: bytes, texts: list[str], compute: Callable[[list[str]], Sequence[Any]]) -> list[Any]:
+    """What `compute` makes of each text (`kind` names what, and what it depends on besides the text), for the
+    current workspace: cached values as they are, the others computed in one call and kept. Values are shared:
+    they must not be changed."""
+    schema_name, workspace_id = _workspace_key()
+    cache = sentence_vector_cache()
+    prefix = kind + b"\0"
+    keys = [(schema_name, workspace_id, hashlib.blake2b(prefix + text.encode(), digest_size=16).digest())
+            for text in texts]
+    found = [cache.get(key) for key in keys]
+    missing = [index for index, value in enumerate(found) if value is None]
+    if missing:
+        for index, value in zip(missing, compute([texts[index] for index in missing]), strict=True):
+            found[index] = value
+            cache.put(keys[index], value)
+    return found
+
+
 def sentence_vectors_get(*, sentences: list[str]) -> np.ndarray:
     """The current workspace's vectors of these sentences, (n, dimension) float32, L2-normalised: cached ones as
     they are, the others embedded in one call and kept."""
@@ -112,19 +133,13 @@ def sentence_vectors_get(*, sentences: list[str]) -> np.ndarray:
     from documents.pipeline import model_identity
 
     model = embedder()
-    schema_name, workspace_id = _workspace_key()
-    cache = sentence_vector_cache()
-    identity = model_identity(model).encode() + b"\0"
-    keys = [(schema_name, workspace_id, hashlib.blake2b(identity + sentence.encode(), digest_size=16).digest())
-            for sentence in sentences]
-    found = [cache.get(key) for key in keys]
-    missing = [index for index, vector in enumerate(found) if vector is None]
-    if missing:
-        embedded = np.asarray(model.embed([sentences[index] for index in missing]), dtype=np.float32)
-        for index, vector in zip(missing, embedded):
-            vector.flags.writeable = False
-            found[index] = vector
-            cache.put(keys[index], vector)
+
+    def embed(texts: list[str]) -> list[np.ndarray]:
+        vectors = np.asarray(model.embed(texts), dtype=np.float32)
+        vectors.flags.writeable = False
+        return list(vectors)
+
+    found = workspace_text_cached(kind=b"vector\0" + model_identity(model).encode(), texts=sentences, compute=embed)
     if not found:
         return np.zeros((0, model.dimension), dtype=np.float32)
     return np.vstack(found)
