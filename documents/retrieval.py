@@ -17,7 +17,10 @@ Design (docs/answers.md has the measurements behind every constant here):
 - near-duplicate chunks are dropped and at most `per_section` chunks of one section are kept while other sections
   have candidates, so five near-identical chunks of one section never fill the list;
 - coverage: the best dense similarity decides, against a threshold fitted on one half of the bench questions and
-  reported on the other.
+  reported on the other;
+- latency (docs/answers.md, "Latency, second pass"): every read by id is a primary-key probe the planner can't turn
+  into a walk of the workspace, and the sentence signals reuse the question's vector and keep each sentence's vector
+  and stems per workspace (documents/sentence_vectors.py). `RetrievalResult.cpu_ms` has each stage's CPU time.
 """
 from __future__ import annotations
 
