@@ -142,6 +142,11 @@ class MiniLMOnnxEmbedder:
         # chunk (0.107 / 0.108 s). Turning the arena off too left +46 MB but cost ~25 % more CPU per chunk (pages
         # are mapped and zeroed again on every call), so the arena stays.
         options.enable_mem_pattern = False
+        # Idle worker threads sleep instead of spinning for work: a spinning pool kept burning both cores for
+        # tens of milliseconds after every question's embedding, while the same request waited on PostgreSQL
+        # (retrieval: 60 ms of process CPU per question against 18 ms on the main thread; docs/answers.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(str(path), sess_options=options,
                                                      providers=["CPUExecutionProvider"])
         _memory_release()  # what building the session allocated and freed again (measured: ~50 MB of ~180 MB)

@@ -17,7 +17,10 @@ Design (docs/answers.md has the measurements behind every constant here):
 - near-duplicate chunks are dropped and at most `per_section` chunks of one section are kept while other sections
   have candidates, so five near-identical chunks of one section never fill the list;
 - coverage: the best dense similarity decides, against a threshold fitted on one half of the bench questions and
-  reported on the other.
+  reported on the other;
+- latency (docs/answers.md, "Latency, second pass"): every read by id is a primary-key probe the planner can't turn
+  into a walk of the workspace, and the sentence signals reuse the question's vector and keep each sentence's vector
+  and stems per workspace (documents/sentence_vectors.py). `RetrievalResult.cpu_ms` has each stage's CPU time.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from django.db import connection
 
 from config.errors import ApplicationError, ErrorCode
@@ -146,6 +150,7 @@ class RetrievalResult:
     degraded: str = ""
     candidates: list[RetrievedChunk] = field(default_factory=list)  # the fused list before diversification
     signals: dict[str, Any] = field(default_factory=dict)  # sentence-level coverage signals, when computed
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # process CPU time per stage
 
 
 # --- entry point -------------------------------------------------------------------------------------------------
@@ -164,21 +169,27 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
         return RetrievalResult(query, [], False, 0.0, 0.0, 0.0, "empty_query")
 
     timings: dict[str, float] = {}
+    cpu = _StageClock()
     degraded = ""
     query = query_typos_fix(query, params=params)
+    cpu.lap("typos")
     dense: list[tuple[int, float]] = []
+    query_vector: list[float] | None = None
     try:
-        dense = dense_search(schema_name=schema_name, query=query, limit=params.dense_candidates)
+        dense, query_vector = _dense_search(schema_name=schema_name, query=query, limit=params.dense_candidates)
     except Exception:  # the embedding service or vector store is down: answer from full text alone
         logger.warning("dense retrieval unavailable", exc_info=True)
         degraded = "dense_unavailable"
     timings["dense"] = _ms(started)
+    cpu.lap("dense")
 
     lexical_started = time.perf_counter()
     terms, lexical = lexical_search(query=query, params=params)
     timings["lexical"] = _ms(lexical_started)
+    cpu.lap("lexical")
 
     candidates = fuse(dense=dense, lexical=lexical, terms=terms, params=params)
+    cpu.lap("fuse")
     chunks = diversify(candidates, limit=limit, params=params)
     top_similarity = max((c.dense_score for c in candidates if c.dense_score is not None), default=0.0)
     term_coverage = _term_coverage(chunks[:3], terms)
@@ -196,16 +207,18 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
         # the question: what it costs is the business's to say, not the manual's (docs/answers.md, "Refusal").
         covered, reason, confidence = False, "no_price_found", min(confidence, 0.5)
     signals: dict[str, Any] = {"foreign_names": foreign} if foreign else {}
+    cpu.lap("diversify")
     if chunks and not degraded and not foreign:
         sentence_started = time.perf_counter()
-        signals = sentence_signals(query=query, chunks=chunks, terms=terms, chunk_covered=covered, params=params)
+        signals = sentence_signals(query=query, chunks=chunks, terms=terms, chunk_covered=covered, params=params,
+                                   query_vector=query_vector)
         if signals:
             timings["sentences"] = _ms(sentence_started)
             # The chunk whose sentence answers goes first: a short chunk about three topics is as similar to each
             # question about one of them as a neighbour that mentions the same words.
             head = sorted(chunks[: params.sentence_chunks], key=lambda c: -(c.evidence_score or 0.0))
             chunks = head + chunks[params.sentence_chunks:]
-            if not covered and signals["value"] >= params.cover_sentence:
+            if not covered and reason == "low_similarity" and signals["value"] >= params.cover_sentence:
                 covered, reason = True, "similar_sentence"
                 confidence = max(confidence, coverage_confidence(
                     params.cover_threshold + signals["value"] - params.cover_sentence, params=params))
@@ -215,12 +228,27 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
                 # over "Shipping is free on orders over $100." is near the chunk only because the chunk is short.
                 covered, reason = False, "low_sentence_evidence"
                 confidence = min(confidence, 0.5)
+    cpu.lap("sentences")
     timings["total"] = _ms(started)
     return RetrievalResult(
         query=query, chunks=chunks, covered=covered, confidence=confidence,
         top_similarity=round(top_similarity, 4), term_coverage=round(term_coverage, 3), reason=reason,
-        timings_ms=timings, degraded=degraded, candidates=candidates, signals=signals,
+        timings_ms=timings, degraded=degraded, candidates=candidates, signals=signals, cpu_ms=cpu.stages,
     )
+
+
+class _StageClock:
+    """The process CPU time each stage took (all threads: the embedding model runs its own), so latency figures
+    from a busy machine can be read against the work done."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._last = time.process_time()
+
+    def lap(self, stage: str) -> None:
+        now = time.process_time()
+        self.stages[stage] = round((now - self._last) * 1000, 2)
+        self._last = now
 
 
 # --- words -------------------------------------------------------------------------------------------------------
@@ -336,27 +364,36 @@ def _sentence_stems(sentence: str) -> frozenset[str]:
 
 def sentence_signals(
     *, query: str, chunks: list[RetrievedChunk], terms: list[QueryTerm], chunk_covered: bool,
-    params: RetrievalParams = DEFAULT_PARAMS,
+    params: RetrievalParams = DEFAULT_PARAMS, query_vector: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Score the sentences of the best few chunks against the question (see RetrievalParams). Sets each scored
     chunk's `sentence_score`; returns {} when there is nothing to score or the chunk rule already decided and the
-    sentences are too many to score for free."""
+    sentences are too many to score for free. `query_vector`: the question's embedding when the dense search
+    already made it."""
     units = [(index, sentence) for index, chunk in enumerate(chunks[: params.sentence_chunks])
              for sentence in passage_sentences(chunk.text)]
     if not units or (chunk_covered and len(units) > params.sentence_always_max):
         return {}
     units = units[: params.sentence_max]
+    from documents.sentence_vectors import workspace_text_cached
+
     question = stems(query)
     lexical = unknown = 0.0
     unknown_names: list[str] = []
     ordering_lexical = [0.0] * len(units)
     if question:
-        sentence_stems = [_sentence_stems(sentence) | answer_type_stems(query, sentence) for _, sentence in units]
+        # A sentence's stems, like its vector, are cached per workspace (documents/sentence_vectors.py).
+        known_stems = workspace_text_cached(kind=b"sentence-stems", texts=[sentence for _, sentence in units],
+                                            compute=lambda texts: [_sentence_stems(text) for text in texts])
+        sentence_stems = [found | answer_type_stems(query, sentence)
+                          for found, (_, sentence) in zip(known_stems, units)]
         lexical = max(len(question & found) / len(question) for found in sentence_stems)
         # For the order, a sentence is read under its document's title and section: "Enter the new network name and
         # a password" under "Wi-Fi setup › Changing the network name and password" answers "How do I change the
         # Wi-Fi password?" better than "All your Wi-Fi names and passwords are erased" under "Resetting the router".
-        context = [stems(f"{chunk.title} {chunk.section}") for chunk in chunks[: params.sentence_chunks]]
+        context = workspace_text_cached(
+            kind=b"stems", texts=[f"{chunk.title} {chunk.section}" for chunk in chunks[: params.sentence_chunks]],
+            compute=lambda texts: [stems(text) for text in texts])
         ordering_lexical = [len(question & (found | context[index])) / len(question)
                             for (index, _), found in zip(units, sentence_stems)]
         # Words the knowledge base never uses ("Canada" when only delivery times are written down); a value that
@@ -369,15 +406,23 @@ def sentence_signals(
                  if word.lower() not in _SENTENCE_NAME_EXCEPTIONS]
         unknown_names = [word for word in names if not (stems(word) & (vocabulary.keys() | implied))]
     try:
-        from documents.embedding import embedder
+        from documents.sentence_vectors import sentence_vectors_get
 
-        vectors = embedder().embed([query, *(sentence for _, sentence in units)])
+        if query_vector is None:
+            from documents.embedding import embedder
+
+            query_vector = embedder().embed([query])[0]
+        # Cached per workspace after their first use (documents/sentence_vectors.py): the sentences of the chunks
+        # questions keep reaching are embedded once, not on every question.
+        vectors = sentence_vectors_get(sentences=[sentence for _, sentence in units])
     except Exception:  # the chunk-level decision stands
         logger.warning("sentence scoring unavailable", exc_info=True)
         return {}
+    # Summed left to right in double precision, as the loop this replaced did: a dot product summed in another order
+    # differs in the last bit, and evidence scores that tie exactly would then order differently.
+    cosines = np.cumsum(vectors.astype(np.float64) * np.asarray(query_vector, dtype=np.float64), axis=1)[:, -1].tolist()
     best, best_unit = -1.0, 0
-    for position, ((index, _sentence), vector) in enumerate(zip(units, vectors[1:])):
-        cosine = float(sum(a * b for a, b in zip(vectors[0], vector)))
+    for position, ((index, _sentence), cosine) in enumerate(zip(units, cosines)):
         chunk = chunks[index]
         chunk.sentence_score = cosine if chunk.sentence_score is None else max(chunk.sentence_score, cosine)
         evidence = (cosine + params.sentence_rank_lexical_weight * ordering_lexical[position]
@@ -555,13 +600,18 @@ def coverage_confidence(top_similarity: float, *, params: RetrievalParams = DEFA
 
 
 def dense_search(*, schema_name: str, query: str, limit: int) -> list[tuple[int, float]]:
+    return _dense_search(schema_name=schema_name, query=query, limit=limit)[0]
+
+
+def _dense_search(*, schema_name: str, query: str, limit: int) -> tuple[list[tuple[int, float]], list[float]]:
+    """The nearest chunks and the question's embedding (the sentence signals reuse it)."""
     from documents.embedding import embedder
     from documents.vectors import vectors_query
 
     # The schema is passed explicitly: the vector store has no notion of a "current" workspace.
-    embedding = embedder().embed([query])[0]
-    hits = vectors_query(schema_name=schema_name, embedding=list(embedding), limit=limit)
-    return [(int(hit.chunk_id), float(hit.score)) for hit in hits]
+    embedding = list(embedder().embed([query])[0])
+    hits = vectors_query(schema_name=schema_name, embedding=embedding, limit=limit)
+    return [(int(hit.chunk_id), float(hit.score)) for hit in hits], embedding
 
 
 # --- full text ---------------------------------------------------------------------------------------------------
@@ -693,16 +743,12 @@ def fuse(
     *, dense: list[tuple[int, float]], lexical: list[tuple[int, float, frozenset]], terms: list[QueryTerm],
     params: RetrievalParams,
 ) -> list[RetrievedChunk]:
-    from documents.models import Chunk, DocumentStatus
-
     wanted = {chunk_id for chunk_id, _ in dense} | {chunk_id for chunk_id, _, _ in lexical}
     if not wanted:
         return []
     # Only chunks of indexed documents: a vector whose chunk is gone, or whose document is being replaced, is
     # not evidence.
-    rows = (Chunk.objects.filter(pk__in=wanted, document__status=DocumentStatus.INDEXED)
-            .select_related("document").defer("search_vector", "document__text_preview"))
-    chunks = {chunk.pk: chunk for chunk in rows}
+    chunks = _chunks_read(wanted)
     found: dict[int, RetrievedChunk] = {}
     rank = 0
     for chunk_id, similarity in dense:
@@ -710,7 +756,7 @@ def fuse(
         if chunk is None or chunk_id in found:
             continue
         rank += 1
-        item = found[chunk_id] = _retrieved(chunk)
+        item = found[chunk_id] = chunk
         item.dense_score, item.dense_rank = similarity, rank
     rank = 0
     for chunk_id, score, matched in lexical:
@@ -718,7 +764,7 @@ def fuse(
         if chunk is None:
             continue
         rank += 1
-        item = found.get(chunk_id) or found.setdefault(chunk_id, _retrieved(chunk))
+        item = found.setdefault(chunk_id, chunk)
         item.lexical_score, item.lexical_rank, item.matched_terms = score, rank, matched
     if terms and any(item.lexical_rank is None for item in found.values()):
         _match_terms(found, terms)
@@ -751,15 +797,32 @@ def _match_terms(found: dict[int, RetrievedChunk], terms: list[QueryTerm]) -> No
         found[chunk_id].matched_terms = matched
 
 
-def _retrieved(chunk: Any) -> RetrievedChunk:
-    from documents.selectors import chunk_source_url
+def _chunks_read(chunk_ids: set[int]) -> dict[int, RetrievedChunk]:
+    """The chunks of indexed documents among these ids, as retrieval results. One query, each id probed by primary
+    key (LATERAL ... OFFSET 0 keeps it so): joined or filtered on the document's status, the planner, which rarely
+    knows how few ids are asked for, walked every indexed document's chunks (24 ms at 10k chunks, 10x that at
+    100k), and model instances cost ~6 ms of CPU per question."""
+    from documents.models import Chunk, Document
+    from documents.selectors import source_url_make
 
-    document = chunk.document
-    return RetrievedChunk(
-        chunk_id=chunk.pk, document_id=chunk.document_id, ordinal=chunk.ordinal, title=document.title,
-        filename=document.original_name, section=chunk.heading_path, page=chunk.page, text=chunk.text,
-        url=chunk_source_url(document=document, chunk=chunk),
-    )
+    quote = connection.ops.quote_name
+    sql = f"""
+        SELECT x.* FROM unnest(%s::bigint[]) AS i(id) CROSS JOIN LATERAL (
+            SELECT c.id, c.document_id, c.ordinal, d.title, d.original_name, c.heading_path, c.page, c.text,
+                   d.source, d.source_url, c.anchor
+            FROM {quote(Chunk._meta.db_table)} c JOIN {quote(Document._meta.db_table)} d ON d.id = c.document_id
+            WHERE c.id = i.id AND d.status = 'indexed' OFFSET 0) x
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [sorted(chunk_ids)])
+        rows = cursor.fetchall()
+    return {
+        chunk_id: RetrievedChunk(
+            chunk_id=chunk_id, document_id=document_id, ordinal=ordinal, title=title, filename=filename,
+            section=section, page=page, text=text,
+            url=source_url_make(source=source, source_url=source_url or "", anchor=anchor or ""))
+        for chunk_id, document_id, ordinal, title, filename, section, page, text, source, source_url, anchor in rows
+    }
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -212,9 +212,14 @@ def chunk_vector_search(*, query: str, limit: int = 10) -> list[ChunkHit]:
 def chunk_source_url(*, document: Document, chunk: Chunk) -> str:
     """Where a citation of this chunk links: the page a crawled or imported document came from, at the chunk's
     heading when the page gave it an id; "" for uploads and typed-in text."""
-    if not document.source_url or document.source not in ("crawl", "url"):
+    return source_url_make(source=document.source, source_url=document.source_url, anchor=chunk.anchor)
+
+
+def source_url_make(*, source: str, source_url: str, anchor: str) -> str:
+    """chunk_source_url from the column values (retrieval reads them without model instances)."""
+    if not source_url or source not in ("crawl", "url"):
         return ""
-    return f"{document.source_url}#{quote(chunk.anchor, safe='-._~')}" if chunk.anchor else document.source_url
+    return f"{source_url}#{quote(anchor, safe='-._~')}" if anchor else source_url
 
 
 # --- website sources ------------------------------------------------------------------------------------------------

@@ -21,6 +21,15 @@ def workspace_vectors_purge(sender: type, *, workspace: Workspace, **kwargs: obj
     return f"vector collection: {vector_collection_name(workspace.schema_name)}"
 
 
+@receiver(workspace_purging, dispatch_uid="documents.workspace_sentence_vectors_purge")
+def workspace_sentence_vectors_purge(sender: type, *, workspace: Workspace, **kwargs: object) -> str:
+    """Forget this process's cached sentence vectors of the workspace (other processes' can no longer be reached:
+    their keys hold the workspace's id; they age out)."""
+    from documents.sentence_vectors import sentence_vectors_purge
+
+    return f"cached sentence vectors: {sentence_vectors_purge(schema_name=workspace.schema_name)}"
+
+
 @receiver(workspace_exporting, dispatch_uid="documents.workspace_export_files_vectors")
 def workspace_export_files_vectors(sender: type, *, workspace: Workspace, archive: Any, **kwargs: object) -> tuple[str, str]:
     """Add the original files (files/<path under the workspace's folder>) and the vectors (vectors.jsonl)."""

@@ -244,6 +244,9 @@ EMBEDDING_MAX_TOKENS = env.int("EMBEDDING_MAX_TOKENS", default=256)  # chunk win
 EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=0)
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)  # onnxruntime intra-op threads; 0: every core
 EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=30.0)
+# Sentence vectors retrieval's sentence signals keep per process, per workspace (documents/sentence_vectors.py);
+# ~1.6 KB each with the 384-dimension model. 0: none kept (every question embeds its sentences).
+RETRIEVAL_SENTENCE_CACHE_ENTRIES = env.int("RETRIEVAL_SENTENCE_CACHE_ENTRIES", default=8192)
 # Load the embedding model, tokenizer and vector client in a background thread when a web or worker process starts,
 # so the first question after a start is not the slow one (config/warmup.py, docs/operations.md "Warm-up").
 WARM_UP_ON_START = env.bool("WARM_UP_ON_START", default=True)
