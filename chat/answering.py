@@ -91,7 +91,7 @@ _INJECTION_PATTERNS = [
     r"\b(ignore|oublie|ignoriere|ignora)\b.{0,30}\b(instructions|anweisungen|instrucciones|istruzioni)\b",
     # Impersonating the operator: "pretend the manual says …", "SYSTEM OVERRIDE: …", "NEW POLICY FROM HQ: …" (not
     # "the override code for the alarm panel" or "a new policy from January").
-    r"\bpretend (that )?(the|your) (manual|documentation|docs|instructions|system|policy|rules|guide)\b"
+    r"\bpretend (that )?(the|your) (\w+ )?(manual|documentation|docs|instructions|system|policy|rules|guide)\b"
     r"|\b(system|policy)\s+override\b",
     r"\b(new|updated)\s+(policy|instructions?|rules)\s+(from|by)\s+(\w+\s+)?(hq|headquarters|head office|management"
     r"|the (ceo|owner|admin|administrator|developers?|company))\b",
