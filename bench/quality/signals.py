@@ -4,7 +4,6 @@ against (eval halves). The sealed corpus is refused."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,7 @@ def coverage_features(*, query: str, result: Any) -> dict[str, Any]:
         "missing_max_idf": round(max((t.idf for t in missing), default=0.0), 3),
         "max_idf": round(max_idf, 3),
         "dense_top5": [round(x, 4) for x in dense[:5]],
-        **_focus_features(query=query, terms=terms, top3=top3, total_chunks=max((t.df for t in terms), default=0)),
+        **_focus_features(query=query, terms=terms, top3=top3),
         "dense_10th": round(dense[9], 4) if len(dense) > 9 else None,
         "dense_40th": round(dense[-1], 4) if dense else None,
     }
@@ -88,13 +87,11 @@ _GREETING = {"hi", "hello", "hey", "thank", "thanks", "morn", "good", "afternoon
              "pleas", "hope", "wonder", "quick", "question", "ask", "sorri", "help"}
 
 
-def _focus_features(*, query: str, terms: list[Any], top3: set[str], total_chunks: int) -> dict[str, Any]:
+def _focus_features(*, query: str, terms: list[Any], top3: set[str]) -> dict[str, Any]:
     """The question's own sentence (the last one asking), without a greeting or a story before it."""
-    from documents.retrieval import stems
+    from documents.retrieval import asking_sentences, stems
 
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", query.strip()) if s]
-    asking = [s for s in sentences if s.rstrip().endswith("?")] or sentences[-1:]
-    focus = stems(" ".join(asking[-2:])) - _GREETING
+    focus = stems(asking_sentences(query)) - _GREETING
     by_lexeme = {t.lexeme: t for t in terms}
     focus_terms = [by_lexeme[s] for s in focus if s in by_lexeme]
     total = sum(t.idf for t in focus_terms) or 1.0
