@@ -355,7 +355,7 @@ def worker_fill(params: dict[str, Any]) -> dict[str, Any]:
     while count < params["level"]:
         with transaction.atomic():
             batch = []
-            for _n in range(min(50, params["level"] - count)):
+            for _n in range(min(5, params["level"] - count)):  # a lock per relation: few schemas per transaction
                 slug = f"fill-{serial:05d}"
                 schema = f"ws_fill_{serial:05d}"
                 provisioning.schema_create_from_sql(schema, template)

@@ -169,7 +169,7 @@ def seed_main(count: int) -> dict[str, Any]:
     while made < count:
         with transaction.atomic():
             batch = []
-            for n in range(made, min(count, made + 50)):
+            for n in range(made, min(count, made + 5)):  # a schema takes a lock per relation: few per transaction
                 provisioning.schema_create_from_sql(f"ws_tn_{n:05d}", template)
                 batch.append(Workspace(schema_name=f"ws_tn_{n:05d}", slug=_slug(n), name=f"Shop {n}"))
             Workspace.objects.bulk_create(batch)
