@@ -12,10 +12,12 @@ rows in bulk, as bench/provision.py fills), each with small typed-in documents (
 - web: one process answers one question in each workspace (`answer_once`, the builtin provider, as REST does), then
   a second round. Before round one, the same question 40 times in one workspace: the single-workspace baseline.
 Each reports RSS growth over the process's warm RSS (after its first workspace) at 100 / 500 / N workspaces and the
-first-visit (round one) and steady (round two) p50/p95 in ms. Both run twice, side by side: with
-CHROMA_MEMORY_BUDGET_MB=0 (no bound: what every process did before) and with the configured budget (default 64).
-- server: the web round again with CHROMA_URL against a real `chroma run` over the same data; RSS of the web process
-  and of the Chroma server at the same points.
+first-visit (round one) and steady (round two) p50/p95 in ms. Side by side in one run: CHROMA_MEMORY_BUDGET_MB=0
+(no bound: what every process did before) and the configured budget (default 64) with every workspace searched in
+Chroma (VECTORS_RESIDENT_MAX_CHUNKS=0); the web round also with the defaults, where small workspaces are searched from
+their schema's copy (documents/resident_vectors.py) and load nothing into Chroma.
+- server: the web round again with CHROMA_URL against a real `chroma run` over the same data, every workspace searched
+  there; RSS of the web process and of the Chroma server at the same points.
 """
 from __future__ import annotations
 
@@ -105,15 +107,21 @@ def run(quick: bool = False, workspaces: int | None = None) -> dict[str, Any]:
             result[f"worker_{label}"] = seed_run(phase_env, "bench.tenants", str(count), label, command="worker",
                                                  timeout=3600)
             timings[f"worker_{label}_s"] = round(time.perf_counter() - t, 1)
-        for label, budget in (("unbounded", 0), ("budget", BUDGET_MB)):
+        # Web: every small workspace's index in Chroma (resident search off: before issue #21's bound, then with
+        # it), and the default, where small workspaces are searched from their schema's copy (resident_vectors).
+        for label, budget, resident in (("unbounded", 0, 0), ("budget", BUDGET_MB, 0), ("resident", BUDGET_MB, None)):
             phase_env = {**env, "CHROMA_MEMORY_BUDGET_MB": str(budget)}
+            if resident is not None:
+                phase_env["VECTORS_RESIDENT_MAX_CHUNKS"] = str(resident)
             t = time.perf_counter()
             result[f"web_{label}"] = seed_run(phase_env, "bench.tenants", str(count), command="web", timeout=3600)
             timings[f"web_{label}_s"] = round(time.perf_counter() - t, 1)
         server, url = _chroma_server(FOLDER / "chroma")
         try:
             t = time.perf_counter()
-            result["web_server_mode"] = seed_run({**env, "CHROMA_URL": url, "BENCH_CHROMA_PID": str(server.pid)},
+            # The Chroma server as the store of every workspace (resident search off): its memory as tenants grow.
+            result["web_server_mode"] = seed_run({**env, "CHROMA_URL": url, "BENCH_CHROMA_PID": str(server.pid),
+                                                  "VECTORS_RESIDENT_MAX_CHUNKS": "0"},
                                                  "bench.tenants", str(count), command="web", timeout=3600)
             timings["web_server_mode_s"] = round(time.perf_counter() - t, 1)
         finally:
@@ -130,8 +138,8 @@ def run(quick: bool = False, workspaces: int | None = None) -> dict[str, Any]:
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for kind in ("web", "worker"):
-        for label in ("unbounded", "budget"):
+    for kind, labels in (("web", ("unbounded", "budget", "resident")), ("worker", ("unbounded", "budget"))):
+        for label in labels:
             r = result[f"{kind}_{label}"]
             out[f"{kind}_{label}"] = {"rss_growth_mb": r["rss_growth_mb"], "first_visit_p95_ms": r["first_visit"]["p95"],
                                       "steady_p95_ms": r["steady"]["p95"],
@@ -245,6 +253,7 @@ def web_main(count: int) -> dict[str, Any]:
     from django.db import connection
 
     from chat.answering import answer_once
+    from documents.resident_vectors import resident_vectors
     from documents.vectors import _store
 
     server_pid = int(os.environ["BENCH_CHROMA_PID"]) if os.environ.get("BENCH_CHROMA_PID") else None
@@ -275,7 +284,9 @@ def web_main(count: int) -> dict[str, Any]:
     connection.set_schema_to_public()
     out = {"warm_rss_mb": warm, "rss_growth_mb": rss, "rss_growth_after_round_two_mb": round(_rss_mb() - warm, 1),
            "single_workspace": percentiles(single), "first_visit": percentiles(firsts), "steady": percentiles(steadies),
-           "client_reopens": _store.reopens, "collections_loaded": len(_store._loaded)}
+           "client_reopens": _store.reopens, "collections_loaded": len(_store._loaded),
+           "resident": {"workspaces": len(resident_vectors()), "mb": round(resident_vectors().nbytes / 2**20, 2),
+                        "loads": resident_vectors().loads}}
     if server_pid:
         out["server_rss_mb"] = {"warm": server_warm, **server_rss, "after_round_two": _rss_mb(server_pid)}
     return out

@@ -522,6 +522,27 @@ WHERE c.document_id = %s
 """
 
 
+def _sentence_vectors_store_if_small(chunks: list[Chunk]) -> None:
+    """A small knowledge base gets the vectors of its chunks' sentences now, before its document turns indexed
+    (documents/sentence_vectors.py): its first questions then embed nothing but themselves. A large one stays lazy
+    (its questions store the sentences they embed). Failing here fails nothing: questions embed what is missing."""
+    limit = settings.RETRIEVAL_SENTENCE_VECTORS_AT_INGESTION_MAX_CHUNKS
+    if limit <= 0 or not chunks:
+        return
+    from documents.sentence_vectors import sentence_vectors_store
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT coalesce((SELECT chunks FROM documents_lexicaltotals), 0)")
+            if cursor.fetchone()[0] > limit:
+                return
+        sentence_vectors_store(chunks=[(chunk.pk, chunk.text) for chunk in chunks])
+    except (SoftTimeLimitExceeded, Superseded):
+        raise
+    except Exception:  # noqa: BLE001 — an optimisation; the document is indexed all the same
+        logger.warning("sentence vectors not stored at ingestion", exc_info=True)
+
+
 def _heading_anchor(heading_path: str | None, anchors: dict[str, str]) -> str:
     """The page anchor of a chunk's innermost heading (documents/sources.py does the same for crawled pages)."""
     from documents.chunking import HEADING_SEPARATOR
@@ -535,6 +556,7 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
     """Chunk rows first (replaced in one transaction, so a re-run never doubles them), then their vectors (all of
     the document's old vectors go first; ids come from (document, ordinal), so a re-run overwrites), then the
     document turns indexed. Search only sees chunks of indexed documents, so nothing half-written is ever found."""
+    from documents.resident_vectors import resident_vectors_write
     from documents.vectors import vectors_delete_document, vectors_upsert
 
     started = time.perf_counter()
@@ -576,7 +598,10 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
                        for chunk in batch],
             documents=[chunk.text for chunk in batch],
         )
+        resident_vectors_write(schema_name=run.schema_name, chunk_ids=[chunk.pk for chunk in batch],
+                               embeddings=embeddings[start:start + len(batch)].tolist())
         _report(run, stage=DocumentStage.INDEX, progress=20 + int(75 * (start + len(batch)) / len(chunks)))
+    _sentence_vectors_store_if_small(chunks)
     now = timezone.now()
     run.timings["index"] = round((time.perf_counter() - started) * 1000, 1)
     updated = _write(

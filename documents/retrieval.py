@@ -412,9 +412,10 @@ def sentence_signals(
             from documents.embedding import embedder
 
             query_vector = embedder().embed([query])[0]
-        # Cached per workspace after their first use (documents/sentence_vectors.py): the sentences of the chunks
-        # questions keep reaching are embedded once, not on every question.
-        vectors = sentence_vectors_get(sentences=[sentence for _, sentence in units])
+        # Cached per workspace after their first use, in the process and with their chunks
+        # (documents/sentence_vectors.py): the sentences of the chunks questions reach are embedded once.
+        vectors = sentence_vectors_get(sentences=[sentence for _, sentence in units],
+                                       chunk_ids=[chunks[index].chunk_id for index, _ in units])
     except Exception:  # the chunk-level decision stands
         logger.warning("sentence scoring unavailable", exc_info=True)
         return {}
@@ -612,11 +613,15 @@ def dense_search(*, schema_name: str, query: str, limit: int) -> list[tuple[int,
 def _dense_search(*, schema_name: str, query: str, limit: int) -> tuple[list[tuple[int, float]], list[float]]:
     """The nearest chunks and the question's embedding (the sentence signals reuse it)."""
     from documents.embedding import embedder
+    from documents.resident_vectors import resident_query
     from documents.vectors import vectors_query
 
-    # The schema is passed explicitly: the vector store has no notion of a "current" workspace.
+    # The schema is passed explicitly: the vector store has no notion of a "current" workspace. A small workspace is
+    # searched exactly from the copy in its schema (documents/resident_vectors.py), without loading an index here.
     embedding = list(embedder().embed([query])[0])
-    hits = vectors_query(schema_name=schema_name, embedding=embedding, limit=limit)
+    hits = resident_query(schema_name=schema_name, embedding=embedding, limit=limit)
+    if hits is None:
+        hits = vectors_query(schema_name=schema_name, embedding=embedding, limit=limit)
     return [(int(hit.chunk_id), float(hit.score)) for hit in hits], embedding
 
 

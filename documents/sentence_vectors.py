@@ -17,22 +17,30 @@ vector depends only on its text and the model, so it is kept here after its firs
   processes they are unreachable (the workspace id is gone) and age out.
 - **Survives `reindex`** when the model stays (same text, same vector: the key is the text), and is never wrong
   after a model change (the model's identity is in the key).
-Lazily built rather than at ingestion: every sentence of every chunk embedded at ingestion would roughly double its
-embedding time and store ~10 vectors per chunk, for the few chunks that questions actually reach.
+- **Kept in PostgreSQL too** (`documents_sentencevector`, one row per chunk and sentence digest, in the workspace's
+  schema, deleted with its chunk): a sentence embedded by a question is written back there, and a process that has
+  not seen the workspace yet reads it instead of embedding it again (~8 ms of CPU per sentence with the int8 MiniLM,
+  most of a first visit's cost: issue #21). Small knowledge bases get every sentence stored at ingestion
+  (`sentence_vectors_store`, up to `RETRIEVAL_SENTENCE_VECTORS_AT_INGESTION_MAX_CHUNKS` chunks in the workspace):
+  their first question embeds nothing but itself. Large ones stay lazy: every sentence of every chunk embedded at
+  ingestion would roughly double its embedding time, for the few chunks that questions actually reach.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 
 DEFAULT_ENTRIES = 8192
+logger = logging.getLogger(__name__)
 
 
 class SentenceVectorCache:
@@ -126,23 +134,120 @@ def workspace_text_cached(*, kind: bytes, texts: list[str], compute: Callable[[l
     return found
 
 
-def sentence_vectors_get(*, sentences: list[str]) -> np.ndarray:
-    """The current workspace's vectors of these sentences, (n, dimension) float32, L2-normalised: cached ones as
-    they are, the others embedded in one call and kept."""
-    from documents.embedding import embedder
+def _key_digest(kind: bytes, text: str) -> bytes:
+    return hashlib.blake2b(kind + b"\0" + text.encode(), digest_size=16).digest()
+
+
+def _vector_kind(model: Any) -> bytes:
     from documents.pipeline import model_identity
 
+    return b"vector\0" + model_identity(model).encode()
+
+
+def _vectors_embed(model: Any, texts: list[str]) -> list[np.ndarray]:
+    vectors = np.asarray(model.embed(texts), dtype=np.float32)
+    vectors.flags.writeable = False
+    return list(vectors)
+
+
+def _vector_decode(raw: bytes | memoryview) -> np.ndarray:
+    vector = np.frombuffer(bytes(raw), dtype="<f4").astype(np.float32)
+    vector.flags.writeable = False
+    return vector
+
+
+def _vectors_stored(*, chunk_ids: list[int], digests: list[bytes]) -> dict[bytes, np.ndarray]:
+    """The stored vectors among these chunks' sentences with these digests (the current workspace's schema)."""
+    if not chunk_ids or not digests:
+        return {}
+    # Inside a caller's transaction, a savepoint: a failed read must not break the caller's work.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        cursor.execute("SELECT digest, vector FROM documents_sentencevector WHERE chunk_id = ANY(%s) "
+                       "AND digest = ANY(%s)", [sorted(set(chunk_ids)), list(set(digests))])
+        return {bytes(digest): _vector_decode(raw) for digest, raw in cursor.fetchall()}
+
+
+def _vectors_write(rows: list[tuple[int, bytes, np.ndarray]]) -> None:
+    """Keep (chunk id, digest, vector) rows; rows of chunks deleted meanwhile are skipped, existing ones kept."""
+    if not rows:
+        return
+    sql = ("INSERT INTO documents_sentencevector (chunk_id, digest, vector) "
+           "SELECT x.c, x.d, x.v FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[]) AS x(c, d, v) "
+           "WHERE EXISTS (SELECT 1 FROM documents_chunk c WHERE c.id = x.c) ON CONFLICT DO NOTHING")
+    params = [[r[0] for r in rows], [r[1] for r in rows], [np.asarray(r[2], dtype="<f4").tobytes() for r in rows]]
+    # Inside a caller's transaction, a savepoint: a failed write must not break the caller's work.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def sentence_vectors_get(*, sentences: list[str], chunk_ids: list[int] | None = None) -> np.ndarray:
+    """The current workspace's vectors of these sentences, (n, dimension) float32, L2-normalised: from this
+    process's cache, else from the rows stored with their chunks (`chunk_ids[i]`: the chunk sentence i comes from),
+    else embedded in one call, then kept in both."""
+    from documents.embedding import embedder
+
     model = embedder()
-
-    def embed(texts: list[str]) -> list[np.ndarray]:
-        vectors = np.asarray(model.embed(texts), dtype=np.float32)
-        vectors.flags.writeable = False
-        return list(vectors)
-
-    found = workspace_text_cached(kind=b"vector\0" + model_identity(model).encode(), texts=sentences, compute=embed)
+    kind = _vector_kind(model)
+    if chunk_ids is None:
+        found = workspace_text_cached(kind=kind, texts=sentences, compute=lambda texts: _vectors_embed(model, texts))
+    else:
+        if len(chunk_ids) != len(sentences):
+            raise ValueError("one chunk id per sentence")
+        schema_name, workspace_id = _workspace_key()
+        cache = sentence_vector_cache()
+        digests = [_key_digest(kind, text) for text in sentences]
+        found = [cache.get((schema_name, workspace_id, digest)) for digest in digests]
+        missing = [index for index, value in enumerate(found) if value is None]
+        if missing:
+            try:
+                stored = _vectors_stored(chunk_ids=[chunk_ids[i] for i in missing],
+                                         digests=[digests[i] for i in missing])
+            except DatabaseError:  # the table is an optimisation: embed instead
+                logger.warning("stored sentence vectors unreadable", exc_info=True)
+                stored = {}
+            for index in missing:
+                found[index] = stored.get(digests[index])
+            embed = [index for index in missing if found[index] is None]
+            if embed:
+                for index, vector in zip(embed, _vectors_embed(model, [sentences[i] for i in embed]), strict=True):
+                    found[index] = vector
+                written: dict[bytes, tuple[int, bytes, np.ndarray]] = {}
+                for index in embed:
+                    written.setdefault(digests[index], (chunk_ids[index], digests[index], found[index]))
+                try:
+                    _vectors_write(list(written.values()))
+                except DatabaseError:  # e.g. a chunk deleted between the check and the insert: embedded next time
+                    logger.warning("sentence vectors not stored", exc_info=True)
+            for index in missing:
+                cache.put((schema_name, workspace_id, digests[index]), found[index])
     if not found:
         return np.zeros((0, model.dimension), dtype=np.float32)
     return np.vstack(found)
+
+
+def sentence_vectors_store(*, chunks: list[tuple[int, str]]) -> int:
+    """Embed and keep every sentence of these (chunk id, text) of the current workspace (at ingestion); how many
+    sentences were embedded. Sentences already stored for the same chunk are not embedded again."""
+    from documents.embedding import embedder
+    from documents.retrieval import passage_sentences
+
+    model = embedder()
+    kind = _vector_kind(model)
+    units = [(chunk_id, sentence, _key_digest(kind, sentence)) for chunk_id, text in chunks
+             for sentence in passage_sentences(text)]
+    if not units:
+        return 0
+    have: set[tuple[int, bytes]] = set()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT chunk_id, digest FROM documents_sentencevector WHERE chunk_id = ANY(%s)",
+                       [sorted({chunk_id for chunk_id, _, _ in units})])
+        have = {(chunk_id, bytes(digest)) for chunk_id, digest in cursor.fetchall()}
+    todo = [(chunk_id, sentence, digest) for chunk_id, sentence, digest in units if (chunk_id, digest) not in have]
+    texts = list(dict.fromkeys(sentence for _, sentence, _ in todo))  # a sentence repeated across chunks: once
+    vectors = dict(zip(texts, _vectors_embed(model, texts), strict=True)) if texts else {}
+    _vectors_write(list({(chunk_id, digest): (chunk_id, digest, vectors[sentence])
+                         for chunk_id, sentence, digest in todo}.values()))
+    return len(texts)
 
 
 def sentence_vectors_purge(*, schema_name: str) -> int:

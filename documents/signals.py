@@ -30,6 +30,15 @@ def workspace_sentence_vectors_purge(sender: type, *, workspace: Workspace, **kw
     return f"cached sentence vectors: {sentence_vectors_purge(schema_name=workspace.schema_name)}"
 
 
+@receiver(workspace_purging, dispatch_uid="documents.workspace_resident_vectors_purge")
+def workspace_resident_vectors_purge(sender: type, *, workspace: Workspace, **kwargs: object) -> str:
+    """Forget this process's copy of the workspace's vectors (other processes' no longer match: the schema's version
+    row, and its token, go with it)."""
+    from documents.resident_vectors import resident_vectors
+
+    return f"resident vectors: {int(resident_vectors().purge(schema_name=workspace.schema_name))}"
+
+
 @receiver(workspace_exporting, dispatch_uid="documents.workspace_export_files_vectors")
 def workspace_export_files_vectors(sender: type, *, workspace: Workspace, archive: Any, **kwargs: object) -> tuple[str, str]:
     """Add the original files (files/<path under the workspace's folder>) and the vectors (vectors.jsonl)."""
@@ -65,6 +74,7 @@ def workspace_import_files_vectors(sender: type, *, workspace: Workspace, archiv
     from django.core.files.storage import default_storage
 
     from documents.models import Document
+    from documents.resident_vectors import resident_vectors_write
     from documents.vectors import vectors_upsert
 
     if "documents" not in manifest.get("parts", {}):
@@ -92,6 +102,9 @@ def workspace_import_files_vectors(sender: type, *, workspace: Workspace, archiv
             vectors_upsert(schema_name=workspace.schema_name, ids=[v["id"] for v in batch],
                            embeddings=[v["embedding"] for v in batch], metadatas=[v["metadata"] for v in batch],
                            documents=[v["document"] for v in batch])
+            resident_vectors_write(schema_name=workspace.schema_name,
+                                   chunk_ids=[int(v["metadata"]["chunk_id"]) for v in batch],
+                                   embeddings=[v["embedding"] for v in batch])
             batch.clear()
 
     for vector in archive.jsonl("vectors.jsonl"):

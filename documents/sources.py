@@ -668,6 +668,7 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
     from documents.parsers import document_parse
     from documents.parsers.sniff import content_sniff_path
     from documents.pipeline import EMBED_BATCH, FULLTEXT_SQL, _preview
+    from documents.resident_vectors import resident_vectors_write
     from documents.vectors import vectors_delete_ids, vectors_get, vectors_upsert
 
     source, fetched, path = ctx.source, result.fetched, result.path
@@ -764,6 +765,8 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
                     "embed_digest": chunk.embed_digest}
                    for chunk in chunks],
         documents=[chunk.text for chunk in chunks])
+    # The workspace's own copy (documents/resident_vectors.py); rows of the ordinals past the end go with their chunks.
+    resident_vectors_write(schema_name=schema, chunk_ids=[chunk.pk for chunk in chunks], embeddings=embeddings)
     if old_count > len(chunks):
         vectors_delete_ids(schema_name=schema, ids=[chunk_vector_id(document.pk, ordinal)
                                                     for ordinal in range(len(chunks), old_count)])

@@ -227,6 +227,11 @@ CHROMA_PATH = Path(env.str("CHROMA_PATH", default=str(DATA_DIR / "chroma")))
 # Embedded mode: the most memory one process spends on the vector indexes it has loaded (documents/vectors.py);
 # 0: no memory bound (measurement only; Chroma's own cache is still never filled). docs/operations.md.
 CHROMA_MEMORY_BUDGET_MB = env.int("CHROMA_MEMORY_BUDGET_MB", default=64)
+# Workspaces with at most this many chunks are searched exactly from the vectors kept in their schema, in the process
+# (documents/resident_vectors.py): no vector-store index is loaded for them. ~1.6 KB per chunk in memory, at most
+# VECTORS_RESIDENT_BUDGET_MB per process (least recently used first). 0 for either: always the vector store.
+VECTORS_RESIDENT_MAX_CHUNKS = env.int("VECTORS_RESIDENT_MAX_CHUNKS", default=2000)
+VECTORS_RESIDENT_BUDGET_MB = env.int("VECTORS_RESIDENT_BUDGET_MB", default=32)
 
 # --- knowledge: URL import and embeddings (documents/fetch.py, documents/embedding.py) ------------------------
 # URL imports refuse private, loopback, link-local, ... targets; tests on loopback servers turn this on.
@@ -247,6 +252,11 @@ EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=30.0)
 # Sentence vectors retrieval's sentence signals keep per process, per workspace (documents/sentence_vectors.py);
 # ~1.6 KB each with the 384-dimension model. 0: none kept (every question embeds its sentences).
 RETRIEVAL_SENTENCE_CACHE_ENTRIES = env.int("RETRIEVAL_SENTENCE_CACHE_ENTRIES", default=8192)
+# A workspace with at most this many chunks gets its sentences' vectors stored at ingestion (~8 ms of worker CPU per
+# sentence, ~1.5 KB each in its schema), so a process's first question there embeds only the question (issue #21).
+# Larger ones store the sentences their questions embed. 0: never at ingestion.
+RETRIEVAL_SENTENCE_VECTORS_AT_INGESTION_MAX_CHUNKS = env.int("RETRIEVAL_SENTENCE_VECTORS_AT_INGESTION_MAX_CHUNKS",
+                                                             default=200)
 # Load the embedding model, tokenizer and vector client in a background thread when a web or worker process starts,
 # so the first question after a start is not the slow one (config/warmup.py, docs/operations.md "Warm-up").
 WARM_UP_ON_START = env.bool("WARM_UP_ON_START", default=True)

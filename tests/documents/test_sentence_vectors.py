@@ -1,5 +1,5 @@
-"""The sentence vectors retrieval keeps per process (documents/sentence_vectors.py): per workspace even for identical
-text, the same answers with and without them, gone with the workspace."""
+"""The sentence vectors retrieval keeps per process and with their chunks (documents/sentence_vectors.py): per
+workspace even for identical text, the same answers with and without them, gone with their chunks and workspace."""
 from __future__ import annotations
 
 import io
@@ -7,11 +7,20 @@ import io
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django_tenants.utils import tenant_context
 
 from documents.embedding import embedder
-from documents.retrieval import knowledge_retrieve
-from documents.sentence_vectors import SentenceVectorCache, sentence_vector_cache, sentence_vectors_get
+from documents.models import Chunk, Document
+from documents.retrieval import knowledge_retrieve, passage_sentences
+from documents.sentence_vectors import (
+    SentenceVectorCache,
+    _key_digest,
+    _vector_kind,
+    sentence_vector_cache,
+    sentence_vectors_get,
+)
+from documents.services import document_delete
 from tests.chat.knowledge import knowledge_workspace
 
 # Short chunks, so the sentence signals always run (the best chunks hold few sentences); the same text in both.
@@ -105,3 +114,93 @@ def test_a_purged_workspace_leaves_no_sentence_vectors(django_db_blocker):
     assert "cached sentence vectors" in out.getvalue()
     assert cache.keys_for(schema_name=gone.workspace.schema_name) == []
     assert cache.keys_for(schema_name=kept.workspace.schema_name) == kept_keys
+
+
+# --- kept with their chunks in the workspace's schema (documents_sentencevector) ----------------------------------
+
+RETURN_SENTENCE = "You can return any item within 30 days of purchase."
+
+
+def _stored(ws) -> dict[tuple[int, bytes], bytes]:
+    with tenant_context(ws.workspace), connection.cursor() as cursor:
+        cursor.execute("SELECT chunk_id, digest, vector FROM documents_sentencevector")
+        return {(chunk_id, bytes(digest)): bytes(vector) for chunk_id, digest, vector in cursor.fetchall()}
+
+
+def _chunk_holding(ws, sentence: str) -> int:
+    with tenant_context(ws.workspace):
+        return next(c.pk for c in Chunk.objects.all() if sentence in passage_sentences(c.text))
+
+
+def _digest(sentence: str) -> bytes:
+    return _key_digest(_vector_kind(embedder()), sentence)
+
+
+def test_a_small_knowledge_base_keeps_every_sentence_vector_from_ingestion(pair):
+    a, _b = pair
+    with tenant_context(a.workspace):
+        expected = {(c.pk, _digest(s)) for c in Chunk.objects.all() for s in passage_sentences(c.text)}
+    stored = _stored(a)
+    assert expected and set(stored) == expected
+    chunk_id = _chunk_holding(a, RETURN_SENTENCE)
+    fresh = np.asarray(embedder().embed([RETURN_SENTENCE])[0], dtype=np.float32)
+    assert np.array_equal(np.frombuffer(stored[(chunk_id, _digest(RETURN_SENTENCE))], dtype="<f4"), fresh)
+
+
+def test_a_process_that_never_saw_the_workspace_reads_the_stored_vectors_of_that_workspace_only(pair):
+    a, b = pair
+    a_chunk, b_chunk = _chunk_holding(a, RETURN_SENTENCE), _chunk_holding(b, RETURN_SENTENCE)
+    marker = np.full(embedder().dimension, 1 / np.sqrt(embedder().dimension), dtype=np.float32)
+    original = _stored(a)[(a_chunk, _digest(RETURN_SENTENCE))]
+    cache = sentence_vector_cache()
+    with tenant_context(a.workspace), connection.cursor() as cursor:
+        cursor.execute("UPDATE documents_sentencevector SET vector = %s WHERE chunk_id = %s AND digest = %s",
+                       [marker.astype("<f4").tobytes(), a_chunk, _digest(RETURN_SENTENCE)])
+    try:
+        cache.clear()  # as in a process that has not answered in either workspace yet
+        with tenant_context(a.workspace):
+            got = sentence_vectors_get(sentences=[RETURN_SENTENCE], chunk_ids=[a_chunk])
+        assert np.array_equal(got[0], marker), "the stored row was not read: the sentence was embedded again"
+        with tenant_context(b.workspace):
+            other = sentence_vectors_get(sentences=[RETURN_SENTENCE], chunk_ids=[b_chunk])
+        assert np.allclose(other[0], embedder().embed([RETURN_SENTENCE])[0], atol=1e-5)
+    finally:
+        with tenant_context(a.workspace), connection.cursor() as cursor:
+            cursor.execute("UPDATE documents_sentencevector SET vector = %s WHERE chunk_id = %s AND digest = %s",
+                           [original, a_chunk, _digest(RETURN_SENTENCE)])
+        cache.clear()
+
+
+def test_a_large_knowledge_base_stores_the_sentences_its_questions_embed(settings, django_db_blocker):
+    settings.RETRIEVAL_SENTENCE_VECTORS_AT_INGESTION_MAX_CHUNKS = 0  # as a workspace above the limit
+    with django_db_blocker.unblock():
+        big = knowledge_workspace("Sentences large", SAME_TEXT)
+    assert _stored(big) == {}
+    sentence_vector_cache().clear()
+    with tenant_context(big.workspace):
+        result = knowledge_retrieve(query=QUESTION)
+    scored = result.signals["sentences"]
+    assert scored > 0
+    stored = _stored(big)
+    assert 0 < len(stored) <= scored
+    assert (_chunk_holding(big, RETURN_SENTENCE), _digest(RETURN_SENTENCE)) in stored
+    sentence_vector_cache().clear()
+    with tenant_context(big.workspace):
+        again = knowledge_retrieve(query=QUESTION)
+    assert outcome(again) == outcome(result)
+    assert len(_stored(big)) == len(stored)  # read back, nothing written twice
+
+
+def test_stored_sentence_vectors_go_with_their_chunks(django_db_blocker):
+    with django_db_blocker.unblock():
+        ws = knowledge_workspace("Sentences cascade", SAME_TEXT)
+    with tenant_context(ws.workspace):
+        returns = Document.objects.get(title="Returns")
+        returns_chunks = set(Chunk.objects.filter(document=returns).values_list("pk", flat=True))
+    before = _stored(ws)
+    assert {chunk_id for chunk_id, _ in before} & returns_chunks
+    with tenant_context(ws.workspace):
+        document_delete(document=returns)
+    after = _stored(ws)
+    assert not {chunk_id for chunk_id, _ in after} & returns_chunks
+    assert after == {key: value for key, value in before.items() if key[0] not in returns_chunks}

@@ -60,7 +60,9 @@ def test_every_workspace_answers_from_its_own_knowledge_past_the_memory_budget(s
     reopens_before = _store.reopens
     # Forward, backward, then in a stride: each visit finds its collection evicted or loaded, in every combination.
     order = list(range(WORKSPACES)) + list(reversed(range(WORKSPACES))) + [(3 * i) % WORKSPACES for i in range(WORKSPACES)]
-    with override_settings(CHROMA_MEMORY_BUDGET_MB=BUDGET_MB):
+    # These workspaces are small: searched from their schema's copy by default (test_resident_vectors.py). Here the
+    # vector store serves them, as it serves every workspace above VECTORS_RESIDENT_MAX_CHUNKS.
+    with override_settings(CHROMA_MEMORY_BUDGET_MB=BUDGET_MB, VECTORS_RESIDENT_MAX_CHUNKS=0):
         for n in order:
             workspace, title, code = shops[n]
             connection.set_tenant(workspace)
