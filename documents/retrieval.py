@@ -239,9 +239,11 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
                 # over "Shipping is free on orders over $100." is near the chunk only because the chunk is short.
                 covered, reason = False, "low_sentence_evidence"
                 confidence = min(confidence, 0.5)
-            elif covered and signals.get("unknown_names") and signals["value"] < params.cover_sentence:
+            elif covered and _whole_names(signals.get("unknown_names", []), query) \
+                    and signals["value"] < params.cover_sentence:
                 # "Do you have a store in Boston?" over "We are a family-run shop in Madison.": a short chunk near the
-                # question, a name it never mentions, and no sentence that answers.
+                # question, a name it never mentions, and no sentence that answers. (Whole words only: the "E" of
+                # "error E-4711" is part of a code.)
                 covered, reason = False, "unknown_name"
                 confidence = min(confidence, 0.5)
     cpu.lap("sentences")
@@ -251,6 +253,12 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
         top_similarity=round(top_similarity, 4), term_coverage=round(term_coverage, 3), reason=reason,
         timings_ms=timings, degraded=degraded, candidates=candidates, signals=signals, cpu_ms=cpu.stages,
     )
+
+
+def _whole_names(names: list[str], query: str) -> list[str]:
+    """The names that stand as words of their own in the question, not inside a code or identifier ("E-4711")."""
+    return [name for name in names if len(name) >= 2
+            and re.search(rf"(?<![\w'’./:=_-]){re.escape(name)}(?![\w'’/:=_-]|\.\w)", query)]
 
 
 class _StageClock:
