@@ -608,7 +608,9 @@ def probe_workspaces_generate(*, count: int = PROBE_WORKSPACES, seed: int = PROB
         for position, fact in enumerate(chosen):
             groups[position % n_documents if position < n_documents else rng.randrange(n_documents)].append(fact)
         titles = rng.sample(PROBE_TITLES, n_documents)
-        workspace = Workspace(index, f"{PROBE_SLUG_PREFIX}{index:03d}", name, "probe")
+        # Another seed, other workspaces: `workspace_build` reuses a workspace whose document titles match.
+        prefix = PROBE_SLUG_PREFIX if seed == PROBE_SEED else f"{PROBE_SLUG_PREFIX}{seed}-"
+        workspace = Workspace(index, f"{prefix}{index:03d}", name, "probe")
         for position, (layout, group, title) in enumerate(zip(layouts, groups, titles)):
             entries = []
             for fact in group:
@@ -688,6 +690,7 @@ def main() -> None:
     parser.add_argument("--database", required=True)
     parser.add_argument("--redis-db", type=int, required=True)
     parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=PROBE_SEED, help="probe only: another sample of the probe's wordings")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     from bench._support import DATA_DIR, database_prepare
@@ -703,7 +706,7 @@ def main() -> None:
 
     django.setup()
     if args.sample == "probe":
-        rows = small_kb_answers(specs=probe_workspaces_generate(count=args.count or PROBE_WORKSPACES))
+        rows = small_kb_answers(specs=probe_workspaces_generate(count=args.count or PROBE_WORKSPACES, seed=args.seed))
     else:
         rows = small_kb_answers(count=args.count or WORKSPACES)
     with Path(args.out).open("w") as handle:
