@@ -84,6 +84,14 @@ class RetrievalParams:
     # covered (measured on the small-KB fit half: every such answer there was to an out-of-scope question).
     sentence_veto_margin: float = 0.05
     sentence_rank_type_weight: float = 0.2  # + this when the sentence holds the kind of value the question asks for
+    # - this when the sentence is about other days than the question ("Saturday hours?" over "Mon–Fri 9–5"; a
+    # question that names no day asks about the working week; see day_agreement).
+    sentence_rank_day_weight: float = 0.3
+    # A question word said in another word by one of the closest sentences ("delivery" / "shipping") counts as found
+    # there when the two words' vectors are this close (see _near_words; chosen on the small-KB probe sample: 0.6
+    # takes delivery/shipping 0.69 and refund/return 0.60, not rewards/gift 0.48 or cash/card 0.47).
+    near_word_cosine: float = 0.6
+    near_word_sentences: int = 5
 
 
 DEFAULT_PARAMS = RetrievalParams()
@@ -114,7 +122,10 @@ class RetrievedChunk:
     def evidence_score(self) -> float | None:
         """How close the chunk's best evidence is to the question: the chunk's cosine, or its best sentence's
         (cosine and the words it shares with the question, see sentence_signals)."""
-        scores = [s for s in (self.dense_score, self.sentence_score, self.sentence_evidence) if s is not None]
+        # The sentence's evidence, when scored, stands for its cosine: it may be lower ("Saturday hours?" over a
+        # sentence about the working week, see day_agreement).
+        sentence = self.sentence_evidence if self.sentence_evidence is not None else self.sentence_score
+        scores = [s for s in (self.dense_score, sentence) if s is not None]
         return max(scores) if scores else None
 
     @property
@@ -228,6 +239,13 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
                 # over "Shipping is free on orders over $100." is near the chunk only because the chunk is short.
                 covered, reason = False, "low_sentence_evidence"
                 confidence = min(confidence, 0.5)
+            elif covered and _whole_names(signals.get("unknown_names", []), query) \
+                    and signals["value"] < params.cover_sentence:
+                # "Do you have a store in Boston?" over "We are a family-run shop in Madison.": a short chunk near the
+                # question, a name it never mentions, and no sentence that answers. (Whole words only: the "E" of
+                # "error E-4711" is part of a code.)
+                covered, reason = False, "unknown_name"
+                confidence = min(confidence, 0.5)
     cpu.lap("sentences")
     timings["total"] = _ms(started)
     return RetrievalResult(
@@ -235,6 +253,12 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
         top_similarity=round(top_similarity, 4), term_coverage=round(term_coverage, 3), reason=reason,
         timings_ms=timings, degraded=degraded, candidates=candidates, signals=signals, cpu_ms=cpu.stages,
     )
+
+
+def _whole_names(names: list[str], query: str) -> list[str]:
+    """The names that stand as words of their own in the question, not inside a code or identifier ("E-4711")."""
+    return [name for name in names if len(name) >= 2
+            and re.search(rf"(?<![\w'’./:=_-]){re.escape(name)}(?![\w'’/:=_-]|\.\w)", query)]
 
 
 class _StageClock:
@@ -263,7 +287,14 @@ _STEM_STOP = {
     "would", "will", "may", "might", "must", "what", "which", "who", "how", "when", "where", "why", "there", "here",
     "please", "not", "no", "any", "some", "all", "just", "so", "also", "than", "they", "them", "their",
     "one", "get", "use", "using", "need", "want", "way", "tell", "explain", "know", "make", "sure", "again",
+    # Contractions of the words above, "until", "during", "something": "what's your e-mail" asks for "e-mail" only,
+    # and "how long do I have to return something" for a duration; as content words they counted as words the
+    # knowledge base never uses.
+    "what's", "whats", "where's", "when's", "how's", "who's", "it's", "i'm", "i'd", "i've", "i'll", "that's",
+    "there's", "you're", "we're", "let's", "until", "till", "during", "something", "anything", "someone", "anyone",
+    "somebody", "anybody",
 }
+_ONE_LETTER_PREFIX = re.compile(r"^([a-z])-(?=[a-z]{3,}$)")
 # A snowball stemmer keeps the word it works on in the object: shared between threads (answers run in a thread
 # pool) it raised IndexError or returned wrong stems under load. One per thread.
 _local = threading.local()
@@ -275,41 +306,101 @@ def stems(text: str) -> frozenset[str]:
         import snowballstemmer
 
         stemmer = _local.stemmer = snowballstemmer.stemmer("english")
-    words = [w.strip(".-'’").lower() for w in _STEM_WORD.findall(text)]
-    words = [w for w in words if w and w not in _STEM_STOP and (len(w) > 1 or w.isdigit())]
+    words = [w.strip(".-'’").lower().replace("’", "'") for w in _STEM_WORD.findall(text)]
+    # "e-mail" is "email", "t-shirt" "tshirt": a one-letter prefix is written with and without its hyphen.
+    words = [_ONE_LETTER_PREFIX.sub(r"\1", w) for w in words
+             if w and w not in _STEM_STOP and (len(w) > 1 or w.isdigit())]
     return frozenset(stemmer.stemWords(words))
 
 
 # --- sentence-level coverage ---------------------------------------------------------------------------------------
 
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+(?=\S)|\n+")
+# A sentence ends at "!", "?" or ";", and at "." before anything but a lower-case word: "open at 9 a.m. and close at
+# 5 p.m." is one sentence.
+_SENTENCE_BREAK = re.compile(r"(?<=[!?;])\s+(?=\S)|(?<=\.)\s+(?=[^\sa-z])|\n+")
+# Times of day as small businesses write them: "9am", "9 a.m.", "17:00", "9 in the morning", "noon"; and a bare
+# range ("9–5", "10-4") when the sentence also names days ("Saturday 9–5", "weekdays 10–4").
+_CLOCK = re.compile(r"\b\d{1,2}(:\d\d)?\s?([ap]m\b|[ap]\.m\.)|\b\d{1,2}:\d\d\b"
+                    r"|\b\d{1,2}\s+(in the (morning|afternoon|evening)|at night|o'clock)\b|\b(noon|midday|midnight)\b",
+                    re.IGNORECASE)
+_BARE_RANGE = re.compile(r"\b\d{1,2}(:\d\d)?\s?([–—-]|to|until)\s?\d{1,2}(:\d\d)?(\s?h)?\b", re.IGNORECASE)
+# Days: the weekend ("Sat", "Saturdays", "Sunday closed") and the working week ("Mon–Fri", "Monday to Friday",
+# "weekdays", "during the week"). A sentence naming them also says the words a customer asks with ("weekend",
+# "weekday"), and the order prefers the sentence about the days the question asks about.
+_WEEKEND = re.compile(r"(?i:\bsat\b|\b(saturdays?|sundays?|weekends?)\b)|\b(Sun|SUN)\b")
+_WEEKEND_CASED = re.compile(r"\b(Sat|SAT|Sun|SUN)\b\.?|\b([Ss]aturdays?|[Ss]undays?|[Ww]eekends?)\b")
+_WEEKDAYS = re.compile(r"\b(mon(day)?|tue(s(day)?)?|wed(nesday)?|thu(rs(day)?)?|fri(day)?)s?\b"
+                       r"|\bweekdays?\b|\b(during|in) the week\b|\bworking days?\b", re.IGNORECASE)
+_WEEKDAYS_CASED = re.compile(r"\b(Mon|Tue|Tues|Wed|Thu|Thurs|Fri)\b|\b([Mm]ondays?|[Tt]uesdays?|[Ww]ednesdays?"
+                             r"|[Tt]hursdays?|[Ff]ridays?)\b|\b[Ww]eekdays?\b|(?i:\b(during|in) the week\b)")
+
+
+class _OpeningTimes:
+    """`search` like a compiled pattern: a time of day, or a bare range next to a day ("Saturday 9–5")."""
+
+    @staticmethod
+    def search(text: str) -> bool:
+        return bool(_CLOCK.search(text) or (_BARE_RANGE.search(text) and _days_named(text)))
+
+
+def _days_named(text: str) -> frozenset[str]:
+    """Which kinds of day a text names: "weekend" (Saturday, Sunday), "weekday" (Monday to Friday)."""
+    found = set()
+    if _WEEKEND_CASED.search(text):
+        found.add("weekend")
+    if _WEEKDAYS_CASED.search(text):
+        found.add("weekday")
+    return frozenset(found)
+
+
 # Values that answer a question without its words: "hello@shop.example" answers "what is your email address?".
 _IMPLIED_WORDS = [
     (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "email mail address contact write"),
     (re.compile(r"(?<!\d)(\+?\d[\d ().-]{6,}\d)(?!\d)"), "phone call number contact reach"),
     (re.compile(r"[$€£]\s?\d|\d\s?(usd|eur|gbp|dollars?|euros?)\b", re.IGNORECASE), "price cost much pay"),
-    (re.compile(r"\b\d{1,2}(:\d\d)?\s?(am|pm)\b|\b\d{1,2}:\d\d\b", re.IGNORECASE), "hours open close time"),
+    (_OpeningTimes, "hours open close time"),
     (re.compile(r"https?://|www\.", re.IGNORECASE), "website site link online"),
+    (_WEEKEND_CASED, "weekend saturday"),
+    (_WEEKDAYS_CASED, "weekday week"),
 ]
 
 
 # What a question asks for, and the value in a sentence that answers it: "How long is the returns window?" is
 # answered by "within 30 days", "where do I send an email" by an e-mail address. When both sides agree, the words of
 # the question that ask for the value ("how long", "send an email") count as found in that sentence — whatever
-# digits the value has, and although the sentence never says "long" or "email".
+# digits the value has, and although the sentence never says "long" or "email". Where a pattern has groups named
+# "ask...", only their words count ("when will my package arrive": "arrive", not "package").
 _DURATION = re.compile(r"\b\d+\s*(-\s*)?(business |working |calendar )?(day|week|month|year|hour)s?\b"
                        r"|\b(a|one|two|three|four|five|six|seven|ten)\s+(business |working )?(day|week|month|year)s?\b",
                        re.IGNORECASE)
+_CONTACT = re.compile(_IMPLIED_WORDS[0][0].pattern + "|" + _IMPLIED_WORDS[1][0].pattern)
+# "free" is answered by an amount ("over $50") or by "no charge" in other words.
+_FREE_VALUE = re.compile(r"[$€£]\s?\d|\bfree\b|\bno (\w+ )?(charge|fee|cost)s?\b", re.IGNORECASE)
 _ANSWER_TYPES = [
-    (re.compile(r"\bhow (long|fast|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
-                r"|\buntil when\b|\bwithin how\b", re.IGNORECASE), _DURATION),
+    (re.compile(r"\bhow (long|fast|quick|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
+                r"|\buntil when\b|\bwithin how\b|\btime limit\b|\bdeadline\b"
+                r"|\b(deliver\w*|shipping|dispatch|processing|turnaround|transit|wait\w*) (?P<ask_time>times?)\b"
+                r"|\bwhen (will|does|do|would|can|should|is|are)\b[\w' ]{0,30}?"
+                r"\b(?P<ask>arrive|arrives|get here|gets here|come|comes|be delivered|be shipped|ship|ships)\b",
+                re.IGNORECASE), _DURATION),
     (re.compile(r"\b(send|write)\b[\w ]{0,12}\be-?mail\b|\be-?mail( address)?\b", re.IGNORECASE),
      _IMPLIED_WORDS[0][0]),
     (re.compile(r"\b(phone( number)?|call|telephone|ring)\b", re.IGNORECASE), _IMPLIED_WORDS[1][0]),
+    # Asking for a way to reach someone: an address or a number answers it.
+    (re.compile(r"\b(get|keep|be) in touch\b|\bcustomer (service|support|care)\b|\bsupport\b",
+                re.IGNORECASE), _CONTACT),
     (re.compile(r"\bhow much\b|\b(price|cost|costs|pay)\b", re.IGNORECASE), _IMPLIED_WORDS[2][0]),
-    (re.compile(r"\bwhat time\b|\b(hours|open|opening|close|closing)\b", re.IGNORECASE),
-     re.compile(_IMPLIED_WORDS[3][0].pattern + r"|\b\d{1,2}\s?-\s?\d{1,2}\s?h\b", re.IGNORECASE)),
+    (re.compile(r"\bfree\b", re.IGNORECASE), _FREE_VALUE),
+    # Opening times, and a visit ("can I stop by on Saturday?"): when the sentence says when.
+    (re.compile(r"\bwhat time\b|\bhow (late|early)\b|\b(hours|open|opening|close|closing|visit)\b"
+                r"|\b(stop|come|drop|pop|swing) (by|in|over|round)\b", re.IGNORECASE), _OpeningTimes),
 ]
+
+
+def _asked_words(match: re.Match[str]) -> str:
+    """The words of a match that ask (its groups named "ask...", when one matched), else the whole match."""
+    asked = [match.group(name) for name in match.re.groupindex if name.startswith("ask") and match.group(name)]
+    return " ".join(asked) if asked else match.group(0)
 
 
 def answer_type_stems(query: str, sentence: str) -> frozenset[str]:
@@ -318,7 +409,7 @@ def answer_type_stems(query: str, sentence: str) -> frozenset[str]:
     for asks, holds in _ANSWER_TYPES:
         if holds.search(sentence):
             for match in asks.finditer(query):
-                found |= stems(match.group(0))
+                found |= stems(_asked_words(match))
     return frozenset(found)
 
 
@@ -331,27 +422,66 @@ def answer_type_agreement(query: str, sentence: str) -> float:
     return sum(1 for holds in asked if holds.search(sentence)) / len(asked)
 
 
+def day_agreement(query: str, sentence: str) -> float:
+    """-1 when the sentence is about other days than the question asks about: "Saturday hours?" over "Mon–Fri 9–5",
+    and "how late are you open?" (a question that names no day asks about the working week) over "On Saturday we
+    close at 5 p.m."; else 0."""
+    named = _days_named(sentence)
+    if not named:
+        return 0.0
+    asked = frozenset(({"weekend"} if _WEEKEND.search(query) else set())
+                      | ({"weekday"} if _WEEKDAYS.search(query) else set())) or frozenset({"weekday"})
+    return 0.0 if asked & named else -1.0
+
+
 _SENTENCE_NAME_EXCEPTIONS = {"i", "i'm", "i've", "ok"}
+_FAQ_QUESTION_WORDS = 20
 
 
 def passage_sentences(text: str) -> list[str]:
-    """Sentences and lines of a chunk; a FAQ question line keeps its answer line ("Q: ...?" + "A: ...")."""
+    """Sentences and lines of a chunk; a question keeps the answer that follows it ("Q: ...?" + "A: ...", a
+    question line and its answer line, "Changed your mind? Bring it back within 14 days.")."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     merged: list[tuple[str, bool]] = []  # (line, is a FAQ pair: kept whole, the question names the answer's topic)
     for line in lines:
-        if merged and merged[-1][0].endswith("?") and re.match(r"^(a|answer)\s*[:.)-]", line, re.IGNORECASE):
+        if merged and merged[-1][0].endswith("?") and (
+                re.match(r"^(a|answer)\s*[:.)-]", line, re.IGNORECASE)
+                or (_asks_then_answers(merged[-1]) and not line.endswith("?"))):
             merged[-1] = (f"{merged[-1][0]} {line}", True)
         elif merged and line[0].islower() and not re.search(r"[.!?:;]$", merged[-1][0]):  # a hard-wrapped line (PDF)
             merged[-1] = (f"{merged[-1][0]} {line}", merged[-1][1])
         else:
             merged.append((line, False))
     out = []
-    for line, pair in merged:
+    for position, (line, pair) in enumerate(merged):
         if pair:
             out.append(line)
-        else:
-            out.extend(piece.strip() for piece in _SENTENCE_BREAK.split(line) if len(piece.split()) >= 2)
+            continue
+        if position + 1 < len(merged) and _is_heading(line):
+            continue
+        pieces = [piece.strip() for piece in _SENTENCE_BREAK.split(line) if piece.strip()]
+        joined: list[str] = []
+        for piece in pieces:
+            if joined and joined[-1].endswith("?") and not piece.endswith("?") \
+                    and len(joined[-1].split()) <= _FAQ_QUESTION_WORDS:
+                joined[-1] = f"{joined[-1]} {piece}"
+            else:
+                joined.append(piece)
+        out.extend(piece for piece in joined if len(piece.split()) >= 2)
     return out
+
+
+def _is_heading(line: str) -> bool:
+    """A short label (over the lines that follow: "Gift cards", "Returns & refunds:"): no sentence, no value. Scored
+    on its own it is close to every question about its words ("Do you have a rewards card?")."""
+    return (len(line.split()) <= 3 and not re.search(r"[.!?;]$|\d|@|\w:\s", line)
+            and not _days_named(line))
+
+
+def _asks_then_answers(previous: tuple[str, bool]) -> bool:
+    """`previous` is a question line of its own, short, and not already paired."""
+    text, pair = previous
+    return not pair and text.endswith("?") and len(text.split()) <= _FAQ_QUESTION_WORDS
 
 
 def _sentence_stems(sentence: str) -> frozenset[str]:
@@ -378,33 +508,6 @@ def sentence_signals(
     from documents.sentence_vectors import workspace_text_cached
 
     question = stems(query)
-    lexical = unknown = 0.0
-    unknown_names: list[str] = []
-    ordering_lexical = [0.0] * len(units)
-    if question:
-        # A sentence's stems, like its vector, are cached per workspace (documents/sentence_vectors.py).
-        known_stems = workspace_text_cached(kind=b"sentence-stems", texts=[sentence for _, sentence in units],
-                                            compute=lambda texts: [_sentence_stems(text) for text in texts])
-        sentence_stems = [found | answer_type_stems(query, sentence)
-                          for found, (_, sentence) in zip(known_stems, units)]
-        lexical = max(len(question & found) / len(question) for found in sentence_stems)
-        # For the order, a sentence is read under its document's title and section: "Enter the new network name and
-        # a password" under "Wi-Fi setup › Changing the network name and password" answers "How do I change the
-        # Wi-Fi password?" better than "All your Wi-Fi names and passwords are erased" under "Resetting the router".
-        context = workspace_text_cached(
-            kind=b"stems", texts=[f"{chunk.title} {chunk.section}" for chunk in chunks[: params.sentence_chunks]],
-            compute=lambda texts: [stems(text) for text in texts])
-        ordering_lexical = [len(question & (found | context[index])) / len(question)
-                            for (index, _), found in zip(units, sentence_stems)]
-        # Words the knowledge base never uses ("Canada" when only delivery times are written down); a value that
-        # implies a word (an e-mail address: "email") makes it known.
-        vocabulary = _vocabulary()
-        implied = frozenset().union(*sentence_stems)
-        unknown = sum(1 for stem in question if stem not in vocabulary and stem not in implied) / len(question)
-        # A name the knowledge base never mentions ("Netflix", "PayPal", "Canada") is asked about, not paraphrased.
-        names = [word for word in re.findall(r"(?<!^)(?<![.!?]\s)\b[A-Za-z]*[A-Z][A-Za-z]*\b", query.strip())
-                 if word.lower() not in _SENTENCE_NAME_EXCEPTIONS]
-        unknown_names = [word for word in names if not (stems(word) & (vocabulary.keys() | implied))]
     try:
         from documents.sentence_vectors import sentence_vectors_get
 
@@ -422,12 +525,43 @@ def sentence_signals(
     # Summed left to right in double precision, as the loop this replaced did: a dot product summed in another order
     # differs in the last bit, and evidence scores that tie exactly would then order differently.
     cosines = np.cumsum(vectors.astype(np.float64) * np.asarray(query_vector, dtype=np.float64), axis=1)[:, -1].tolist()
+    lexical = unknown = 0.0
+    unknown_names: list[str] = []
+    ordering_lexical = [0.0] * len(units)
+    if question:
+        # A sentence's stems, like its vector, are cached per workspace (documents/sentence_vectors.py).
+        known_stems = workspace_text_cached(kind=b"sentence-stems-2", texts=[sentence for _, sentence in units],
+                                            compute=lambda texts: [_sentence_stems(text) for text in texts])
+        sentence_stems = [found | answer_type_stems(query, sentence)
+                          for found, (_, sentence) in zip(known_stems, units)]
+        near = _near_words(query=query, question=question, units=units, sentence_stems=sentence_stems,
+                           cosines=cosines, params=params)
+        sentence_stems = [found | near.get(position, frozenset()) for position, found in enumerate(sentence_stems)]
+        lexical = max(len(question & found) / len(question) for found in sentence_stems)
+        # For the order, a sentence is read under its document's title and section: "Enter the new network name and
+        # a password" under "Wi-Fi setup › Changing the network name and password" answers "How do I change the
+        # Wi-Fi password?" better than "All your Wi-Fi names and passwords are erased" under "Resetting the router".
+        context = workspace_text_cached(
+            kind=b"stems", texts=[f"{chunk.title} {chunk.section}" for chunk in chunks[: params.sentence_chunks]],
+            compute=lambda texts: [stems(text) for text in texts])
+        ordering_lexical = [len(question & (found | context[index])) / len(question)
+                            for (index, _), found in zip(units, sentence_stems)]
+        # Words the knowledge base never uses ("Canada" when only delivery times are written down); a value that
+        # implies a word (an e-mail address: "email") makes it known, and so does a near word in a scored sentence.
+        vocabulary = _vocabulary()
+        implied = frozenset().union(*sentence_stems)
+        unknown = sum(1 for stem in question if stem not in vocabulary and stem not in implied) / len(question)
+        # A name the knowledge base never mentions ("Netflix", "PayPal", "Canada") is asked about, not paraphrased.
+        names = [word for word in re.findall(r"(?<!^)(?<![.!?]\s)\b[A-Za-z]*[A-Z][A-Za-z]*\b", query.strip())
+                 if word.lower() not in _SENTENCE_NAME_EXCEPTIONS]
+        unknown_names = [word for word in names if not (stems(word) & (vocabulary.keys() | implied))]
     best, best_unit = -1.0, 0
     for position, ((index, _sentence), cosine) in enumerate(zip(units, cosines)):
         chunk = chunks[index]
         chunk.sentence_score = cosine if chunk.sentence_score is None else max(chunk.sentence_score, cosine)
         evidence = (cosine + params.sentence_rank_lexical_weight * ordering_lexical[position]
-                    + params.sentence_rank_type_weight * answer_type_agreement(query, units[position][1]))
+                    + params.sentence_rank_type_weight * answer_type_agreement(query, units[position][1])
+                    + params.sentence_rank_day_weight * day_agreement(query, units[position][1]))
         chunk.sentence_evidence = (evidence if chunk.sentence_evidence is None
                                    else max(chunk.sentence_evidence, evidence))
         if cosine > best:
@@ -439,6 +573,48 @@ def sentence_signals(
             "unknown_words": round(unknown, 3), "unknown_names": unknown_names[:5], "value": round(value, 4),
             "sentences": len(units),
             "best_sentence": units[best_unit][1][:200]}
+
+
+def _near_words(
+    *, query: str, question: frozenset[str], units: list[tuple[int, str]], sentence_stems: list[frozenset[str]],
+    cosines: list[float], params: RetrievalParams,
+) -> dict[int, frozenset[str]]:
+    """The question's words that the few closest sentences say in another word: "delivery" in "Shipping takes 3
+    days", "weekend" in "Saturday 9-5". A question word missing from such a sentence counts as found there when one of
+    the sentence's words is at least `near_word_cosine` close to it (the embedding model's vectors of single words,
+    cached per workspace and process). Returns {unit position: stems found so}."""
+    if params.near_word_cosine >= 1.0:
+        return {}
+    closest = sorted(range(len(units)), key=lambda position: -cosines[position])[: params.near_word_sentences]
+    asked = {stem: word for word in _plain_words(query) if (stem := next(iter(stems(word)), "")) in question}
+    wanted: dict[int, tuple[list[str], list[str]]] = {}
+    for position in closest:
+        missing = [word for stem, word in asked.items() if stem not in sentence_stems[position]]
+        words = [word for word in _plain_words(units[position][1]) if stems(word)]
+        if missing and words:
+            wanted[position] = (missing, words)
+    if not wanted:
+        return {}
+    try:
+        from documents.curated import word_vectors
+
+        vectors = word_vectors({word for missing, words in wanted.values() for word in (*missing, *words)})
+    except Exception:  # the exact words still count
+        logger.warning("word vectors unavailable", exc_info=True)
+        return {}
+    found: dict[int, frozenset[str]] = {}
+    for position, (missing, words) in wanted.items():
+        matrix = np.stack([vectors[word] for word in words])
+        near = [word for word in missing if float(np.max(matrix @ vectors[word])) >= params.near_word_cosine]
+        if near:
+            found[position] = stems(" ".join(near))
+    return found
+
+
+def _plain_words(text: str) -> list[str]:
+    """The alphabetic words of a text, lower case, each once (no numbers, addresses or stop words)."""
+    words = (word.lower() for word in re.findall(r"[A-Za-z][a-z]+", text))
+    return list(dict.fromkeys(word for word in words if word not in _STEM_STOP))
 
 
 # --- questions about money ------------------------------------------------------------------------------------------

@@ -58,8 +58,9 @@ DEFAULT_COMPOSE = ComposeParams()
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"”’)]?\s+(?=[A-Z0-9“\"'(\[])")
 _PIECE = re.compile(r"\s*[^\s]{1,12}|\s+")
-# Code-like tokens: paths, options, dotted or dashed names, key::value — what procedural answers are made of.
-_CODE = re.compile(r"(^|\s)(/[\w.-]+/[\w./-]*|--?[a-zA-Z][\w-]*|[a-z0-9]+(?:[-_.][a-z0-9]+)+|\w+::\w+|[a-z]+\(\d\))(?=[\s.,;:)]|$)")
+# Code-like tokens: paths, options, dotted or dashed names, key::value — what procedural answers are made of (not the
+# abbreviations of prose: "9 a.m." made "On Saturday we open at 9 a.m." the most procedural sentence of a shop).
+_CODE = re.compile(r"(^|\s)(/[\w.-]+/[\w./-]*|--?[a-zA-Z][\w-]*|(?![ap]\.m\b|e\.g\b|i\.e\b)[a-z0-9]+(?:[-_.][a-z0-9]+)+|\w+::\w+|[a-z]+\(\d\))(?=[\s.,;:)]|$)")
 # "the reportbug command", "the nagios4 package", "command apt-mark": how technical prose names the thing to use.
 _NAMED_TOOL = re.compile(r"\bthe\s+[\w.+-]+\s+(command|package|program|tool|utility|option|directive)s?\b"
                          r"|\b(command|package|program|tool|utility|option)\s+[a-z][\w.+-]*\d*\b(?=\s*[,.;:)(]|\s+(to|which|that|is|will|can))",
