@@ -534,9 +534,13 @@ def sentence_signals(
                                             compute=lambda texts: [_sentence_stems(text) for text in texts])
         sentence_stems = [found | answer_type_stems(query, sentence)
                           for found, (_, sentence) in zip(known_stems, units)]
-        near = _near_words(query=query, question=question, units=units, sentence_stems=sentence_stems,
-                           cosines=cosines, params=params)
-        sentence_stems = [found | near.get(position, frozenset()) for position, found in enumerate(sentence_stems)]
+        # Near words only when no sentence says every asked word itself: they cost an embedding of each new word in
+        # a cold process (~2.3 ms of CPU each), and a direct question — most questions — doesn't need them.
+        if not any(question <= found for found in sentence_stems):
+            near = _near_words(query=query, question=question, units=units, sentence_stems=sentence_stems,
+                               cosines=cosines, params=params)
+            sentence_stems = [found | near.get(position, frozenset())
+                              for position, found in enumerate(sentence_stems)]
         lexical = max(len(question & found) / len(question) for found in sentence_stems)
         # For the order, a sentence is read under its document's title and section: "Enter the new network name and
         # a password" under "Wi-Fi setup › Changing the network name and password" answers "How do I change the
