@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -34,6 +35,7 @@ from django.utils.module_loading import import_string
 from django_tenants.utils import schema_context
 
 from config import metrics
+from config.db import statements_run
 from config.errors import ApplicationError, ErrorCode, NotFound, QuotaExceeded, ValidationFailed
 from tenants.models import CreditPeriodTotals, LedgerEntry, LedgerKind, Plan, Subscription, UsageAlert, Workspace
 
@@ -439,6 +441,16 @@ def credits_consume(
         raise ValidationFailed("Consume at least one credit.", details={"field": "amount"})
     reference = _reference_clean(reference)
     now = _utc(now or timezone.now())
+    _check_billable(workspace)
+    fast = _credits_consume_covered(workspace=workspace, amount=amount, reason=reason, reference=reference, now=now)
+    if fast is not None:
+        entry, period_end, totals_after = fast
+        if totals_after.available > 0 and totals_after.used * 100 >= ALERT_THRESHOLDS[0] * totals_after.available:
+            _alerts_raise(workspace=workspace, meter=CREDITS, used=totals_after.used, limit=totals_after.available,
+                          period_start=entry.period_start, period_end=period_end)
+        metrics.credits_observe(reason, amount)
+        spend_spike_watch(workspace=workspace, amount=amount, now=now)
+        return entry
     alerts: list[UsageAlert] = []
     with transaction.atomic():
         locked = _locked(workspace, now)
@@ -477,6 +489,72 @@ def credits_consume(
     metrics.credits_observe(reason, amount)
     spend_spike_watch(workspace=workspace, amount=amount, now=now)
     return entries[0]
+
+
+# The common case of the credit step in one round trip (issue #16): two statements sent together, one implicit
+# transaction. The first takes the subscription row lock (the locking rule above); the second, whose snapshot is
+# taken once the lock is granted (READ COMMITTED: one snapshot per statement), reads the period, the plan, the
+# running totals and an earlier charge of the reference, and appends the USAGE entry only when all is ordinary: the
+# period is open, no charge of this reference exists, and the balance covers the amount. Anything else (no
+# subscription yet, a period to roll, a retry, overage, a refusal) appends nothing and goes the general way below,
+# which decides it under the lock as before.
+_COVERED_LOCK_SQL = "SELECT 1 FROM {subscription} WHERE workspace_id = %s FOR UPDATE"
+_COVERED_SQL = """
+WITH s AS (
+    SELECT s.period_start, s.period_end, w.plan
+    FROM {subscription} s JOIN {workspace} w ON w.id = s.workspace_id
+    WHERE s.workspace_id = %s
+), t AS (
+    SELECT t.balance, t.available, t.used
+    FROM {totals} t JOIN s ON t.period_start = s.period_start WHERE t.workspace_id = %s
+), earlier AS (
+    SELECT 1 FROM {ledger}
+    WHERE workspace_id = %s AND reference = %s AND kind IN ('usage', 'overage') LIMIT 1
+), added AS (
+    INSERT INTO {ledger} (workspace_id, period_start, kind, amount, charge, plan, reason, reference, actor_label,
+                          data, created_at)
+    SELECT %s, s.period_start, 'usage', %s, 0, s.plan, %s, %s, 'system', '{{}}'::jsonb, %s
+    FROM s JOIN t ON true
+    WHERE %s < s.period_end AND t.balance >= %s AND NOT EXISTS (SELECT 1 FROM earlier)
+    RETURNING id, period_start, plan, created_at
+)
+SELECT added.id, added.period_start, added.plan, added.created_at, s.period_end, t.balance, t.available, t.used
+FROM added JOIN s ON true JOIN t ON true
+"""
+
+
+def _credits_consume_covered(
+    *, workspace: Workspace, amount: int, reason: str, reference: str, now: datetime
+) -> tuple[LedgerEntry, datetime, CreditTotals] | None:
+    """(the USAGE entry, the period's end, the totals after it) when the ordinary case applied; None: nothing was
+    appended, the caller takes the general way."""
+    quote = connection.ops.quote_name
+    tables = {"subscription": quote(Subscription._meta.db_table), "workspace": quote(Workspace._meta.db_table),
+              "totals": quote(CreditPeriodTotals._meta.db_table), "ledger": quote(LedgerEntry._meta.db_table)}
+    reason = (reason or "answer")[:200]
+    created_at = timezone.now()
+    pk = workspace.pk
+    try:
+        # Inside a caller's transaction, a savepoint keeps a failure here from aborting it (the lock stays the
+        # caller's until it commits, as with _locked).
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            _locked_rows, rows = statements_run([
+                (_COVERED_LOCK_SQL.format(**tables), [pk]),
+                (_COVERED_SQL.format(**tables),
+                 [pk, pk, pk, reference, pk, -amount, reason, reference, created_at, now, amount]),
+            ])
+    except IntegrityError:  # a twin of this reference was appended meanwhile: the general way returns it
+        return None
+    if not rows:
+        return None
+    entry_id, period_start, plan_code, created, period_end, balance, available, used = rows[0]
+    entry = LedgerEntry(id=entry_id, workspace_id=pk, period_start=period_start, kind=LedgerKind.USAGE,
+                        amount=-amount, charge=Decimal(0), plan=plan_code, reason=reason, reference=reference,
+                        actor_label="system", data={}, created_at=created)
+    entry._state.adding, entry._state.db = False, LedgerEntry.objects.db
+    workspace.plan = plan_code  # the caller's copy follows, as with _locked
+    after = CreditTotals(balance=int(balance) - amount, available=int(available), used=int(used) + amount)
+    return entry, period_end, after
 
 
 _SPIKE_BASELINE_HOURS = 24
