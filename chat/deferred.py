@@ -149,7 +149,13 @@ def inbox_send_on_commit(key: tuple[int, str], send: Callable[[], None]) -> None
     if pending is None:
         transaction.on_commit(send)
         return
-    transaction.on_commit(lambda: send() if pending.ran else pending.inbox.setdefault(key, send))
+    def later() -> None:
+        if pending.ran:
+            send()
+        else:  # the latest summary of that kind wins (one made at its write shows the row as that write left it)
+            pending.inbox[key] = send
+
+    transaction.on_commit(later)
 
 
 def statements_run_after(statements: list[Statement]) -> None:

@@ -143,7 +143,7 @@ def customer_message_post(
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             [[(message.pk, message.created_at)], returned] = statements_run([
                 insert_statement(message, returning=("id", "created_at")),
-                update_statement(Conversation.objects.filter(pk=conversation.pk), returning=("agent_unread",),
+                update_statement(Conversation.objects.filter(pk=conversation.pk), returning=SUMMARY_FIELDS,
                                  **updates, **unread),
             ])
     except IntegrityError:  # the same client id, posted at the same moment by another connection
@@ -154,10 +154,24 @@ def customer_message_post(
     message._state.adding, message._state.db = False, Message.objects.db
     for name, value in updates.items():
         setattr(conversation, name, value)
-    if returned:
-        conversation.agent_unread = returned[0][0]
+    _conversation_returned(conversation, returned)
     _signal_on_commit(signals.question_asked, conversation=conversation, message=message)
     return message, True
+
+
+# What the inbox summary of a conversation shows (chat.inbox.conversation_summary) that may change: the writes of an
+# answer return them, so the summaries they send are built from the row as the write left it, not read again.
+SUMMARY_FIELDS = ("status", "title", "visitor_name", "visitor_email", "handoff_reason", "assigned_agent",
+                  "agent_unread", "updated_at", "handoff_at")
+
+
+def _conversation_returned(conversation: Conversation, returned: list[tuple[Any, ...]],
+                           fields: tuple[str, ...] = SUMMARY_FIELDS) -> None:
+    """Copy what an UPDATE ... RETURNING `fields` gave back onto `conversation` (nothing when the row is gone)."""
+    if not returned:
+        return
+    for name, value in zip(fields, returned[0]):
+        setattr(conversation, Conversation._meta.get_field(name).attname, value)
 
 
 def _decimal(value: Any) -> Decimal:
@@ -218,7 +232,8 @@ def _assistant_answer_store(
     # The conversation's row first (its lock, as every other writer of the conversation takes it first), then the
     # answer; PostgreSQL shows the statement as that UPDATE while it waits (pg_stat_activity).
     [returned, [(answer.pk, answer.created_at)], *_unlocked] = statements_run([
-        update_statement(Conversation.objects.filter(pk=conversation.pk), returning=("unanswered_streak",),
+        update_statement(Conversation.objects.filter(pk=conversation.pk),
+                         returning=("unanswered_streak", *SUMMARY_FIELDS),
                          last_message_at=now, updated_at=now, unanswered_streak=streak),
         insert_statement(answer, returning=("id", "created_at")),
         *([unlock] if unlock else []),
@@ -227,8 +242,7 @@ def _assistant_answer_store(
         lock_log.advisory_released()
     answer._state.adding, answer._state.db = False, Message.objects.db
     conversation.last_message_at = conversation.updated_at = now
-    if returned:
-        conversation.unanswered_streak = returned[0][0]
+    _conversation_returned(conversation, returned, ("unanswered_streak", *SUMMARY_FIELDS))
     _signal_on_commit(signals.answer_completed, conversation=conversation, message=answer)
     return answer
 
