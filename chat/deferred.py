@@ -5,7 +5,8 @@ and seq bookkeeping as each happened: a dozen PostgreSQL round trips and an inbo
 Inside `after_answer()` (the socket's answer job, the REST answer) they are collected instead:
 
 * the question's signals and inbox summary go as soon as the question is stored (`question_stored`: a process that
-  dies mid-answer must not take the question's event, webhook and inbox line with it);
+  dies mid-answer must not take the question's event, webhook and inbox line with it), its seq in the same round
+  trip as its receivers' writes (`statements_run_with_question`, committed durably);
 * the answer's signals, each once its transaction committed (as `transaction.on_commit` would), in the order they
   were sent, go out together once the answer is stored (`signals_flush`, before its final event is logged: where the answer's
   receivers ran before) or when the block ends (an error event, a refusal: an asked question is recorded exactly
@@ -41,14 +42,19 @@ class _Pending:
     signals: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
     statements: list[Statement] = field(default_factory=list)
     inbox: dict[tuple[int, str], Callable[[], None]] = field(default_factory=dict)
+    question: list[Statement] = field(default_factory=list)  # the question's seq: with its signals, durable
+    question_sent: bool = False
     ran: bool = False
 
-    def signals_send(self) -> None:
-        """The signals collected so far, their receivers' deferrable writes and ours in one round trip."""
+    def signals_send(self, *, durable: list[Statement] | None = None) -> None:
+        """The signals collected so far, their receivers' deferrable writes and ours in one round trip (`durable`:
+        statements of ours whose commit waits for the WAL flush, as a plain statement's does)."""
         signals, self.signals = self.signals, []
         statements, self.statements = self.statements, []
         try:
             with statements_batch():
+                for statement in durable or ():
+                    statements_defer(statement)
                 for statement in statements:
                     statements_defer(statement, durable=False)
                 for signal, kwargs in signals:
@@ -61,7 +67,8 @@ class _Pending:
 
     def run(self) -> None:
         self.ran = True
-        self.signals_send()
+        durable, self.question = self.question, []  # a question refused before question_stored(): its seq still
+        self.signals_send(durable=durable)
         for send in self.inbox.values():
             try:
                 send()
@@ -107,9 +114,11 @@ def question_stored() -> None:
     pending = _pending()
     if pending is None or pending.ran:
         return
-    if pending.signals:
+    pending.question_sent = True
+    durable, pending.question = pending.question, []
+    if pending.signals or durable:
         statements, pending.statements = pending.statements, []
-        pending.signals_send()
+        pending.signals_send(durable=durable)
         pending.statements = statements
     inbox, pending.inbox = pending.inbox, {}
     for send in inbox.values():
@@ -156,6 +165,18 @@ def inbox_send_on_commit(key: tuple[int, str], send: Callable[[], None]) -> None
             pending.inbox[key] = send
 
     transaction.on_commit(later)
+
+
+def statements_run_with_question(statements: list[Statement]) -> None:
+    """The question's own bookkeeping (its seq): sent with its signals when `question_stored()` comes (one round
+    trip with its analytics event, committed durably); outside `after_answer()`, or once the question went, now.
+    A failure is logged, not raised, as the answer's bookkeeping: the message is stored and acknowledged already,
+    and a retry of it is acknowledged without its seq, as after the refusal this failure used to cause."""
+    pending = _pending()
+    if pending is not None and not pending.ran and not pending.question_sent:
+        pending.question.extend(statements)
+        return
+    statements_run(statements)
 
 
 def statements_run_after(statements: list[Statement]) -> None:

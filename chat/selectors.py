@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import secrets
 import threading
@@ -11,7 +12,8 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.expressions import RawSQL
 
 from chat.models import AssistantSettings, Conversation, Message, MessageRole
 
@@ -73,16 +75,38 @@ def message_by_client_id(*, conversation: Conversation, client_message_id: str) 
 
 
 def conversation_with_client_message(
-    *, conversation_id: int, client_message_id: str
+    *, conversation_id: int, client_message_id: str, with_history: bool = False
 ) -> tuple[Conversation, Message | None]:
     """The conversation and its customer message of `client_message_id` (None: not stored yet), in one query when
-    there is none (the usual case: a new message)."""
-    conversation = Conversation.objects.annotate(client_message_pk=Subquery(
-        Message.objects.filter(conversation=OuterRef("pk"), client_message_id=client_message_id,
-                               role=MessageRole.CUSTOMER).values("pk")[:1]
-    )).get(pk=conversation_id) if client_message_id else Conversation.objects.get(pk=conversation_id)
+    there is none (the usual case: a new message). `with_history`: the same query reads the recent turns too, as
+    `conversation_history` gives them for a message stored after this read (`conversation.recent_history`): the
+    answer of a new message needs them, and they cost no round trip of their own here."""
+    conversations = Conversation.objects.all()
+    if client_message_id:
+        conversations = conversations.annotate(client_message_pk=Subquery(
+            Message.objects.filter(conversation=OuterRef("pk"), client_message_id=client_message_id,
+                                   role=MessageRole.CUSTOMER).values("pk")[:1]
+        ))
+    if with_history:
+        conversations = conversations.annotate(recent_history_json=RawSQL(_HISTORY_SQL, _HISTORY_ROLES + [HISTORY_TURNS],
+                                                                         output_field=TextField()))
+    conversation = conversations.get(pk=conversation_id)
+    if with_history:
+        conversation.recent_history = _history_rows(json.loads(conversation.recent_history_json or "[]"))
     found = getattr(conversation, "client_message_pk", None)
     return conversation, (Message.objects.get(pk=found) if found is not None else None)
+
+
+# conversation_history's query, as a subquery of the conversation's row (newest `turns` first, then put in order).
+_HISTORY_ROLES = [MessageRole.CUSTOMER.value, MessageRole.ASSISTANT.value, MessageRole.AGENT.value]
+_HISTORY_SQL = f"""(SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.id), '[]')::text
+FROM (SELECT m.id, m.role, m.content FROM "{Message._meta.db_table}" m
+      WHERE m.conversation_id = "{Conversation._meta.db_table}"."id" AND m.role IN (%s, %s, %s)
+      ORDER BY m.id DESC LIMIT %s) h)"""
+
+
+def _history_rows(recent: list[tuple[str, str]] | list[list[str]]) -> list[tuple[str, str]]:
+    return [("user" if role == MessageRole.CUSTOMER else "assistant", content) for role, content in recent]
 
 
 def reply_for(*, message: Message) -> Message | None:
@@ -99,7 +123,7 @@ def conversation_history(*, conversation: Conversation, before_message_id: int, 
         ).order_by("-id").values_list("role", "content")[:turns]
     )
     recent.reverse()
-    return [("user" if role == MessageRole.CUSTOMER else "assistant", content) for role, content in recent]
+    return _history_rows(recent)
 
 
 # The answer path reads the assistant settings on every answer (persona, providers, the unanswered rule). They are

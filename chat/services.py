@@ -247,10 +247,12 @@ def _assistant_answer_store(
     return answer
 
 
-def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int], after_answer: bool = False) -> None:
+def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int], after_answer: bool = False,
+                        with_question: bool = False) -> None:
     """Remember at which seq each message was sent, and raise the conversation's seq floor: one round trip. With
     `after_answer`, inside an answer (chat.deferred), it waits for the answer's end and goes with its other writes
-    (the answer's own seq: a retry that comes first finds the logged event instead)."""
+    (the answer's own seq: a retry that comes first finds the logged event instead). With `with_question`, inside
+    an answer, it goes with the question's signals (chat.deferred.question_stored), before the answer starts."""
     if not seqs:
         return
     statements = [
@@ -261,6 +263,8 @@ def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int], aft
                                        last_seq=Greatest("last_seq", max(seqs.values()))))
     if after_answer:
         deferred.statements_run_after(statements)
+    elif with_question:
+        deferred.statements_run_with_question(statements)
     else:
         statements_run(statements)
 
@@ -357,8 +361,9 @@ def customer_message_submit(
     try:
         seq_future = sink.emit(protocol.conversation_event("message", message=protocol.message_payload(message)))
         sink.reply(_ack(message, duplicate=False), seq_future=seq_future)
-        # Recorded before answering, so that a retry of this message (after a reconnect) is acknowledged with its seq.
-        message.seq = _record_when_known(conversation, {message.pk: seq_future}).get(message.pk)
+        # Recorded before answering, so that a retry of this message (after a reconnect) is acknowledged with its seq:
+        # inside an answer, in one round trip with the question's analytics event (chat.deferred.question_stored).
+        message.seq = _record_when_known(conversation, {message.pk: seq_future}, with_question=True).get(message.pk)
         from chat import handoff  # after the message's seq: a handoff's `status` event comes after the message
 
         if handoff.customer_message_received(conversation=conversation, message=message, counted=True) and lock:
@@ -410,7 +415,7 @@ def _answer_announce_if_unannounced(
 
 
 def _record_when_known(conversation: Conversation, futures: dict[int, Future[int] | None], *,
-                       after_answer: bool = False) -> dict[int, int]:
+                       after_answer: bool = False, with_question: bool = False) -> dict[int, int]:
     seqs: dict[int, int] = {}
     for message_id, future in futures.items():
         if future is None:
@@ -419,7 +424,7 @@ def _record_when_known(conversation: Conversation, futures: dict[int, Future[int
             seqs[message_id] = future.result(timeout=SEQ_WAIT_SECONDS)
         except (FutureTimeout, Exception):  # the event log was unreachable; the message itself is stored
             logger.warning("chat: no seq for message %s", message_id)
-    message_seqs_record(conversation=conversation, seqs=seqs, after_answer=after_answer)
+    message_seqs_record(conversation=conversation, seqs=seqs, after_answer=after_answer, with_question=with_question)
     return seqs
 
 
@@ -434,6 +439,7 @@ def _engine_failure(exc: BaseException) -> ApplicationError:
 def conversation_answer_stream(
     *, conversation: Conversation, question: Message, lock_token: str, sink: EventSink,
     cancelled: Callable[[], bool] = lambda: False, failure: list[ApplicationError] | None = None,
+    history: list[tuple[str, str]] | None = None,
 ) -> Message | None:
     """Answer `question` with the answer engine, streaming its events into the conversation's log, and store the
     answer. Returns the stored answer, or None after an `error` event (answer_failed, or the credit refused): the
@@ -442,7 +448,8 @@ def conversation_answer_stream(
     The answer lock (`lock_token`) is held from the customer's message until the answer's `agent_completed` is in
     the log, and released in that same Redis step, so a client may ask again as soon as it sees the answer, and a
     retry of the same message never finds the lock taken by an answer that nobody writes any more: every way out of
-    this function gives it back. Once the answer is stored it stands: nothing after that turns it into an error."""
+    this function gives it back. Once the answer is stored it stands: nothing after that turns it into an error.
+    `history`: the turns before `question` when the caller has them already (else they are read)."""
     log = conversation_log(conversation)
     started = time.monotonic()
     # What the credit was charged under (a retry after a refunded failure gets `message:N#2`, tenants.billing).
@@ -451,7 +458,7 @@ def conversation_answer_stream(
     try:
         answer = _answer_compose_and_store(
             conversation=conversation, question=question, sink=sink, cancelled=cancelled, failure=failure,
-            started=started, credit_reference=credit_reference, lock_token=lock_token,
+            started=started, credit_reference=credit_reference, lock_token=lock_token, history=history,
         )
         if answer is None:
             return None
@@ -501,6 +508,7 @@ def _answer_lock_release(log: ConversationLog, token: str) -> None:
 def _answer_compose_and_store(
     *, conversation: Conversation, question: Message, sink: EventSink, cancelled: Callable[[], bool],
     failure: list[ApplicationError] | None, started: float, credit_reference: list[str], lock_token: str,
+    history: list[tuple[str, str]] | None = None,
 ) -> Message | None:
     """Take the answer's credit, stream the engine's events, store the answer. None after an `error` event, which
     gives the answer lock back as it is logged (the customer may send the message again at once)."""
@@ -524,7 +532,8 @@ def _answer_compose_and_store(
         sink.emit(protocol.conversation_event("agent_started", reply_to=reply_to))
         sink.typing("bot", True)
         bot_typing = True
-        history = selectors.conversation_history(conversation=conversation, before_message_id=question.pk)
+        if history is None:
+            history = selectors.conversation_history(conversation=conversation, before_message_id=question.pk)
         completed: dict[str, Any] | None = None
         stream = answering.answer_stream(
             question=question.content, history=history, assistant=selectors.assistant_settings_current()

@@ -85,7 +85,7 @@ def _message_answer(
     *, conversation_id: int, text: str, client_id: str, author: Any, sink: LoopSink, cancelled: threading.Event
 ) -> None:
     conversation, existing = selectors.conversation_with_client_message(conversation_id=conversation_id,
-                                                                        client_message_id=client_id)
+                                                                        client_message_id=client_id, with_history=True)
     # The socket's log was made when it opened; if Redis lost the seq counter since (a restart without
     # persistence), the append script restarts it from this floor: take PostgreSQL's current one, not that.
     if (conversation.last_seq or 0) > sink.log.floor:
@@ -97,6 +97,8 @@ def _message_answer(
         services.conversation_answer_stream(
             conversation=conversation, question=submitted.message, lock_token=submitted.lock_token, sink=sink,
             cancelled=cancelled.is_set,
+            # the turns read with the conversation come before a message stored after that read (not a retry's)
+            history=conversation.recent_history if submitted.created else None,
         )
 
 
