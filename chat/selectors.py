@@ -12,10 +12,10 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models import BooleanField, Count, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.expressions import RawSQL
 
-from chat.models import AssistantSettings, Conversation, Message, MessageRole
+from chat.models import AssistantSettings, Conversation, ConversationStatus, Message, MessageRole
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +75,21 @@ def message_by_client_id(*, conversation: Conversation, client_message_id: str) 
 
 
 def conversation_with_client_message(
-    *, conversation_id: int, client_message_id: str, with_history: bool = False
+    *, conversation_id: int, client_message_id: str, with_history: bool = False,
+    answer_lock_key: int | None = None,
 ) -> tuple[Conversation, Message | None]:
     """The conversation and its customer message of `client_message_id` (None: not stored yet), in one query when
     there is none (the usual case: a new message). `with_history`: the same query reads the recent turns too, as
     `conversation_history` gives them for a message stored after this read (`conversation.recent_history`): the
-    answer of a new message needs them, and they cost no round trip of their own here."""
+    answer of a new message needs them, and they cost no round trip of their own here. `answer_lock_key`: the
+    same query takes the advisory half of the answer lock when the bot answers the conversation
+    (chat.events.advisory_lock_expression), which the answer would take next."""
+    from chat.events import advisory_lock_expression, advisory_lock_taken
+
     conversations = Conversation.objects.all()
+    if answer_lock_key is not None:
+        sql, params = advisory_lock_expression(answer_lock_key, when_status=ConversationStatus.BOT.value)
+        conversations = conversations.annotate(answer_lock_taken=RawSQL(sql, params, output_field=BooleanField()))
     if client_message_id:
         conversations = conversations.annotate(client_message_pk=Subquery(
             Message.objects.filter(conversation=OuterRef("pk"), client_message_id=client_message_id,
@@ -91,6 +99,8 @@ def conversation_with_client_message(
         conversations = conversations.annotate(recent_history_json=RawSQL(_HISTORY_SQL, _HISTORY_ROLES + [HISTORY_TURNS],
                                                                          output_field=TextField()))
     conversation = conversations.get(pk=conversation_id)
+    if answer_lock_key is not None and conversation.answer_lock_taken:
+        advisory_lock_taken(answer_lock_key)
     if with_history:
         conversation.recent_history = _history_rows(json.loads(conversation.recent_history_json or "[]"))
     found = getattr(conversation, "client_message_pk", None)

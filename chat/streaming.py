@@ -84,8 +84,10 @@ async def run_in_workspace_pool(workspace: Any, fn: Callable[..., T], *args: Any
 def _message_answer(
     *, conversation_id: int, text: str, client_id: str, author: Any, sink: LoopSink, cancelled: threading.Event
 ) -> None:
-    conversation, existing = selectors.conversation_with_client_message(conversation_id=conversation_id,
-                                                                        client_message_id=client_id, with_history=True)
+    conversation, existing = selectors.conversation_with_client_message(
+        conversation_id=conversation_id, client_message_id=client_id, with_history=True,
+        answer_lock_key=sink.log.advisory_key,  # the answer takes it next: in the same round trip as this read
+    )
     # The socket's log was made when it opened; if Redis lost the seq counter since (a restart without
     # persistence), the append script restarts it from this floor: take PostgreSQL's current one, not that.
     if (conversation.last_seq or 0) > sink.log.floor:
