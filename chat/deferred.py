@@ -30,7 +30,7 @@ from typing import Any
 
 from django.db import transaction
 
-from config.db import Statement, statements_batch, statements_defer, statements_run
+from config.db import Statement, statements_batch, statements_collected, statements_defer, statements_run
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,20 @@ class _Pending:
     inbox: dict[tuple[int, str], Callable[[], None]] = field(default_factory=dict)
     question: list[Statement] = field(default_factory=list)  # the question's seq: with its signals, durable
     question_sent: bool = False
+    carried: list[Statement] = field(default_factory=list)  # the question's writes, waiting for the credit step
     ran: bool = False
 
-    def signals_send(self, *, durable: list[Statement] | None = None) -> None:
+    def signals_send(self, *, durable: list[Statement] | None = None, carry: bool = False) -> None:
         """The signals collected so far, their receivers' deferrable writes and ours in one round trip (`durable`:
-        statements of ours whose commit waits for the WAL flush, as a plain statement's does)."""
+        statements of ours whose commit waits for the WAL flush, as a plain statement's does). `carry`: the writes
+        are kept in `carried` for the answer's credit step to send (`carried_take`) instead."""
         signals, self.signals = self.signals, []
         statements, self.statements = self.statements, []
+        carried, self.carried = self.carried, []
         try:
-            with statements_batch():
+            with statements_collected() if carry else statements_batch() as collected:
+                for statement in carried:
+                    statements_defer(statement)
                 for statement in durable or ():
                     statements_defer(statement)
                 for statement in statements:
@@ -62,6 +67,8 @@ class _Pending:
                         signal.send(sender=kwargs.pop("_sender"), **kwargs)
                     except Exception:
                         logger.exception("chat: a receiver of %s failed", signal)
+            if carry:
+                self.carried = list(collected or [])
         except Exception:  # the answer stands; its events and bookkeeping are what may be lost, never doubled
             logger.exception("chat: the writes after an answer failed")
 
@@ -99,13 +106,13 @@ def signals_flush() -> None:
     """Send the signals collected so far now (the answer is stored: its receivers run before its final event is
     logged, as they did on commit); inbox summaries and deferred bookkeeping still wait for the block's end."""
     pending = _pending()
-    if pending is not None and pending.signals:
+    if pending is not None and (pending.signals or pending.carried):
         statements, pending.statements = pending.statements, []
         pending.signals_send()
         pending.statements = statements
 
 
-def question_stored() -> None:
+def question_stored(*, answer_follows: bool = False) -> None:
     """The customer's question is committed: its signals (analytics event, webhook), its receivers' writes and its
     inbox summary go now, in one round trip, not after the answer. Held until the answer's end they were lost with a
     process that died mid-answer (the question stayed, its event and webhook never came), agents saw the message
@@ -118,7 +125,9 @@ def question_stored() -> None:
     durable, pending.question = pending.question, []
     if pending.signals or durable:
         statements, pending.statements = pending.statements, []
-        pending.signals_send(durable=durable)
+        # `answer_follows`: the receivers run now, their writes and the seq go with the answer's credit step (its
+        # first round trip, a moment later), or with whatever round trip of this block comes first without it.
+        pending.signals_send(durable=durable, carry=answer_follows)
         pending.statements = statements
     inbox, pending.inbox = pending.inbox, {}
     for send in inbox.values():
@@ -126,6 +135,16 @@ def question_stored() -> None:
             send()
         except Exception:
             logger.warning("chat: could not push an inbox summary", exc_info=True)
+
+
+def carried_take() -> list[Statement]:
+    """The question's writes that wait for the answer's credit step (`question_stored(answer_follows=True)`); the
+    taker sends them in its round trip (tenants.billing.credits_consume `along`)."""
+    pending = _pending()
+    if pending is None:
+        return []
+    carried, pending.carried = pending.carried, []
+    return carried
 
 
 def signal_send_on_commit(signal: Any, *, sender: Any, **kwargs: Any) -> None:

@@ -379,7 +379,8 @@ def customer_message_submit(
             except Exception:  # it expires by itself
                 logger.warning("chat: could not release the answer lock of message %s", message.pk)
         raise
-    deferred.question_stored()
+    # With the answer lock held, the bot answers next: the question's writes go with its credit step's round trip.
+    deferred.question_stored(answer_follows=lock is not None)
     return MessageSubmitResult(message, created=True, reply=None, lock_token=lock, seq_future=seq_future)
 
 
@@ -520,7 +521,8 @@ def _answer_compose_and_store(
     try:
         # Every answer costs a credit, taken before the work starts and given back if no answer comes.
         try:
-            charged = billing.credits_consume(workspace=_current_workspace(), reference=credit_reference[0])
+            charged = billing.credits_consume(workspace=_current_workspace(), reference=credit_reference[0],
+                                              along=deferred.carried_take())  # the question's writes, if waiting
             credit_reference.append(charged.reference)
         except ApplicationError as refused:  # quota_exceeded / plan_limit: a clear error event instead of an answer
             if failure is not None:

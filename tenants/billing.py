@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q, QuerySet, Sum
 from django.dispatch import Signal
 from django.utils import timezone
@@ -35,7 +35,7 @@ from django.utils.module_loading import import_string
 from django_tenants.utils import schema_context
 
 from config import metrics
-from config.db import statements_run
+from config.db import Statement, statements_run
 from config.errors import ApplicationError, ErrorCode, NotFound, QuotaExceeded, ValidationFailed
 from tenants.models import CreditPeriodTotals, LedgerEntry, LedgerKind, Plan, Subscription, UsageAlert, Workspace
 
@@ -426,11 +426,16 @@ def _reference_clean(reference: str) -> str:
 
 
 def credits_consume(
-    *, workspace: Workspace, amount: int = 1, reason: str = "answer", reference: str, now: datetime | None = None
+    *, workspace: Workspace, amount: int = 1, reason: str = "answer", reference: str, now: datetime | None = None,
+    along: list[Statement] | None = None,
 ) -> LedgerEntry:
     """Spend `amount` credits for `reference` (e.g. "message:42"), atomically; call it before the work starts.
     The entry's `reference` says under which reference it was charged: a reference that was charged and refunded
     (a failed attempt) is charged again as `message:42#2`, then `#3`, … — refund what the entry names.
+
+    `along`: the caller's writes to send in the same round trip, committed with the credit step's first
+    transaction (an answer's question bookkeeping); if they fail, the credit is taken without them and they are
+    sent once more on their own (a failure then is logged, not raised: give only writes whose loss is acceptable).
 
     Returns the USAGE entry (or the OVERAGE entry when nothing was covered by credits; a consumption that is partly
     covered writes both, with the same reference). Idempotent per reference: a retry returns the first entry and
@@ -442,7 +447,8 @@ def credits_consume(
     reference = _reference_clean(reference)
     now = _utc(now or timezone.now())
     _check_billable(workspace)
-    fast = _credits_consume_covered(workspace=workspace, amount=amount, reason=reason, reference=reference, now=now)
+    fast = _credits_consume_covered(workspace=workspace, amount=amount, reason=reason, reference=reference, now=now,
+                                    along=along or [])
     if fast is not None:
         entry, period_end, totals_after = fast
         if totals_after.available > 0 and totals_after.used * 100 >= ALERT_THRESHOLDS[0] * totals_after.available:
@@ -524,27 +530,53 @@ FROM added JOIN s ON true JOIN t ON true
 
 
 def _credits_consume_covered(
-    *, workspace: Workspace, amount: int, reason: str, reference: str, now: datetime
+    *, workspace: Workspace, amount: int, reason: str, reference: str, now: datetime, along: list[Statement]
 ) -> tuple[LedgerEntry, datetime, CreditTotals] | None:
     """(the USAGE entry, the period's end, the totals after it) when the ordinary case applied; None: nothing was
-    appended, the caller takes the general way."""
+    appended, the caller takes the general way. `along` goes last in the same transaction (after the lock: nothing
+    of the caller's is held while the credit step queues on the subscription row)."""
+    try:
+        return _covered_send(workspace=workspace, amount=amount, reason=reason, reference=reference, now=now,
+                             along=along)
+    except (OperationalError, InterfaceError):  # the connection is gone: the caller's error, with or without along
+        raise
+    except DatabaseError as exc:
+        if not along:
+            if isinstance(exc, IntegrityError):  # a twin of this reference was appended meanwhile: the general
+                return None  # way returns it
+            raise
+        logger.warning("billing: the writes sent with a credit step failed; the credit goes without them",
+                       exc_info=True)
+    result = _credits_consume_covered(workspace=workspace, amount=amount, reason=reason, reference=reference,
+                                      now=now, along=[])
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            statements_run(along)
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError:
+        logger.warning("billing: the writes sent with a credit step were dropped", exc_info=True)
+    return result
+
+
+def _covered_send(
+    *, workspace: Workspace, amount: int, reason: str, reference: str, now: datetime, along: list[Statement]
+) -> tuple[LedgerEntry, datetime, CreditTotals] | None:
     quote = connection.ops.quote_name
     tables = {"subscription": quote(Subscription._meta.db_table), "workspace": quote(Workspace._meta.db_table),
               "totals": quote(CreditPeriodTotals._meta.db_table), "ledger": quote(LedgerEntry._meta.db_table)}
     reason = (reason or "answer")[:200]
     created_at = timezone.now()
     pk = workspace.pk
-    try:
-        # Inside a caller's transaction, a savepoint keeps a failure here from aborting it (the lock stays the
-        # caller's until it commits, as with _locked).
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            _locked_rows, rows = statements_run([
-                (_COVERED_LOCK_SQL.format(**tables), [pk]),
-                (_COVERED_SQL.format(**tables),
-                 [pk, pk, pk, reference, pk, -amount, reason, reference, created_at, now, amount]),
-            ])
-    except IntegrityError:  # a twin of this reference was appended meanwhile: the general way returns it
-        return None
+    # Inside a caller's transaction, a savepoint keeps a failure here from aborting it (the lock stays the caller's
+    # until it commits, as with _locked).
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        _locked_rows, rows, *_along = statements_run([
+            (_COVERED_LOCK_SQL.format(**tables), [pk]),
+            (_COVERED_SQL.format(**tables),
+             [pk, pk, pk, reference, pk, -amount, reason, reference, created_at, now, amount]),
+            *along,
+        ])
     if not rows:
         return None
     entry_id, period_start, plan_code, created, period_end, balance, available, used = rows[0]

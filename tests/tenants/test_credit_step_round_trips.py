@@ -56,3 +56,21 @@ def test_a_retry_refund_overage_refusal_and_roll_still_go_the_general_way():
         billing.credits_consume(workspace=limited.workspace, reference="message:l2")
     assert billing.credit_balance(workspace=limited.workspace) == 0
     assert_totals_match_the_ledger(limited.workspace)
+
+
+def test_writes_sent_along_share_the_round_trip_and_a_failing_one_never_costs_the_credit(caplog):
+    ws = workspace_on("pro")
+    pk = ws.workspace.pk
+    before = billing.credit_balance(workspace=ws.workspace)
+    with CaptureQueriesContext(connection) as sent:
+        billing.credits_consume(workspace=ws.workspace, reference="message:a1",
+                                along=[("UPDATE tenants_workspace SET name = %s WHERE id = %s", ["Along Co", pk])])
+    assert len(sent.captured_queries) == 1
+    ws.workspace.refresh_from_db()
+    assert ws.workspace.name == "Along Co"
+
+    entry = billing.credits_consume(workspace=ws.workspace, reference="message:a2", along=[("SELECT 1 / 0", [])])
+    assert entry.reference == "message:a2" and LedgerEntry.objects.filter(pk=entry.pk).exists()
+    assert billing.credit_balance(workspace=ws.workspace) == before - 2
+    assert "the writes sent with a credit step" in caplog.text
+    assert_totals_match_the_ledger(ws.workspace)
