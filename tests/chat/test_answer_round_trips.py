@@ -49,3 +49,51 @@ def test_the_summary_made_from_a_write_is_the_one_read_afterwards():
         assert written["unread"] == 5 and written["handoff_reason"] == "asked"
     finally:
         connection.set_schema_to_public()
+
+
+def test_the_curated_version_read_with_the_conversation_is_used_once_and_only_in_its_schema():
+    from django.db.models import Count, Max
+
+    from documents import curated
+    from documents.models import CuratedAnswer
+
+    created = workspace_with_owner(name="Curated Co")
+    connection.set_tenant(created.workspace)
+    try:
+        conversation = Conversation.objects.create(channel=Channel.API)
+        read, _ = selectors.conversation_with_client_message(conversation_id=conversation.pk, client_message_id="",
+                                                             also=curated.curated_version_columns())
+        actual = CuratedAnswer.objects.aggregate(n=Count("id"), at=Max("updated_at"))
+        assert (read.curated_version_n, read.curated_version_at) == (actual["n"], actual["at"])
+
+        curated.curated_version_known(count=7, at=None)
+        assert curated._version(connection.schema_name) == (7, None)  # handed over: used by the next check
+        assert curated._version(connection.schema_name) == (actual["n"], actual["at"])  # then read again
+        curated.curated_version_known(count=7, at=None)
+        assert curated._version("another_schema") != (7, None)  # never for another workspace
+        curated.curated_version_known(count=7, at=None)
+        curated.curated_version_forget()
+        assert curated._version(connection.schema_name) == (actual["n"], actual["at"])
+    finally:
+        connection.set_schema_to_public()
+
+
+def test_cached_assistant_settings_of_another_workspace_with_the_same_schema_are_not_served():
+    import time
+
+    from chat.models import AssistantSettings
+
+    created = workspace_with_owner(name="Settings Co")
+    connection.set_tenant(created.workspace)
+    try:
+        AssistantSettings.objects.create(name="Ours")
+        version = selectors._assistant_settings_version()
+        assert version is not None
+        theirs = AssistantSettings(name="A deleted workspace's")
+        selectors._assistant_settings[connection.schema_name] = (version, theirs, time.monotonic(),
+                                                                  created.workspace.pk + 10_000)
+        assert selectors.assistant_settings_current().name == "Ours"
+        assert selectors.assistant_settings_current().name == "Ours"  # and now cached as ours
+        assert selectors._assistant_settings[connection.schema_name][3] == created.workspace.pk
+    finally:
+        connection.set_schema_to_public()
