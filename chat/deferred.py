@@ -5,8 +5,9 @@ and seq bookkeeping as each happened: a dozen PostgreSQL round trips and an inbo
 Inside `after_answer()` (the socket's answer job, the REST answer) they are collected instead:
 
 * the question's signals and inbox summary go as soon as the question is stored (`question_stored`: a process that
-  dies mid-answer must not take the question's event, webhook and inbox line with it), its seq in the same round
-  trip as its receivers' writes (`statements_run_with_question`, committed durably);
+  dies mid-answer must not take the question's event, webhook and inbox line with it); its seq goes with its
+  receivers' writes (`statements_run_with_question`, committed durably), and when the bot answers next they ride on
+  the answer's credit step, its first round trip (`question_stored(answer_follows=True)`, `carried_take`);
 * the answer's signals, each once its transaction committed (as `transaction.on_commit` would), in the order they
   were sent, go out together once the answer is stored (`signals_flush`, before its final event is logged: where the answer's
   receivers ran before) or when the block ends (an error event, a refusal: an asked question is recorded exactly
@@ -74,7 +75,8 @@ class _Pending:
 
     def run(self) -> None:
         self.ran = True
-        durable, self.question = self.question, []  # a question refused before question_stored(): its seq still
+        # A question whose block ended before question_stored() (an error on the way) still has its seq recorded.
+        durable, self.question = self.question, []
         self.signals_send(durable=durable)
         for send in self.inbox.values():
             try:
@@ -177,6 +179,7 @@ def inbox_send_on_commit(key: tuple[int, str], send: Callable[[], None]) -> None
     if pending is None:
         transaction.on_commit(send)
         return
+
     def later() -> None:
         if pending.ran:
             send()
@@ -187,8 +190,9 @@ def inbox_send_on_commit(key: tuple[int, str], send: Callable[[], None]) -> None
 
 
 def statements_run_with_question(statements: list[Statement]) -> None:
-    """The question's own bookkeeping (its seq): sent with its signals when `question_stored()` comes (one round
-    trip with its analytics event, committed durably); outside `after_answer()`, or once the question went, now.
+    """The question's own bookkeeping (its seq): sent with its signals' writes when `question_stored()` comes (one
+    round trip with its analytics event, committed durably; with the credit step's when the bot answers next);
+    outside `after_answer()`, or once the question went, now.
     A failure is logged, not raised, as the answer's bookkeeping: the message is stored and acknowledged already,
     and a retry of it is acknowledged without its seq, as after the refusal this failure used to cause."""
     pending = _pending()

@@ -362,7 +362,8 @@ def customer_message_submit(
         seq_future = sink.emit(protocol.conversation_event("message", message=protocol.message_payload(message)))
         sink.reply(_ack(message, duplicate=False), seq_future=seq_future)
         # Recorded before answering, so that a retry of this message (after a reconnect) is acknowledged with its seq:
-        # inside an answer, in one round trip with the question's analytics event (chat.deferred.question_stored).
+        # inside an answer, with the question's analytics event, in the credit step's round trip when the bot answers
+        # next (chat.deferred.question_stored).
         message.seq = _record_when_known(conversation, {message.pk: seq_future}, with_question=True).get(message.pk)
         from chat import handoff  # after the message's seq: a handoff's `status` event comes after the message
 
