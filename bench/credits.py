@@ -5,7 +5,8 @@ period's entries, `_period_totals_summed`) at both sizes.
     python -m bench credits            # 1,000,000 entries (quick: 100,000)
 
 Setup: a database of its own (`<db>_bench_credits`, created and migrated on first use), a fresh workspace on a plan
-with overage (so no consumption is refused). The entries are INSERTed in one statement through the ledger's trigger,
+with overage (so no consumption is refused). Both sizes measure the ordinary charge (a balance that covers it: one
+round trip); the filled period is also measured in overage first (the general way), reported apart. The entries are INSERTed in one statement through the ledger's trigger,
 as the product writes them. Target (issue #16): the consume step costs the same at both sizes (ratio ≈ 1), while the
 summed read grows with the period.
 """
@@ -119,6 +120,12 @@ def work(entries: int, runs: int) -> dict[str, Any]:
                        [summed_now.balance, summed_now.available, summed_now.used, workspace.pk, period_start])
         cursor.execute("ANALYZE public.tenants_ledgerentry")
     fill_seconds = time.perf_counter() - started
+    # The filler's usage took the balance below zero: consumptions now go the general way under the lock (overage),
+    # which the empty period's did not. Measured as such, then the balance is given back (an operator's adjustment,
+    # through the trigger) so that the full period's ordinary charge is measured on the same path as the empty one's.
+    overage = {"consume": _timed_ms(consume, runs)}
+    left = billing.credit_balance(workspace=workspace)
+    billing.credits_grant(workspace=workspace, amount=entries + 10 * runs - min(left, 0), reason="bench: balance back")
     full = {"consume": _timed_ms(consume, runs), "summed_baseline": _timed_ms(summed, runs)}
     kept = billing._period_totals(workspace.pk, period_start)
     exact = kept == billing._period_totals_summed(workspace.pk, period_start)
@@ -126,6 +133,8 @@ def work(entries: int, runs: int) -> dict[str, Any]:
     return {
         "entries_in_period": in_period, "fill_seconds": round(fill_seconds, 1), "runs": runs,
         "empty_period": empty, "full_period": full,
+        "full_period_in_overage": {**overage, "note": "balance below zero: the general way under the lock (overage "
+                                   "entry), not the one-round-trip ordinary charge"},
         "consume_ratio_full_to_empty_p50": round(full["consume"]["p50_ms"] / empty["consume"]["p50_ms"], 3),
         "baseline_summed_ratio_full_to_empty_p50": round(
             full["summed_baseline"]["p50_ms"] / empty["summed_baseline"]["p50_ms"], 1),

@@ -312,6 +312,8 @@ def _advisory_lock(key: int, *, acquire: bool) -> bool:
     _advisory_held.keys = held
     if not acquire and key not in held:  # not ours (released already, or never taken): nothing to send
         return False
+    if acquire and key in held:  # taken already (advisory_lock_taken): a second take would stack on the session
+        return True
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)" if acquire else "SELECT pg_advisory_unlock(%s)", [key])
@@ -326,6 +328,25 @@ def _advisory_lock(key: int, *, acquire: bool) -> bool:
     elif not acquire:
         held.discard(key)
     return done
+
+
+def advisory_lock_expression(key: int, *, when_status: str) -> tuple[str, list[Any]]:
+    """SQL (with its params) that takes the advisory half of a conversation's answer lock inside a read of that
+    conversation's row, only when its status is `when_status` (true: taken); the reader then calls
+    `advisory_lock_taken`. Taken before the Redis key instead of after it: whoever holds the key and wants the
+    advisory half fails to take it and gives the key back, as when two answers race (ConversationLog.lock_acquire);
+    a take that nobody uses is given back at the end of the thread's hop (answer_locks_release_all)."""
+    from chat.models import Conversation
+
+    return (f'CASE WHEN "{Conversation._meta.db_table}"."status" = %s THEN pg_try_advisory_lock(%s) ELSE false END',
+            [when_status, key])
+
+
+def advisory_lock_taken(key: int) -> None:
+    """This thread's connection holds the advisory lock `key` (taken by advisory_lock_expression)."""
+    held: set[int] = getattr(_advisory_held, "keys", None) or set()
+    _advisory_held.keys = held
+    held.add(key)
 
 
 def answer_locks_release_all() -> None:

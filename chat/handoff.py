@@ -249,7 +249,8 @@ def customer_message_received(*, conversation: Conversation, message: Message, c
         conversation.status = ConversationStatus.WAITING
         handed_off = True
     else:
-        inbox.inbox_publish_on_commit(conversation, "message")
+        # `counted`: the message's own write returned the conversation's row (chat.services.SUMMARY_FIELDS)
+        inbox.inbox_publish_on_commit(conversation, "message", last=message if counted else None)
     return handed_off
 
 
@@ -265,7 +266,8 @@ def bot_answer_completed(*, conversation: Conversation, answer: Message, streak:
         if streak is not None and streak >= threshold:
             conversation_handoff_request(conversation=conversation, reason=HandoffReason.UNANSWERED)
             return
-    inbox.inbox_publish_on_commit(conversation, "message")
+    # with `streak`, the answer's own write returned the conversation's row (chat.services.SUMMARY_FIELDS)
+    inbox.inbox_publish_on_commit(conversation, "message", last=answer if streak is not None else None)
 
 
 def conversation_contact_set(*, conversation: Conversation, email: str) -> Conversation:

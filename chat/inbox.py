@@ -92,7 +92,10 @@ def conversation_with_last_message(conversation_pk: int) -> Conversation | None:
 
 def conversation_summary(conversation: Conversation) -> dict[str, Any]:
     """What the inbox lists of a conversation (the HTTP list and the live feed use the same shape)."""
-    last = _last_message(conversation)
+    return _summary(conversation, _last_message(conversation))
+
+
+def _summary(conversation: Conversation, last: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "id": str(conversation.public_id),
         "status": conversation.status,
@@ -117,17 +120,27 @@ def inbox_send(*, schema_name: str, payload: dict[str, Any]) -> None:
         logger.warning("chat: could not push an inbox event", exc_info=True)
 
 
-def inbox_publish_on_commit(conversation: Conversation, event: str, **extra: Any) -> None:
-    """After the transaction commits: the conversation's summary, as it is then, to every inbox of the workspace."""
+def inbox_publish_on_commit(conversation: Conversation, event: str, *, last: Message | None = None,
+                            **extra: Any) -> None:
+    """After the transaction commits: the conversation's summary, as it is then, to every inbox of the workspace.
+    With `last`: `conversation` holds its row as the write of message `last` returned it (an answer's writes,
+    chat.services.SUMMARY_FIELDS), and the summary is made of that now instead of being read again at commit."""
     schema = connection.schema_name
     conversation_pk = conversation.pk
+    written: dict[str, Any] | None = None
+    if last is not None:
+        written = _summary(conversation, {"role": last.role, "content": last.content})
 
     def send() -> None:
-        fresh = conversation_with_last_message(conversation_pk)
-        if fresh is None:
-            return
+        if written is not None:
+            summary = written
+        else:
+            fresh = conversation_with_last_message(conversation_pk)
+            if fresh is None:
+                return
+            summary = conversation_summary(fresh)
         inbox_send(schema_name=schema, payload={
-            "type": "conversation", "event": event, "conversation": conversation_summary(fresh), **extra,
+            "type": "conversation", "event": event, "conversation": summary, **extra,
         })
 
     if extra:

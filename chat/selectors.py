@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import secrets
 import threading
@@ -11,9 +12,10 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import BooleanField, Count, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.expressions import RawSQL
 
-from chat.models import AssistantSettings, Conversation, Message, MessageRole
+from chat.models import AssistantSettings, Conversation, ConversationStatus, Message, MessageRole
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +75,51 @@ def message_by_client_id(*, conversation: Conversation, client_message_id: str) 
 
 
 def conversation_with_client_message(
-    *, conversation_id: int, client_message_id: str
+    *, conversation_id: int, client_message_id: str, with_history: bool = False,
+    answer_lock_key: int | None = None, also: dict[str, Any] | None = None,
 ) -> tuple[Conversation, Message | None]:
     """The conversation and its customer message of `client_message_id` (None: not stored yet), in one query when
-    there is none (the usual case: a new message)."""
-    conversation = Conversation.objects.annotate(client_message_pk=Subquery(
-        Message.objects.filter(conversation=OuterRef("pk"), client_message_id=client_message_id,
-                               role=MessageRole.CUSTOMER).values("pk")[:1]
-    )).get(pk=conversation_id) if client_message_id else Conversation.objects.get(pk=conversation_id)
+    there is none (the usual case: a new message). `with_history`: the same query reads the recent turns too, as
+    `conversation_history` gives them for a message stored after this read (`conversation.recent_history`): the
+    answer of a new message needs them, and they cost no round trip of their own here. `answer_lock_key`: the
+    same query takes the advisory half of the answer lock when the bot answers the conversation
+    (chat.events.advisory_lock_expression), which the answer would take next. `also`: more annotations the caller
+    reads in the same query (documents.curated.curated_version_columns)."""
+    from chat.events import advisory_lock_expression, advisory_lock_taken
+
+    conversations = Conversation.objects.all()
+    if answer_lock_key is not None:
+        sql, params = advisory_lock_expression(answer_lock_key, when_status=ConversationStatus.BOT.value)
+        conversations = conversations.annotate(answer_lock_taken=RawSQL(sql, params, output_field=BooleanField()))
+    if client_message_id:
+        conversations = conversations.annotate(client_message_pk=Subquery(
+            Message.objects.filter(conversation=OuterRef("pk"), client_message_id=client_message_id,
+                                   role=MessageRole.CUSTOMER).values("pk")[:1]
+        ))
+    if with_history:
+        conversations = conversations.annotate(recent_history_json=RawSQL(_HISTORY_SQL, _HISTORY_ROLES + [HISTORY_TURNS],
+                                                                         output_field=TextField()))
+    if also:
+        conversations = conversations.annotate(**also)
+    conversation = conversations.get(pk=conversation_id)
+    if answer_lock_key is not None and conversation.answer_lock_taken:
+        advisory_lock_taken(answer_lock_key)
+    if with_history:
+        conversation.recent_history = _history_rows(json.loads(conversation.recent_history_json or "[]"))
     found = getattr(conversation, "client_message_pk", None)
     return conversation, (Message.objects.get(pk=found) if found is not None else None)
+
+
+# conversation_history's query, as a subquery of the conversation's row (newest `turns` first, then put in order).
+_HISTORY_ROLES = [MessageRole.CUSTOMER.value, MessageRole.ASSISTANT.value, MessageRole.AGENT.value]
+_HISTORY_SQL = f"""(SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.id), '[]')::text
+FROM (SELECT m.id, m.role, m.content FROM "{Message._meta.db_table}" m
+      WHERE m.conversation_id = "{Conversation._meta.db_table}"."id" AND m.role IN (%s, %s, %s)
+      ORDER BY m.id DESC LIMIT %s) h)"""
+
+
+def _history_rows(recent: list[tuple[str, str]] | list[list[str]]) -> list[tuple[str, str]]:
+    return [("user" if role == MessageRole.CUSTOMER else "assistant", content) for role, content in recent]
 
 
 def reply_for(*, message: Message) -> Message | None:
@@ -99,21 +136,22 @@ def conversation_history(*, conversation: Conversation, before_message_id: int, 
         ).order_by("-id").values_list("role", "content")[:turns]
     )
     recent.reverse()
-    return [("user" if role == MessageRole.CUSTOMER else "assistant", content) for role, content in recent]
+    return _history_rows(recent)
 
 
 # The answer path reads the assistant settings on every answer (persona, providers, the unanswered rule). They are
 # kept per process and per workspace schema, checked against the workspace's settings version in Redis (one GET,
 # instead of a query each time they are read); every write moves the version once it commits (the model's
 # queryset, post_save / post_delete in chat.apps), so no process answers with settings older than the last commit
-# it could have seen. The cache key of the version carries the schema (config.cache), and so does the local entry:
-# one workspace's settings are never served to another.
+# it could have seen. The cache key of the version carries the schema (config.cache), and so does the local entry,
+# which also names the workspace's id: one workspace's settings are never served to another, nor to a later workspace
+# given the same schema (a slug deleted and signed up again) while Redis still held the old one's version.
 ASSISTANT_SETTINGS_VERSION_KEY = "chat:assistant-settings:version"
 # A process re-reads a workspace's settings at least every ASSISTANT_SETTINGS_TTL seconds (a version bump lost to a
 # Redis blip heals itself) and keeps at most ASSISTANT_SETTINGS_CACHED_MAX workspaces' (thousands of tenants).
 ASSISTANT_SETTINGS_TTL = 60.0
 ASSISTANT_SETTINGS_CACHED_MAX = 2000
-_assistant_settings: dict[str, tuple[str, AssistantSettings | None, float]] = {}
+_assistant_settings: dict[str, tuple[str, AssistantSettings | None, float, int | None]] = {}
 _assistant_settings_lock = threading.Lock()
 
 
@@ -151,10 +189,12 @@ def assistant_settings_changed() -> None:
 def assistant_settings_get() -> AssistantSettings | None:
     """The workspace's saved settings (None: it has saved none). A copy: callers may change it."""
     schema = connection.schema_name
+    workspace_id = getattr(getattr(connection, "tenant", None), "pk", None)
     version = _assistant_settings_version()
     hit = _assistant_settings.get(schema)
     now = time.monotonic()
-    if version is not None and hit is not None and hit[0] == version and now - hit[2] < ASSISTANT_SETTINGS_TTL:
+    if (version is not None and hit is not None and hit[0] == version and hit[3] == workspace_id
+            and now - hit[2] < ASSISTANT_SETTINGS_TTL):
         row = hit[1]
     else:
         row = AssistantSettings.objects.order_by("id").first()
@@ -162,7 +202,7 @@ def assistant_settings_get() -> AssistantSettings | None:
             with _assistant_settings_lock:
                 if len(_assistant_settings) >= ASSISTANT_SETTINGS_CACHED_MAX:  # bounded with many workspaces
                     _assistant_settings.clear()
-                _assistant_settings[schema] = (version, row, now)
+                _assistant_settings[schema] = (version, row, now, workspace_id)
     return copy.deepcopy(row) if row is not None else None
 
 

@@ -143,7 +143,7 @@ def customer_message_post(
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             [[(message.pk, message.created_at)], returned] = statements_run([
                 insert_statement(message, returning=("id", "created_at")),
-                update_statement(Conversation.objects.filter(pk=conversation.pk), returning=("agent_unread",),
+                update_statement(Conversation.objects.filter(pk=conversation.pk), returning=SUMMARY_FIELDS,
                                  **updates, **unread),
             ])
     except IntegrityError:  # the same client id, posted at the same moment by another connection
@@ -154,10 +154,24 @@ def customer_message_post(
     message._state.adding, message._state.db = False, Message.objects.db
     for name, value in updates.items():
         setattr(conversation, name, value)
-    if returned:
-        conversation.agent_unread = returned[0][0]
+    _conversation_returned(conversation, returned)
     _signal_on_commit(signals.question_asked, conversation=conversation, message=message)
     return message, True
+
+
+# What the inbox summary of a conversation shows (chat.inbox.conversation_summary) that may change: the writes of an
+# answer return them, so the summaries they send are built from the row as the write left it, not read again.
+SUMMARY_FIELDS = ("status", "title", "visitor_name", "visitor_email", "handoff_reason", "assigned_agent",
+                  "agent_unread", "updated_at", "handoff_at")
+
+
+def _conversation_returned(conversation: Conversation, returned: list[tuple[Any, ...]],
+                           fields: tuple[str, ...] = SUMMARY_FIELDS) -> None:
+    """Copy what an UPDATE ... RETURNING `fields` gave back onto `conversation` (nothing when the row is gone)."""
+    if not returned:
+        return
+    for name, value in zip(fields, returned[0]):
+        setattr(conversation, Conversation._meta.get_field(name).attname, value)
 
 
 def _decimal(value: Any) -> Decimal:
@@ -218,7 +232,8 @@ def _assistant_answer_store(
     # The conversation's row first (its lock, as every other writer of the conversation takes it first), then the
     # answer; PostgreSQL shows the statement as that UPDATE while it waits (pg_stat_activity).
     [returned, [(answer.pk, answer.created_at)], *_unlocked] = statements_run([
-        update_statement(Conversation.objects.filter(pk=conversation.pk), returning=("unanswered_streak",),
+        update_statement(Conversation.objects.filter(pk=conversation.pk),
+                         returning=("unanswered_streak", *SUMMARY_FIELDS),
                          last_message_at=now, updated_at=now, unanswered_streak=streak),
         insert_statement(answer, returning=("id", "created_at")),
         *([unlock] if unlock else []),
@@ -227,16 +242,17 @@ def _assistant_answer_store(
         lock_log.advisory_released()
     answer._state.adding, answer._state.db = False, Message.objects.db
     conversation.last_message_at = conversation.updated_at = now
-    if returned:
-        conversation.unanswered_streak = returned[0][0]
+    _conversation_returned(conversation, returned, ("unanswered_streak", *SUMMARY_FIELDS))
     _signal_on_commit(signals.answer_completed, conversation=conversation, message=answer)
     return answer
 
 
-def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int], after_answer: bool = False) -> None:
+def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int], after_answer: bool = False,
+                        with_question: bool = False) -> None:
     """Remember at which seq each message was sent, and raise the conversation's seq floor: one round trip. With
     `after_answer`, inside an answer (chat.deferred), it waits for the answer's end and goes with its other writes
-    (the answer's own seq: a retry that comes first finds the logged event instead)."""
+    (the answer's own seq: a retry that comes first finds the logged event instead). With `with_question`, inside
+    an answer, it goes with the question's signals (chat.deferred.question_stored), before the answer starts."""
     if not seqs:
         return
     statements = [
@@ -247,6 +263,8 @@ def message_seqs_record(*, conversation: Conversation, seqs: dict[int, int], aft
                                        last_seq=Greatest("last_seq", max(seqs.values()))))
     if after_answer:
         deferred.statements_run_after(statements)
+    elif with_question:
+        deferred.statements_run_with_question(statements)
     else:
         statements_run(statements)
 
@@ -343,8 +361,10 @@ def customer_message_submit(
     try:
         seq_future = sink.emit(protocol.conversation_event("message", message=protocol.message_payload(message)))
         sink.reply(_ack(message, duplicate=False), seq_future=seq_future)
-        # Recorded before answering, so that a retry of this message (after a reconnect) is acknowledged with its seq.
-        message.seq = _record_when_known(conversation, {message.pk: seq_future}).get(message.pk)
+        # Recorded before answering, so that a retry of this message (after a reconnect) is acknowledged with its seq:
+        # inside an answer, with the question's analytics event, in the credit step's round trip when the bot answers
+        # next (chat.deferred.question_stored).
+        message.seq = _record_when_known(conversation, {message.pk: seq_future}, with_question=True).get(message.pk)
         from chat import handoff  # after the message's seq: a handoff's `status` event comes after the message
 
         if handoff.customer_message_received(conversation=conversation, message=message, counted=True) and lock:
@@ -360,7 +380,8 @@ def customer_message_submit(
             except Exception:  # it expires by itself
                 logger.warning("chat: could not release the answer lock of message %s", message.pk)
         raise
-    deferred.question_stored()
+    # With the answer lock held, the bot answers next: the question's writes go with its credit step's round trip.
+    deferred.question_stored(answer_follows=lock is not None)
     return MessageSubmitResult(message, created=True, reply=None, lock_token=lock, seq_future=seq_future)
 
 
@@ -396,7 +417,7 @@ def _answer_announce_if_unannounced(
 
 
 def _record_when_known(conversation: Conversation, futures: dict[int, Future[int] | None], *,
-                       after_answer: bool = False) -> dict[int, int]:
+                       after_answer: bool = False, with_question: bool = False) -> dict[int, int]:
     seqs: dict[int, int] = {}
     for message_id, future in futures.items():
         if future is None:
@@ -405,7 +426,7 @@ def _record_when_known(conversation: Conversation, futures: dict[int, Future[int
             seqs[message_id] = future.result(timeout=SEQ_WAIT_SECONDS)
         except (FutureTimeout, Exception):  # the event log was unreachable; the message itself is stored
             logger.warning("chat: no seq for message %s", message_id)
-    message_seqs_record(conversation=conversation, seqs=seqs, after_answer=after_answer)
+    message_seqs_record(conversation=conversation, seqs=seqs, after_answer=after_answer, with_question=with_question)
     return seqs
 
 
@@ -420,6 +441,7 @@ def _engine_failure(exc: BaseException) -> ApplicationError:
 def conversation_answer_stream(
     *, conversation: Conversation, question: Message, lock_token: str, sink: EventSink,
     cancelled: Callable[[], bool] = lambda: False, failure: list[ApplicationError] | None = None,
+    history: list[tuple[str, str]] | None = None,
 ) -> Message | None:
     """Answer `question` with the answer engine, streaming its events into the conversation's log, and store the
     answer. Returns the stored answer, or None after an `error` event (answer_failed, or the credit refused): the
@@ -428,7 +450,8 @@ def conversation_answer_stream(
     The answer lock (`lock_token`) is held from the customer's message until the answer's `agent_completed` is in
     the log, and released in that same Redis step, so a client may ask again as soon as it sees the answer, and a
     retry of the same message never finds the lock taken by an answer that nobody writes any more: every way out of
-    this function gives it back. Once the answer is stored it stands: nothing after that turns it into an error."""
+    this function gives it back. Once the answer is stored it stands: nothing after that turns it into an error.
+    `history`: the turns before `question` when the caller has them already (else they are read)."""
     log = conversation_log(conversation)
     started = time.monotonic()
     # What the credit was charged under (a retry after a refunded failure gets `message:N#2`, tenants.billing).
@@ -437,7 +460,7 @@ def conversation_answer_stream(
     try:
         answer = _answer_compose_and_store(
             conversation=conversation, question=question, sink=sink, cancelled=cancelled, failure=failure,
-            started=started, credit_reference=credit_reference, lock_token=lock_token,
+            started=started, credit_reference=credit_reference, lock_token=lock_token, history=history,
         )
         if answer is None:
             return None
@@ -487,6 +510,7 @@ def _answer_lock_release(log: ConversationLog, token: str) -> None:
 def _answer_compose_and_store(
     *, conversation: Conversation, question: Message, sink: EventSink, cancelled: Callable[[], bool],
     failure: list[ApplicationError] | None, started: float, credit_reference: list[str], lock_token: str,
+    history: list[tuple[str, str]] | None = None,
 ) -> Message | None:
     """Take the answer's credit, stream the engine's events, store the answer. None after an `error` event, which
     gives the answer lock back as it is logged (the customer may send the message again at once)."""
@@ -498,7 +522,8 @@ def _answer_compose_and_store(
     try:
         # Every answer costs a credit, taken before the work starts and given back if no answer comes.
         try:
-            charged = billing.credits_consume(workspace=_current_workspace(), reference=credit_reference[0])
+            charged = billing.credits_consume(workspace=_current_workspace(), reference=credit_reference[0],
+                                              along=deferred.carried_take())  # the question's writes, if waiting
             credit_reference.append(charged.reference)
         except ApplicationError as refused:  # quota_exceeded / plan_limit: a clear error event instead of an answer
             if failure is not None:
@@ -510,7 +535,8 @@ def _answer_compose_and_store(
         sink.emit(protocol.conversation_event("agent_started", reply_to=reply_to))
         sink.typing("bot", True)
         bot_typing = True
-        history = selectors.conversation_history(conversation=conversation, before_message_id=question.pk)
+        if history is None:
+            history = selectors.conversation_history(conversation=conversation, before_message_id=question.pk)
         completed: dict[str, Any] | None = None
         stream = answering.answer_stream(
             question=question.content, history=history, assistant=selectors.assistant_settings_current()

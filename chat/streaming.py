@@ -84,8 +84,14 @@ async def run_in_workspace_pool(workspace: Any, fn: Callable[..., T], *args: Any
 def _message_answer(
     *, conversation_id: int, text: str, client_id: str, author: Any, sink: LoopSink, cancelled: threading.Event
 ) -> None:
-    conversation, existing = selectors.conversation_with_client_message(conversation_id=conversation_id,
-                                                                        client_message_id=client_id)
+    from documents import curated
+
+    conversation, existing = selectors.conversation_with_client_message(
+        conversation_id=conversation_id, client_message_id=client_id, with_history=True,
+        answer_lock_key=sink.log.advisory_key,  # the answer takes it next: in the same round trip as this read
+        also=curated.curated_version_columns(),  # and it checks the curated answers' version: read it here too
+    )
+    curated.curated_version_known(count=conversation.curated_version_n, at=conversation.curated_version_at)
     # The socket's log was made when it opened; if Redis lost the seq counter since (a restart without
     # persistence), the append script restarts it from this floor: take PostgreSQL's current one, not that.
     if (conversation.last_seq or 0) > sink.log.floor:
@@ -97,6 +103,8 @@ def _message_answer(
         services.conversation_answer_stream(
             conversation=conversation, question=submitted.message, lock_token=submitted.lock_token, sink=sink,
             cancelled=cancelled.is_set,
+            # the turns read with the conversation come before a message stored after that read (not a retry's)
+            history=conversation.recent_history if submitted.created else None,
         )
 
 
@@ -121,6 +129,9 @@ def _message_job(
         error = ApplicationError("Something went wrong on our side.", code=ErrorCode.SERVER_ERROR, status_code=500)
         sink.reply(protocol.error_frame(error, client_id=client_id))
     finally:
+        from documents import curated
+
+        curated.curated_version_forget()  # read for this answer only
         sink.close()
 
 

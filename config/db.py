@@ -153,6 +153,25 @@ def statements_batch() -> Iterator[None]:
             statements_run(statements)
 
 
+@contextmanager
+def statements_collected() -> Iterator[list[Statement]]:
+    """Like `statements_batch`, but what `statements_defer` is given inside the block is handed to the caller (the
+    yielded list, filled when the block ends) instead of run: the caller sends it with a round trip of its own
+    (chat.deferred carries a question's writes to the answer's credit step). Inside an open batch, the statements
+    join that batch and the list stays empty."""
+    collected: list[Statement] = []
+    if getattr(_batch, "pending", None) is not None:
+        yield collected
+        return
+    pending: list[tuple[Statement, bool]] = []
+    _batch.pending = pending
+    try:
+        yield collected
+    finally:
+        _batch.pending = None
+    collected.extend(statement for statement, _durable in pending)
+
+
 def statements_defer(statement: Statement, *, durable: bool = True) -> bool:
     """Add `statement` to this thread's open batch; False when no batch is open (the caller runs it itself).
     `durable=False`: the statement may commit without waiting for the WAL flush."""

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models import Count, DateTimeField, F, IntegerField, Max, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from config.errors import ApplicationError, ErrorCode, NotFound, ValidationFailed
@@ -711,10 +712,39 @@ def _require_workspace() -> str:
     return schema
 
 
+# The version may be read with a query the caller sends anyway (an answer: the conversation's row; chat.streaming)
+# and handed over for this thread's next check, once: one query fewer per answer, and the next check reads it again.
+_version_known = threading.local()
+
+
+def curated_version_columns() -> dict[str, RawSQL]:
+    """Annotations (for any query in the workspace's schema) that read the version `_candidates` checks."""
+    table = connection.ops.quote_name(CuratedAnswer._meta.db_table)
+    return {"curated_version_n": RawSQL(f"(SELECT count(id) FROM {table})", [], output_field=IntegerField()),
+            "curated_version_at": RawSQL(f"(SELECT max(updated_at) FROM {table})", [], output_field=DateTimeField())}
+
+
+def curated_version_known(*, count: int, at: Any) -> None:
+    """The version as the caller just read it (curated_version_columns), for this thread's next check only."""
+    _version_known.value = (connection.schema_name, (count, at))
+
+
+def curated_version_forget() -> None:
+    """Drop a handed-over version nobody used (the caller's work ended before its curated check)."""
+    _version_known.value = None
+
+
+def _version(schema: str) -> tuple[int, Any]:
+    known, _version_known.value = getattr(_version_known, "value", None), None
+    if known is not None and known[0] == schema:
+        return known[1]
+    version = CuratedAnswer.objects.aggregate(n=Count("id"), at=Max("updated_at"))
+    return version["n"], version["at"]
+
+
 def _candidates() -> list[Candidate]:
     schema = _require_workspace()
-    version = CuratedAnswer.objects.aggregate(n=Count("id"), at=Max("updated_at"))
-    key = (version["n"], version["at"])
+    key = _version(schema)
     if not key[0]:
         return []
     model_name = _embedding_model_name()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q, QuerySet, Sum
 from django.dispatch import Signal
 from django.utils import timezone
@@ -34,6 +35,7 @@ from django.utils.module_loading import import_string
 from django_tenants.utils import schema_context
 
 from config import metrics
+from config.db import Statement, statements_run
 from config.errors import ApplicationError, ErrorCode, NotFound, QuotaExceeded, ValidationFailed
 from tenants.models import CreditPeriodTotals, LedgerEntry, LedgerKind, Plan, Subscription, UsageAlert, Workspace
 
@@ -424,11 +426,16 @@ def _reference_clean(reference: str) -> str:
 
 
 def credits_consume(
-    *, workspace: Workspace, amount: int = 1, reason: str = "answer", reference: str, now: datetime | None = None
+    *, workspace: Workspace, amount: int = 1, reason: str = "answer", reference: str, now: datetime | None = None,
+    along: list[Statement] | None = None,
 ) -> LedgerEntry:
     """Spend `amount` credits for `reference` (e.g. "message:42"), atomically; call it before the work starts.
     The entry's `reference` says under which reference it was charged: a reference that was charged and refunded
     (a failed attempt) is charged again as `message:42#2`, then `#3`, … — refund what the entry names.
+
+    `along`: the caller's writes to send in the same round trip, committed with the credit step's first
+    transaction (an answer's question bookkeeping); if they fail, the credit is taken without them and they are
+    sent once more on their own (a failure then is logged, not raised: give only writes whose loss is acceptable).
 
     Returns the USAGE entry (or the OVERAGE entry when nothing was covered by credits; a consumption that is partly
     covered writes both, with the same reference). Idempotent per reference: a retry returns the first entry and
@@ -439,6 +446,17 @@ def credits_consume(
         raise ValidationFailed("Consume at least one credit.", details={"field": "amount"})
     reference = _reference_clean(reference)
     now = _utc(now or timezone.now())
+    _check_billable(workspace)
+    fast = _credits_consume_covered(workspace=workspace, amount=amount, reason=reason, reference=reference, now=now,
+                                    along=along or [])
+    if fast is not None:
+        entry, period_end, totals_after = fast
+        if totals_after.available > 0 and totals_after.used * 100 >= ALERT_THRESHOLDS[0] * totals_after.available:
+            _alerts_raise(workspace=workspace, meter=CREDITS, used=totals_after.used, limit=totals_after.available,
+                          period_start=entry.period_start, period_end=period_end)
+        metrics.credits_observe(reason, amount)
+        spend_spike_watch(workspace=workspace, amount=amount, now=now)
+        return entry
     alerts: list[UsageAlert] = []
     with transaction.atomic():
         locked = _locked(workspace, now)
@@ -477,6 +495,98 @@ def credits_consume(
     metrics.credits_observe(reason, amount)
     spend_spike_watch(workspace=workspace, amount=amount, now=now)
     return entries[0]
+
+
+# The common case of the credit step in one round trip (issue #16): two statements sent together, one implicit
+# transaction. The first takes the subscription row lock (the locking rule above); the second, whose snapshot is
+# taken once the lock is granted (READ COMMITTED: one snapshot per statement), reads the period, the plan, the
+# running totals and an earlier charge of the reference, and appends the USAGE entry only when all is ordinary: the
+# period is open, no charge of this reference exists, and the balance covers the amount. Anything else (no
+# subscription yet, a period to roll, a retry, overage, a refusal) appends nothing and goes the general way below,
+# which decides it under the lock as before.
+_COVERED_LOCK_SQL = "SELECT 1 FROM {subscription} WHERE workspace_id = %s FOR UPDATE"
+_COVERED_SQL = """
+WITH s AS (
+    SELECT s.period_start, s.period_end, w.plan
+    FROM {subscription} s JOIN {workspace} w ON w.id = s.workspace_id
+    WHERE s.workspace_id = %s
+), t AS (
+    SELECT t.balance, t.available, t.used
+    FROM {totals} t JOIN s ON t.period_start = s.period_start WHERE t.workspace_id = %s
+), earlier AS (
+    SELECT 1 FROM {ledger}
+    WHERE workspace_id = %s AND reference = %s AND kind IN ('usage', 'overage') LIMIT 1
+), added AS (
+    INSERT INTO {ledger} (workspace_id, period_start, kind, amount, charge, plan, reason, reference, actor_label,
+                          data, created_at)
+    SELECT %s, s.period_start, 'usage', %s, 0, s.plan, %s, %s, 'system', '{{}}'::jsonb, %s
+    FROM s JOIN t ON true
+    WHERE %s < s.period_end AND t.balance >= %s AND NOT EXISTS (SELECT 1 FROM earlier)
+    RETURNING id, period_start, plan, created_at
+)
+SELECT added.id, added.period_start, added.plan, added.created_at, s.period_end, t.balance, t.available, t.used
+FROM added JOIN s ON true JOIN t ON true
+"""
+
+
+def _credits_consume_covered(
+    *, workspace: Workspace, amount: int, reason: str, reference: str, now: datetime, along: list[Statement]
+) -> tuple[LedgerEntry, datetime, CreditTotals] | None:
+    """(the USAGE entry, the period's end, the totals after it) when the ordinary case applied; None: nothing was
+    appended, the caller takes the general way. `along` goes last in the same transaction (after the lock: nothing
+    of the caller's is held while the credit step queues on the subscription row)."""
+    try:
+        return _covered_send(workspace=workspace, amount=amount, reason=reason, reference=reference, now=now,
+                             along=along)
+    except (OperationalError, InterfaceError):  # the connection is gone: the caller's error, with or without along
+        raise
+    except DatabaseError as exc:
+        if not along:
+            if isinstance(exc, IntegrityError):  # a twin of this reference was appended meanwhile: the general
+                return None  # way returns it
+            raise
+        logger.warning("billing: the writes sent with a credit step failed; the credit goes without them",
+                       exc_info=True)
+    result = _credits_consume_covered(workspace=workspace, amount=amount, reason=reason, reference=reference,
+                                      now=now, along=[])
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            statements_run(along)
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError:
+        logger.warning("billing: the writes sent with a credit step were dropped", exc_info=True)
+    return result
+
+
+def _covered_send(
+    *, workspace: Workspace, amount: int, reason: str, reference: str, now: datetime, along: list[Statement]
+) -> tuple[LedgerEntry, datetime, CreditTotals] | None:
+    quote = connection.ops.quote_name
+    tables = {"subscription": quote(Subscription._meta.db_table), "workspace": quote(Workspace._meta.db_table),
+              "totals": quote(CreditPeriodTotals._meta.db_table), "ledger": quote(LedgerEntry._meta.db_table)}
+    reason = (reason or "answer")[:200]
+    created_at = timezone.now()
+    pk = workspace.pk
+    # Inside a caller's transaction, a savepoint keeps a failure here from aborting it (the lock stays the caller's
+    # until it commits, as with _locked).
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        _locked_rows, rows, *_along = statements_run([
+            (_COVERED_LOCK_SQL.format(**tables), [pk]),
+            (_COVERED_SQL.format(**tables),
+             [pk, pk, pk, reference, pk, -amount, reason, reference, created_at, now, amount]),
+            *along,
+        ])
+    if not rows:
+        return None
+    entry_id, period_start, plan_code, created, period_end, balance, available, used = rows[0]
+    entry = LedgerEntry(id=entry_id, workspace_id=pk, period_start=period_start, kind=LedgerKind.USAGE,
+                        amount=-amount, charge=Decimal(0), plan=plan_code, reason=reason, reference=reference,
+                        actor_label="system", data={}, created_at=created)
+    entry._state.adding, entry._state.db = False, LedgerEntry.objects.db
+    workspace.plan = plan_code  # the caller's copy follows, as with _locked
+    after = CreditTotals(balance=int(balance) - amount, available=int(available), used=int(used) + amount)
+    return entry, period_end, after
 
 
 _SPIKE_BASELINE_HOURS = 24
