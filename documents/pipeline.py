@@ -577,6 +577,10 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
         with connection.cursor() as cursor:
             cursor.execute(FULLTEXT_SQL.format(table=connection.ops.quote_name(Chunk._meta.db_table)),
                            [title, document.pk])
+        # The workspace's own copy of the vectors (documents/resident_vectors.py) changes with the chunk rows, in
+        # their transaction: it can never describe other chunks than the rows do.
+        resident_vectors_write(schema_name=run.schema_name, chunk_ids=[chunk.pk for chunk in chunks],
+                               embeddings=embeddings.tolist())
         pending, run.pending = run.pending, {}
         pending.update(chunk_count=len(drafts), token_count=sum(d.token_count for d in drafts), title=title)
         run.stage_progress = 20
@@ -598,8 +602,6 @@ def _stage_index(run: Run, document: Document, drafts: list[Any], embeddings: np
                        for chunk in batch],
             documents=[chunk.text for chunk in batch],
         )
-        resident_vectors_write(schema_name=run.schema_name, chunk_ids=[chunk.pk for chunk in batch],
-                               embeddings=embeddings[start:start + len(batch)].tolist())
         _report(run, stage=DocumentStage.INDEX, progress=20 + int(75 * (start + len(batch)) / len(chunks)))
     _sentence_vectors_store_if_small(chunks)
     now = timezone.now()

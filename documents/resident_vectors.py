@@ -2,9 +2,10 @@
 
     hits = resident_query(schema_name="ws_acme", embedding=question_vector, limit=20)   # None: ask the vector store
 
-Every chunk's vector is written to `documents_chunkvector` in the workspace's schema by whoever writes it to the
-vector store (documents/vectors.py stays the vector store's adapter and needs no database): the ingestion pipeline,
-website syncs, workspace import. A chunk without its row only makes the workspace go to the vector store. A vector store keeps an index per workspace in the memory of every process that
+Every chunk's vector is written to `documents_chunkvector` in the workspace's schema, in the transaction that writes
+the chunk rows, by whoever also writes it to the vector store (documents/vectors.py stays the vector store's adapter
+and needs no database): the ingestion pipeline, website syncs, workspace import. A chunk without its row only makes
+the workspace go to the vector store. A vector store keeps an index per workspace in the memory of every process that
 searched it (Chroma: ~2.6 MB each, however few vectors it holds, plus a load of ~10 ms on a first visit); for a
 workspace of a few hundred chunks an exact search over a matrix is both cheaper and smaller (a 12-chunk workspace:
 ~19 KB). So for workspaces with at most `VECTORS_RESIDENT_MAX_CHUNKS` chunks:
@@ -23,17 +24,21 @@ Scores are cosine similarities (the vectors are L2-normalised), as the vector st
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 
 from documents.vectors import VectorHit, vector_collection_name
+
+logger = logging.getLogger(__name__)
 
 # How long a workspace found too large (or incomplete) for the resident search goes to the vector store without
 # its version being read: it costs a round trip per search otherwise, and the vector store answers it correctly.
@@ -137,49 +142,68 @@ def _version(schema_name: str) -> tuple[int, str]:
     return (int(row[0]), row[1]) if row else (0, "")
 
 
+def _not_served(version: tuple[int, str]) -> _Entry:
+    return _Entry(version=version, chunk_ids=None, document_ids=None, matrix=None, at=time.monotonic())
+
+
 def _load(schema_name: str, version: tuple[int, str]) -> _Entry:
     chunks, vectors = _table(schema_name, "documents_chunk"), _table(schema_name, "documents_chunkvector")
+    most = settings.VECTORS_RESIDENT_MAX_CHUNKS
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT (SELECT count(*) FROM {chunks}), (SELECT count(*) FROM {vectors})")
+        # Counted up to one past the limit: a large workspace costs no full count.
+        cursor.execute(f"SELECT (SELECT count(*) FROM (SELECT 1 FROM {chunks} LIMIT %s) c), "
+                       f"(SELECT count(*) FROM (SELECT 1 FROM {vectors} LIMIT %s) v)", [most + 1, most + 1])
         chunk_count, vector_count = cursor.fetchone()
-        if chunk_count != vector_count or vector_count > settings.VECTORS_RESIDENT_MAX_CHUNKS:
-            return _Entry(version=version, chunk_ids=None, document_ids=None, matrix=None, at=time.monotonic())
-        # The rows and the version they belong to, in one statement: one snapshot.
+        if chunk_count != vector_count or vector_count > most:
+            return _not_served(version)
+        # The rows, the version they belong to and the chunk count, in one statement (one snapshot): a copy is
+        # complete when it has a row per chunk of that snapshot.
         cursor.execute(
-            f"SELECT v.version, v.token::text, c.id, c.document_id, x.vector "
-            f"FROM {_table(schema_name, 'documents_vectorversion')} v "
-            f"CROSS JOIN {vectors} x JOIN {chunks} c ON c.id = x.chunk_id ORDER BY c.id")
+            f"SELECT v.version, v.token::text, c.id, c.document_id, x.vector, (SELECT count(*) FROM {chunks}) "
+            f"FROM {vectors} x JOIN {chunks} c ON c.id = x.chunk_id "
+            f"LEFT JOIN {_table(schema_name, 'documents_vectorversion')} v ON true ORDER BY c.id")
         rows = cursor.fetchall()
     if not rows:
         return _Entry(version=version, chunk_ids=np.zeros(0, dtype=np.int64),
                       document_ids=np.zeros(0, dtype=np.int64), matrix=np.zeros((0, 0), dtype=np.float32))
+    found = (int(rows[0][0] or 0), rows[0][1] or "")
+    if len(rows) != rows[0][5] or len(rows) > most:
+        return _not_served(found)
     matrix = np.vstack([np.frombuffer(bytes(row[4]), dtype="<f4") for row in rows]).astype(np.float32)
     matrix.flags.writeable = False
-    return _Entry(version=(int(rows[0][0]), rows[0][1]), chunk_ids=np.array([row[2] for row in rows], dtype=np.int64),
+    return _Entry(version=found, chunk_ids=np.array([row[2] for row in rows], dtype=np.int64),
                   document_ids=np.array([row[3] for row in rows], dtype=np.int64), matrix=matrix)
 
 
 def resident_query(*, schema_name: str, embedding: Any, limit: int) -> list[VectorHit] | None:
     """The `limit` nearest chunks of a small workspace, best first (ties by chunk id); None when the workspace is
-    not served here (the caller asks the vector store)."""
+    not served here (the caller asks the vector store). Never raises for the copy's sake: a copy that can't be read
+    or searched (say, vectors of another dimension after a model change) sends the workspace to the vector store."""
     if settings.VECTORS_RESIDENT_MAX_CHUNKS <= 0 or settings.VECTORS_RESIDENT_BUDGET_MB <= 0:
         return None
     cache = resident_vectors()
     known = cache.get(schema_name)
     if known is not None and known.matrix is None and time.monotonic() - known.at < NOT_SERVED_SECONDS:
         return None
-    version = _version(schema_name)
-    entry = known if known is not None and known.version == version else None
-    if entry is None:
-        entry = _load(schema_name, version)
-        cache.loads += 1
-        cache.put(schema_name, entry)
-    if entry.matrix is None:
+    version: tuple[int, str] | None = None
+    try:
+        # Inside a caller's transaction, a savepoint: a failed read must not break the caller's work.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            version = _version(schema_name)
+            entry = known if known is not None and known.version == version else None
+            if entry is None:
+                entry = _load(schema_name, version)
+                cache.loads += 1
+                cache.put(schema_name, entry)
+        if entry.matrix is None:
+            return None
+        if limit <= 0 or not len(entry.chunk_ids):
+            return []
+        scores = entry.matrix @ np.asarray(embedding, dtype=np.float32)
+    except (DatabaseError, ValueError):
+        logger.warning("resident vectors of %s unusable; asking the vector store", schema_name, exc_info=True)
+        cache.put(schema_name, _not_served(version or (-1, "")))
         return None
-    if limit <= 0 or not len(entry.chunk_ids):
-        return []
-    query = np.asarray(embedding, dtype=np.float32)
-    scores = entry.matrix @ query
     count = min(limit, len(scores))
     top = np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
     order = sorted(top.tolist(), key=lambda i: (-float(scores[i]), int(entry.chunk_ids[i])))
@@ -196,6 +220,6 @@ def resident_vectors_write(*, schema_name: str, chunk_ids: list[int], embeddings
            f"SELECT x.c, x.v FROM unnest(%s::bigint[], %s::bytea[]) AS x(c, v) "
            f"WHERE EXISTS (SELECT 1 FROM {_table(schema_name, 'documents_chunk')} c WHERE c.id = x.c) "
            f"ON CONFLICT (chunk_id) DO UPDATE SET vector = EXCLUDED.vector WHERE v.vector <> EXCLUDED.vector")
-    blobs = [np.asarray(vector, dtype="<f4").tobytes() for vector in embeddings]
+    rows = sorted(zip((int(c) for c in chunk_ids), embeddings, strict=True), key=lambda row: row[0])  # lock order
     with connection.cursor() as cursor:
-        cursor.execute(sql, [list(chunk_ids), blobs])
+        cursor.execute(sql, [[c for c, _ in rows], [np.asarray(v, dtype="<f4").tobytes() for _, v in rows]])

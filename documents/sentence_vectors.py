@@ -174,6 +174,7 @@ def _vectors_write(rows: list[tuple[int, bytes, np.ndarray]]) -> None:
     sql = ("INSERT INTO documents_sentencevector (chunk_id, digest, vector) "
            "SELECT x.c, x.d, x.v FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[]) AS x(c, d, v) "
            "WHERE EXISTS (SELECT 1 FROM documents_chunk c WHERE c.id = x.c) ON CONFLICT DO NOTHING")
+    rows = sorted(rows, key=lambda row: (row[0], row[1]))  # one lock order for concurrent writers
     params = [[r[0] for r in rows], [r[1] for r in rows], [np.asarray(r[2], dtype="<f4").tobytes() for r in rows]]
     # Inside a caller's transaction, a savepoint: a failed write must not break the caller's work.
     with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:

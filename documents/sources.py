@@ -745,6 +745,9 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
             digests = [pipeline.embed_digest(model_name=pipeline.model_identity(model),
                                              text=draft.embed_text or draft.text) for draft in drafts]
             chunks = _chunks_replace_in_place(document, drafts, anchors, digests)
+            # The workspace's own copy of the vectors (documents/resident_vectors.py) changes with the chunk rows, in
+            # their transaction; rows of the ordinals past the end go with their chunks.
+            resident_vectors_write(schema_name=schema, chunk_ids=[chunk.pk for chunk in chunks], embeddings=embeddings)
             with connection.cursor() as cursor:
                 cursor.execute(FULLTEXT_SQL.format(table=connection.ops.quote_name(Chunk._meta.db_table)),
                                [title, document.pk])
@@ -765,8 +768,6 @@ def _index(ctx: _Context, row: SourceRunPage, result: crawler.FetchResult, page:
                     "embed_digest": chunk.embed_digest}
                    for chunk in chunks],
         documents=[chunk.text for chunk in chunks])
-    # The workspace's own copy (documents/resident_vectors.py); rows of the ordinals past the end go with their chunks.
-    resident_vectors_write(schema_name=schema, chunk_ids=[chunk.pk for chunk in chunks], embeddings=embeddings)
     if old_count > len(chunks):
         vectors_delete_ids(schema_name=schema, ids=[chunk_vector_id(document.pk, ordinal)
                                                     for ordinal in range(len(chunks), old_count)])

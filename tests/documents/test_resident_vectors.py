@@ -144,3 +144,33 @@ def test_every_workspace_answers_from_its_own_vectors_past_the_memory_budget(sho
         assert cache.loads >= len(order) // 2
     finally:
         cache.budget_bytes = saved
+
+
+def test_a_copy_that_cannot_be_searched_sends_the_workspace_to_the_vector_store(django_db_blocker):
+    with django_db_blocker.unblock():
+        ws = knowledge_workspace("Resident broken", {"Port forwarding": ROUTER_DOCS["Port forwarding"],
+                                                      "Wi-Fi setup": ROUTER_DOCS["Wi-Fi setup"]})
+    schema = ws.workspace.schema_name
+    question = "How do I forward a port to my camera?"
+    with tenant_context(ws.workspace):
+        expected = dense_search(schema_name=schema, query=question, limit=20)
+        with connection.cursor() as cursor:  # a vector of another dimension (a model change half done)
+            cursor.execute("UPDATE documents_chunkvector SET vector = %s WHERE chunk_id = "
+                           "(SELECT min(chunk_id) FROM documents_chunkvector)",
+                           [np.ones(3, dtype="<f4").tobytes()])
+        assert resident_query(schema_name=schema, embedding=_vector(question), limit=20) is None
+        hits = dense_search(schema_name=schema, query=question, limit=20)  # Chroma's, not "dense unavailable"
+        assert [chunk_id for chunk_id, _ in hits] == [chunk_id for chunk_id, _ in expected]
+
+
+def test_a_missing_version_row_still_serves_the_whole_copy(django_db_blocker):
+    with django_db_blocker.unblock():
+        ws = knowledge_workspace("Resident versionless", {"Wi-Fi setup": ROUTER_DOCS["Wi-Fi setup"],
+                                                           "Port forwarding": ROUTER_DOCS["Port forwarding"]})
+    schema = ws.workspace.schema_name
+    resident_vectors().purge(schema_name=schema)
+    with tenant_context(ws.workspace):
+        with connection.cursor() as cursor:  # as after a restore that skipped the trigger's row
+            cursor.execute("DELETE FROM documents_vectorversion")
+        hits = resident_query(schema_name=schema, embedding=_vector(QUESTION), limit=20)
+        assert hits is not None and {h.chunk_id for h in hits} == set(Chunk.objects.values_list("id", flat=True))
