@@ -558,7 +558,9 @@ def sentence_signals(
         # A name the knowledge base never mentions ("Netflix", "PayPal", "Canada") is asked about, not paraphrased.
         names = [word for word in re.findall(r"(?<!^)(?<![.!?]\s)\b[A-Za-z]*[A-Z][A-Za-z]*\b", query.strip())
                  if word.lower() not in _SENTENCE_NAME_EXCEPTIONS]
-        unknown_names = [word for word in names if not (stems(word) & (vocabulary.keys() | implied))]
+        # A function word ("How" after a pasted tag, "The") has no stem: it is never a name.
+        unknown_names = [word for word in names
+                         if (found := stems(word)) and not (found & (vocabulary.keys() | implied))]
     best, best_unit = -1.0, 0
     for position, ((index, _sentence), cosine) in enumerate(zip(units, cosines)):
         chunk = chunks[index]

@@ -9,6 +9,7 @@ import random
 
 import pytest
 from django.db import connection
+from django_tenants.utils import tenant_context
 
 from chat.answering import answer_once
 from tests.chat.knowledge import knowledge_workspace
@@ -159,3 +160,16 @@ def test_labels_and_places_the_text_never_mentions_do_not_answer(third_pass_work
     answered = [(question, data["answer"][:120]) for question, data in done.items()
                 if data["answered"] or data["citations"]]
     assert answered == [], "\n".join(map(repr, answered))
+
+
+def test_a_capitalised_function_word_after_pasted_markup_is_not_an_unknown_name(django_db_blocker):
+    # "How" after "</script> " is not at a sentence start: read as a name, it has no stem, and was declined as one
+    # the knowledge base never uses (tests/embeds/test_widget_browser.py's XSS question caught it).
+    with django_db_blocker.unblock():
+        ws = knowledge_workspace("Markup question", {"Shipping times": (
+            "# Shipping times\n\nOrders placed before 2 p.m. ship the same working day. Standard delivery takes two "
+            "to four working days; express delivery arrives the next working day.\n")})
+    question = "<img src=x onerror=\"alert('q')\"><script>alert('q2')</script> How long does standard delivery take?"
+    with tenant_context(ws.workspace):
+        done = answer_once(question=question, history=[])
+    assert done["answered"] and "working days" in done["answer"], done
