@@ -15,8 +15,7 @@ from documents.retrieval import dense_search
 from documents.services import document_delete
 from documents.vectors import _store, vectors_query
 from tests.chat.knowledge import ROUTER_DOCS, documents_index, knowledge_workspace
-from tests.documents.test_vector_memory import CITIES, shop_text
-from tests.factories import workspace_with_owner
+from tests.documents.test_vector_memory import CITIES, WORKSPACES, shops  # noqa: F401 — shops: the same fixture
 
 QUESTION = "How do I change the Wi-Fi password?"
 
@@ -91,28 +90,7 @@ def test_a_workspace_whose_chunks_lack_their_rows_is_searched_by_the_vector_stor
         assert hits[0][0] == missing and {chunk_id for chunk_id, _score in hits} == every
 
 
-SHOPS = 6
-
-
-@pytest.fixture(scope="module")
-def shops(django_db_setup, django_db_blocker):
-    made = []
-    with django_db_blocker.unblock():
-        for n in range(SHOPS):
-            created = workspace_with_owner(name=f"Resident shop {CITIES[n]}")
-            connection.set_tenant(created.workspace)
-            try:
-                # Chunk ids of their own in every workspace (each schema counts from 1), so a hit from another
-                # workspace's copy can't pass for one of ours.
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT setval(pg_get_serial_sequence('documents_chunk', 'id'), %s)",
-                                   [1000 * (n + 1)])
-                title, text, code = shop_text(n)
-                documents_index({title: text})
-            finally:
-                connection.set_schema_to_public()
-            made.append((created.workspace, title, code))
-    return made
+SHOPS = WORKSPACES
 
 
 def test_every_workspace_answers_from_its_own_vectors_past_the_memory_budget(shops):
