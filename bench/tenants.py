@@ -10,7 +10,9 @@ rows in bulk, as bench/provision.py fills), each with small typed-in documents (
 - worker: one process runs the ingestion task's service (`pipeline.document_ingest_run`, what `documents.ingest` runs
   in a Celery worker) for one document in each workspace in turn, then a second round (another document in each).
 - web: one process answers one question in each workspace (`answer_once`, the builtin provider, as REST does), then
-  a second round. Before round one, the same question 40 times in one workspace: the single-workspace baseline.
+  a second round. The single-workspace baseline: before round one, the same question 200 times in one workspace;
+  and, interleaved with round two (the same minutes, the same machine load), once in that workspace after every
+  fifth other one.
 Each reports RSS growth over the process's warm RSS (after its first workspace) at 100 / 500 / N workspaces and the
 first-visit (round one) and steady (round two) p50/p95 in ms. Side by side in one run: CHROMA_MEMORY_BUDGET_MB=0
 (no bound: what every process did before) and the configured budget (default 64) with every workspace searched in
@@ -38,7 +40,8 @@ from bench._support import BASE_DIR, DATA_DIR, bench_env, database_prepare, perc
 FOLDER = DATA_DIR / "bench-tenants"
 SIZES = {False: 1000, True: 200}
 BUDGET_MB = int(os.environ.get("CHROMA_MEMORY_BUDGET_MB", "64"))
-SINGLE_RUNS = 40
+SINGLE_RUNS = 200
+INTERLEAVE_EVERY = 5  # round two: one answer in the first workspace after every 5 others
 QUESTION = "What is the door code of the bike storage room?"
 TARGET = {"rss_growth_mb": 150, "first_visit_p95_ms": 60}
 
@@ -143,7 +146,8 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
             r = result[f"{kind}_{label}"]
             out[f"{kind}_{label}"] = {"rss_growth_mb": r["rss_growth_mb"], "first_visit_p95_ms": r["first_visit"]["p95"],
                                       "steady_p95_ms": r["steady"]["p95"],
-                                      "single_workspace_p95_ms": r["single_workspace"]["p95"]}
+                                      "single_workspace_p95_ms": r["single_workspace"]["p95"],
+                                      "single_interleaved_p95_ms": (r.get("single_workspace_interleaved") or {}).get("p95")}
     server = result["web_server_mode"]
     out["server_mode"] = {"web_rss_growth_mb": server["rss_growth_mb"], "chroma_server_rss_mb": server["server_rss_mb"],
                           "first_visit_p95_ms": server["first_visit"]["p95"], "steady_p95_ms": server["steady"]["p95"]}
@@ -279,11 +283,15 @@ def web_main(count: int) -> dict[str, Any]:
             rss[index] = round(_rss_mb() - warm, 1)
             if server_pid:
                 server_rss[index] = _rss_mb(server_pid)
-    for workspace in workspaces:
+    interleaved = []
+    for index, workspace in enumerate(workspaces):
         steadies.append(answer(workspace))
+        if index % INTERLEAVE_EVERY == INTERLEAVE_EVERY - 1:
+            interleaved.append(answer(workspaces[0]))
     connection.set_schema_to_public()
     out = {"warm_rss_mb": warm, "rss_growth_mb": rss, "rss_growth_after_round_two_mb": round(_rss_mb() - warm, 1),
-           "single_workspace": percentiles(single), "first_visit": percentiles(firsts), "steady": percentiles(steadies),
+           "single_workspace": percentiles(single), "single_workspace_interleaved": percentiles(interleaved),
+           "first_visit": percentiles(firsts), "steady": percentiles(steadies),
            "client_reopens": _store.reopens, "collections_loaded": len(_store._loaded),
            "resident": {"workspaces": len(resident_vectors()), "mb": round(resident_vectors().nbytes / 2**20, 2),
                         "loads": resident_vectors().loads}}

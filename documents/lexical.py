@@ -31,6 +31,12 @@ TOTALS_TABLE = "documents_lexicaltotals"
 class LexicalTotals:
     chunks: int
     length: int
+    last: int = 0  # the newest chunk id: with the two above, `lexical_version()`
+    vector_version: tuple[int, str] | None = None  # documents_vectorversion's (version, token), read along
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        return self.chunks, self.length, self.last
 
     @property
     def average_length(self) -> float:
@@ -39,19 +45,24 @@ class LexicalTotals:
 
 def lexical_terms(*, query: str) -> tuple[list[tuple[str, int | None, int]], LexicalTotals]:
     """The query's lexemes (english config, as the chunks were indexed) with their term id and document frequency
-    in this workspace (None, 0 for a word no chunk uses), and the workspace's totals. One round trip."""
+    in this workspace (None, 0 for a word no chunk uses), and the workspace's totals with its version (as
+    `lexical_version()` reads it) and the vector copy's version (documents/resident_vectors.py reads it before a
+    search: read here, it costs no round trip of its own). One round trip."""
     sql = (
-        f"SELECT x.lexeme, t.id, coalesce(t.df, 0), a.chunks, a.length "
+        f"SELECT x.lexeme, t.id, coalesce(t.df, 0), a.chunks, a.length, "
+        f"coalesce((SELECT max(id) FROM documents_chunk), 0), coalesce(v.version, 0), coalesce(v.token::text, '') "
         f"FROM (SELECT 1) one "
         f"LEFT JOIN {TOTALS_TABLE} a ON true "
+        f"LEFT JOIN documents_vectorversion v ON true "
         f"LEFT JOIN unnest(to_tsvector('english', %s)) x ON true "
         f"LEFT JOIN {TERM_TABLE} t ON t.lexeme = x.lexeme"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [query])
         rows = cursor.fetchall()
-    totals = LexicalTotals(int(rows[0][3] or 0), int(rows[0][4] or 0)) if rows else LexicalTotals(0, 0)
-    return [(lexeme, term_id, int(df)) for lexeme, term_id, df, _c, _l in rows if lexeme is not None], totals
+    first = rows[0]  # (SELECT 1) LEFT JOIN ...: always one row at least
+    totals = LexicalTotals(int(first[3] or 0), int(first[4] or 0), int(first[5]), (int(first[6]), first[7]))
+    return [(lexeme, term_id, int(df)) for lexeme, term_id, df, *_ in rows if lexeme is not None], totals
 
 
 def lexical_rank(
@@ -113,23 +124,6 @@ def lexical_rank(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [(int(chunk_id), float(score), frozenset(lexemes)) for chunk_id, score, lexemes in cursor.fetchall()]
-
-
-def lexical_matches(*, chunk_ids: list[int], terms: list[tuple[int, str]]) -> dict[int, frozenset[str]]:
-    """Which of the terms (term id, lexeme) each chunk holds, in its title, heading or body: one primary-key probe
-    per (term, chunk) pair (LATERAL: a join let the planner read every posting of the terms instead)."""
-    if not chunk_ids or not terms:
-        return {}
-    sql = f"""
-        SELECT c.id, array_agg(h.lexeme)
-        FROM unnest(%s::bigint[]) AS c(id) CROSS JOIN LATERAL (
-            SELECT q.lexeme FROM unnest(%s::bigint[], %s::text[]) AS q(term_id, lexeme)
-            JOIN {POSTING_TABLE} p ON p.term_id = q.term_id AND p.chunk_id = c.id OFFSET 0) h
-        GROUP BY c.id
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [list(chunk_ids), [t for t, _ in terms], [lexeme for _, lexeme in terms]])
-        return {int(chunk_id): frozenset(lexemes) for chunk_id, lexemes in cursor.fetchall()}
 
 
 def lexical_vocabulary() -> dict[str, int]:

@@ -175,10 +175,14 @@ def _load(schema_name: str, version: tuple[int, str]) -> _Entry:
                   document_ids=np.array([row[3] for row in rows], dtype=np.int64), matrix=matrix)
 
 
-def resident_query(*, schema_name: str, embedding: Any, limit: int) -> list[VectorHit] | None:
+def resident_query(
+    *, schema_name: str, embedding: Any, limit: int, version_read: tuple[int, str] | None = None,
+) -> list[VectorHit] | None:
     """The `limit` nearest chunks of a small workspace, best first (ties by chunk id); None when the workspace is
     not served here (the caller asks the vector store). Never raises for the copy's sake: a copy that can't be read
-    or searched (say, vectors of another dimension after a model change) sends the workspace to the vector store."""
+    or searched (say, vectors of another dimension after a model change) sends the workspace to the vector store.
+    `version_read`: documents_vectorversion's (version, token) in `schema_name`, when the caller read it along with
+    something else during this question (retrieval's term lookup); else it is read here."""
     if settings.VECTORS_RESIDENT_MAX_CHUNKS <= 0 or settings.VECTORS_RESIDENT_BUDGET_MB <= 0:
         return None
     cache = resident_vectors()
@@ -189,7 +193,7 @@ def resident_query(*, schema_name: str, embedding: Any, limit: int) -> list[Vect
     try:
         # Inside a caller's transaction, a savepoint: a failed read must not break the caller's work.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            version = _version(schema_name)
+            version = version_read if version_read is not None else _version(schema_name)
             entry = known if known is not None and known.version == version else None
             if entry is None:
                 entry = _load(schema_name, version)

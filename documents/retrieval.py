@@ -29,7 +29,9 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -169,6 +171,14 @@ class RetrievalResult:
 
 def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | None = None) -> RetrievalResult:
     """Hybrid retrieval in the current workspace's schema. Refuses to run in the public schema."""
+    scope = _versions_seen.set({})
+    try:
+        return _retrieve(query=query, limit=limit, params=params)
+    finally:
+        _versions_seen.reset(scope)
+
+
+def _retrieve(*, query: str, limit: int, params: RetrievalParams | None) -> RetrievalResult:
     schema_name = getattr(connection, "schema_name", None) or "public"
     if schema_name == "public":
         raise ApplicationError("Retrieval runs in a workspace, not in the public schema.",
@@ -182,12 +192,19 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
     timings: dict[str, float] = {}
     cpu = _StageClock()
     degraded = ""
-    query = query_typos_fix(query, params=params)
+    # The terms are looked up first: the lookup reads the lexical version, which keys the vocabulary the typo fix
+    # (and later the name and sentence rules) read. Looked up again only when a typo was fixed.
+    looked_up = _query_terms(query, params=params)
+    vector_version = looked_up[1].vector_version
+    fixed = query_typos_fix(query, params=params)
+    if fixed != query:
+        query, looked_up = fixed, None
     cpu.lap("typos")
     dense: list[tuple[int, float]] = []
     query_vector: list[float] | None = None
     try:
-        dense, query_vector = _dense_search(schema_name=schema_name, query=query, limit=params.dense_candidates)
+        dense, query_vector = _dense_search(schema_name=schema_name, query=query, limit=params.dense_candidates,
+                                            vector_version=vector_version)
     except Exception:  # the embedding service or vector store is down: answer from full text alone
         logger.warning("dense retrieval unavailable", exc_info=True)
         degraded = "dense_unavailable"
@@ -195,7 +212,7 @@ def knowledge_retrieve(*, query: str, limit: int = 5, params: RetrievalParams | 
     cpu.lap("dense")
 
     lexical_started = time.perf_counter()
-    terms, lexical = lexical_search(query=query, params=params)
+    terms, lexical = lexical_search(query=query, params=params, looked_up=looked_up)
     timings["lexical"] = _ms(lexical_started)
     cpu.lap("lexical")
 
@@ -694,20 +711,67 @@ def foreign_names(query: str) -> list[str]:
 
 # --- typos -----------------------------------------------------------------------------------------------------
 
-_VOCABULARY_CACHE: dict[tuple[str, int, int], dict[str, int]] = {}
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+VOCABULARY_CACHE_TERMS = 300_000  # ~30 MB of lexemes per process: ~5,000 small workspaces' vocabularies
+
+
+class _VocabularyCache:
+    """Each workspace's lexemes with their chunk counts, at the lexical version they were read at: an LRU map
+    (schema, workspace id) -> (version, vocabulary) holding at most `terms` lexemes in all, shared by threads."""
+
+    def __init__(self, *, terms: int) -> None:
+        self.terms = terms
+        self._entries: OrderedDict[tuple[str, int], tuple[tuple[int, int, int], dict[str, int]]] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int], version: tuple[int, int, int]) -> dict[str, int] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != version:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: tuple[str, int], version: tuple[int, int, int], vocabulary: dict[str, int]) -> None:
+        with self._lock:
+            previous = self._entries.pop(key, None)
+            self._held -= len(previous[1]) if previous else 0
+            if len(vocabulary) > self.terms:
+                return
+            self._entries[key] = (version, vocabulary)
+            self._held += len(vocabulary)
+            while self._held > self.terms:
+                _, (_, gone) = self._entries.popitem(last=False)
+                self._held -= len(gone)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_vocabulary_cache = _VocabularyCache(terms=VOCABULARY_CACHE_TERMS)
+# The lexical version read by this retrieval's term lookup (`knowledge_retrieve` opens the scope): the vocabulary's
+# cache key without a query of its own.
+_versions_seen: ContextVar[dict[str, tuple[int, int, int]] | None] = ContextVar("lexical_versions_seen", default=None)
 
 
 def _vocabulary() -> dict[str, int]:
     """The workspace's lexemes with their chunk counts, cached per process until its chunks change."""
-    from documents.lexical import lexical_vocabulary, lexical_version
+    from documents.lexical import lexical_version, lexical_vocabulary
 
-    key = (connection.schema_name, *lexical_version())
-    if key not in _VOCABULARY_CACHE:
-        if len(_VOCABULARY_CACHE) >= 64:
-            _VOCABULARY_CACHE.pop(next(iter(_VOCABULARY_CACHE)))
-        _VOCABULARY_CACHE[key] = lexical_vocabulary()
-    return _VOCABULARY_CACHE[key]
+    schema_name = connection.schema_name
+    seen = _versions_seen.get()
+    version = seen.get(schema_name) if seen is not None else None
+    if version is None:
+        version = lexical_version()
+        if seen is not None:
+            seen[schema_name] = version
+    key = (schema_name, int(getattr(getattr(connection, "tenant", None), "pk", None) or 0))
+    vocabulary = _vocabulary_cache.get(key, version)
+    if vocabulary is None:
+        vocabulary = lexical_vocabulary()
+        _vocabulary_cache.put(key, version, vocabulary)
+    return vocabulary
 
 
 def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> str:
@@ -792,8 +856,11 @@ def dense_search(*, schema_name: str, query: str, limit: int) -> list[tuple[int,
     return _dense_search(schema_name=schema_name, query=query, limit=limit)[0]
 
 
-def _dense_search(*, schema_name: str, query: str, limit: int) -> tuple[list[tuple[int, float]], list[float]]:
-    """The nearest chunks and the question's embedding (the sentence signals reuse it)."""
+def _dense_search(
+    *, schema_name: str, query: str, limit: int, vector_version: tuple[int, str] | None = None,
+) -> tuple[list[tuple[int, float]], list[float]]:
+    """The nearest chunks and the question's embedding (the sentence signals reuse it). `vector_version`: the vector
+    copy's version, read in `schema_name` during this question (see `resident_query`)."""
     from documents.embedding import embedder
     from documents.resident_vectors import resident_query
     from documents.vectors import vectors_query
@@ -801,7 +868,7 @@ def _dense_search(*, schema_name: str, query: str, limit: int) -> tuple[list[tup
     # The schema is passed explicitly: the vector store has no notion of a "current" workspace. A small workspace is
     # searched exactly from the copy in its schema (documents/resident_vectors.py), without loading an index here.
     embedding = list(embedder().embed([query])[0])
-    hits = resident_query(schema_name=schema_name, embedding=embedding, limit=limit)
+    hits = resident_query(schema_name=schema_name, embedding=embedding, limit=limit, version_read=vector_version)
     if hits is None:
         hits = vectors_query(schema_name=schema_name, embedding=embedding, limit=limit)
     return [(int(hit.chunk_id), float(hit.score)) for hit in hits], embedding
@@ -837,6 +904,9 @@ def _query_terms(query: str, *, params: RetrievalParams) -> tuple[list[QueryTerm
     from documents.lexical import lexical_terms
 
     found, totals = lexical_terms(query=query)
+    seen = _versions_seen.get()
+    if seen is not None:
+        seen[connection.schema_name] = totals.version
     total = totals.chunks
     terms = []
     for lexeme, term_id, df in found:  # a tsvector's lexemes are unique
@@ -853,11 +923,14 @@ def _query_terms(query: str, *, params: RetrievalParams) -> tuple[list[QueryTerm
     return terms, totals
 
 
-def lexical_search(*, query: str, params: RetrievalParams = DEFAULT_PARAMS) -> tuple[list[QueryTerm], list[tuple[int, float, frozenset]]]:
-    """BM25 over the workspace's lexical index (documents/lexical.py), ranked by PostgreSQL."""
+def lexical_search(
+    *, query: str, params: RetrievalParams = DEFAULT_PARAMS, looked_up: tuple[list[QueryTerm], Any] | None = None,
+) -> tuple[list[QueryTerm], list[tuple[int, float, frozenset]]]:
+    """BM25 over the workspace's lexical index (documents/lexical.py), ranked by PostgreSQL. `looked_up`: what
+    `_query_terms` returned for this query in this retrieval, if it ran already."""
     from documents.lexical import lexical_rank
 
-    terms, totals = _query_terms(query, params=params)
+    terms, totals = looked_up if looked_up is not None else _query_terms(query, params=params)
     searchable = [term for term in terms if term.df > 0 and term.term_id is not None]
     if not searchable:
         return terms, []
@@ -941,7 +1014,7 @@ def fuse(
         return []
     # Only chunks of indexed documents: a vector whose chunk is gone, or whose document is being replaced, is
     # not evidence.
-    chunks = _chunks_read(wanted)
+    chunks = _chunks_read(wanted, terms=terms)
     found: dict[int, RetrievedChunk] = {}
     rank = 0
     for chunk_id, similarity in dense:
@@ -959,8 +1032,6 @@ def fuse(
         rank += 1
         item = found.setdefault(chunk_id, chunk)
         item.lexical_score, item.lexical_rank, item.matched_terms = score, rank, matched
-    if terms and any(item.lexical_rank is None for item in found.values()):
-        _match_terms(found, terms)
     if params.fusion == "convex":
         # A chunk the dense search did not return is at most as similar as the last one it did return.
         floor = min((item.dense_score for item in found.values() if item.dense_score is not None), default=0.0)
@@ -980,41 +1051,38 @@ def fuse(
     return sorted(found.values(), key=lambda c: (-c.fused_score, -(c.dense_score or 0.0), c.chunk_id))
 
 
-def _match_terms(found: dict[int, RetrievedChunk], terms: list[QueryTerm]) -> None:
-    """Which question terms dense-only hits contain (for the coverage decision)."""
-    from documents.lexical import lexical_matches
-
-    ids = [chunk_id for chunk_id, item in found.items() if item.lexical_rank is None]
-    known = [(term.term_id, term.lexeme) for term in terms if term.term_id is not None]
-    for chunk_id, matched in lexical_matches(chunk_ids=ids, terms=known).items():
-        found[chunk_id].matched_terms = matched
-
-
-def _chunks_read(chunk_ids: set[int]) -> dict[int, RetrievedChunk]:
-    """The chunks of indexed documents among these ids, as retrieval results. One query, each id probed by primary
-    key (LATERAL ... OFFSET 0 keeps it so): joined or filtered on the document's status, the planner, which rarely
-    knows how few ids are asked for, walked every indexed document's chunks (24 ms at 10k chunks, 10x that at
-    100k), and model instances cost ~6 ms of CPU per question."""
+def _chunks_read(chunk_ids: set[int], *, terms: Sequence[QueryTerm] = ()) -> dict[int, RetrievedChunk]:
+    """The chunks of indexed documents among these ids, as retrieval results, each with the question's `terms` it
+    holds (`matched_terms`, for the coverage decision; a lexical hit's BM25 match replaces it). One query, each id
+    probed by primary key (LATERAL ... OFFSET 0 keeps it so): joined or filtered on the document's status, the
+    planner, which rarely knows how few ids are asked for, walked every indexed document's chunks (24 ms at 10k
+    chunks, 10x that at 100k), and model instances cost ~6 ms of CPU per question. The terms are probed per (chunk,
+    term) pair by primary key too; read here, they cost no round trip of their own."""
+    from documents.lexical import POSTING_TABLE
     from documents.models import Chunk, Document
     from documents.selectors import source_url_make
 
     quote = connection.ops.quote_name
+    known = [(term.term_id, term.lexeme) for term in terms if term.term_id is not None]
     sql = f"""
-        SELECT x.* FROM unnest(%s::bigint[]) AS i(id) CROSS JOIN LATERAL (
+        SELECT x.*, (SELECT array_agg(q.lexeme) FROM unnest(%s::bigint[], %s::text[]) AS q(term_id, lexeme)
+                     JOIN {POSTING_TABLE} p ON p.term_id = q.term_id AND p.chunk_id = x.id)
+        FROM unnest(%s::bigint[]) AS i(id) CROSS JOIN LATERAL (
             SELECT c.id, c.document_id, c.ordinal, d.title, d.original_name, c.heading_path, c.page, c.text,
                    d.source, d.source_url, c.anchor
             FROM {quote(Chunk._meta.db_table)} c JOIN {quote(Document._meta.db_table)} d ON d.id = c.document_id
             WHERE c.id = i.id AND d.status = 'indexed' OFFSET 0) x
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [sorted(chunk_ids)])
+        cursor.execute(sql, [[t for t, _ in known], [lexeme for _, lexeme in known], sorted(chunk_ids)])
         rows = cursor.fetchall()
     return {
         chunk_id: RetrievedChunk(
             chunk_id=chunk_id, document_id=document_id, ordinal=ordinal, title=title, filename=filename,
-            section=section, page=page, text=text,
+            section=section, page=page, text=text, matched_terms=frozenset(matched or ()),
             url=source_url_make(source=source, source_url=source_url or "", anchor=anchor or ""))
-        for chunk_id, document_id, ordinal, title, filename, section, page, text, source, source_url, anchor in rows
+        for chunk_id, document_id, ordinal, title, filename, section, page, text, source, source_url, anchor, matched
+        in rows
     }
 
 

@@ -11,8 +11,8 @@ vector depends only on its text and the model, so it is kept here after its firs
   other holds that text (a hit is faster than a miss). The workspace id makes a workspace re-created under the same
   slug (and so the same schema name) a stranger to the old one's entries. The text itself is not kept: its digest,
   its vector and its stemmed words (`workspace_text_cached`, which the sentence signals also use for stems).
-- **Bounded**: least recently used entries go first beyond `RETRIEVAL_SENTENCE_CACHE_ENTRIES` (default 8,192
-  entries: at most ~15 MB with 384-dimension float32 vectors and their keys; stems are smaller).
+- **Bounded**: least recently used entries go first beyond `RETRIEVAL_SENTENCE_CACHE_ENTRIES` (default 32,768
+  entries: at most ~50 MB with 384-dimension float32 vectors and their keys; stems are smaller).
 - **Purged with the workspace**: the purge signal drops the workspace's entries in the purging process; in other
   processes they are unreachable (the workspace id is gone) and age out.
 - **Survives `reindex`** when the model stays (same text, same vector: the key is the text), and is never wrong
@@ -39,7 +39,7 @@ import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-DEFAULT_ENTRIES = 8192
+DEFAULT_ENTRIES = 32768
 logger = logging.getLogger(__name__)
 
 

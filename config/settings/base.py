@@ -250,8 +250,10 @@ EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=0)
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)  # onnxruntime intra-op threads; 0: every core
 EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=30.0)
 # Sentence vectors retrieval's sentence signals keep per process, per workspace (documents/sentence_vectors.py);
-# ~1.6 KB each with the 384-dimension model. 0: none kept (every question embeds its sentences).
-RETRIEVAL_SENTENCE_CACHE_ENTRIES = env.int("RETRIEVAL_SENTENCE_CACHE_ENTRIES", default=8192)
+# ~1.6 KB each with the 384-dimension model (at most ~50 MB). 0: none kept (every question embeds its sentences).
+# A small workspace's questions reach ~15-25 entries: 32,768 keep 1,000+ of them (issue #21: a process serving
+# 1,000 workspaces in turn answers as fast as one serving one; 8,192 sent every visit to the stored rows).
+RETRIEVAL_SENTENCE_CACHE_ENTRIES = env.int("RETRIEVAL_SENTENCE_CACHE_ENTRIES", default=32768)
 # A workspace with at most this many chunks gets its sentences' vectors stored at ingestion (~8 ms of worker CPU per
 # sentence, ~1.5 KB each in its schema), so a process's first question there embeds only the question (issue #21).
 # Larger ones store the sentences their questions embed. 0: never at ingestion.

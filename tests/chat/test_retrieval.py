@@ -200,3 +200,59 @@ def test_embedding_service_down_falls_back_to_full_text(kb):
     assert exact.degraded == "dense_unavailable" and exact.covered and exact.reason == "lexical_only"
     assert exact.chunks[0].title == "Firmware updates" and exact.chunks[0].dense_score is None
     assert not vague.covered
+
+
+def test_one_retrieval_reads_the_lexical_version_once_and_the_vocabulary_follows_new_chunks(django_db_blocker):
+    """The typo/name/sentence vocabulary is keyed by the version the term lookup already read, and so is the vector
+    copy (issue #16: two round trips less per answer); a chunk added afterwards is in the next retrieval's
+    vocabulary."""
+    from tests.chat.knowledge import documents_index
+
+    with django_db_blocker.unblock():
+        created = knowledge_workspace("Vocabulary KB", ROUTER_DOCS)
+    connection.set_tenant(created.workspace)
+    try:
+        statements: list[str] = []
+
+        def spy(execute, sql, params, many, context):
+            statements.append(sql)
+            return execute(sql, params, many, context)
+
+        plain = "How do I restore my router's factory defaults?"
+        knowledge_retrieve(query=plain)  # warm: the vocabulary is read and cached
+        with connection.execute_wrapper(spy):
+            result = knowledge_retrieve(query=plain)
+        assert result.covered and "unknown_words" in result.signals  # the sentence signals read the vocabulary
+        totals_reads = [sql for sql in statements if "documents_lexicaltotals" in sql]
+        assert len(totals_reads) == 1, totals_reads
+        assert not any("SELECT lexeme, df FROM" in sql for sql in statements)  # served from the cache
+        # The vector copy's version rides on the same lookup, and the terms dense-only hits hold on the chunk read:
+        # the lookup, the BM25 ranking and the chunk read are the whole of a warm retrieval.
+        assert [sql for sql in statements if "documents_vectorversion" in sql] == totals_reads
+        assert len(statements) == 3, statements
+
+        question = "How do I reset the router with the Zyxelbox app?"
+        assert knowledge_retrieve(query=question).signals.get("foreign_names") == ["Zyxelbox"]
+        with django_db_blocker.unblock():
+            documents_index({"Zyxelbox app": "# Zyxelbox app\n\nThe Zyxelbox app resets the router from your phone: "
+                                             "open Settings, then Reset, and confirm."})
+        assert "Zyxelbox" not in knowledge_retrieve(query=question).signals.get("foreign_names", [])
+    finally:
+        connection.set_schema_to_public()
+
+
+def test_the_vocabulary_cache_holds_its_term_budget_and_keeps_workspaces_apart():
+    from documents.retrieval import _VocabularyCache
+
+    cache = _VocabularyCache(terms=10)
+    cache.put(("ws_a", 1), (1, 1, 1), {"a": 1, "b": 1, "c": 1, "d": 1})
+    cache.put(("ws_b", 2), (1, 1, 1), {"e": 1, "f": 1, "g": 1, "h": 1})
+    assert cache.get(("ws_a", 1), (1, 1, 1)) == {"a": 1, "b": 1, "c": 1, "d": 1}  # now the most recent
+    assert cache.get(("ws_a", 3), (1, 1, 1)) is None  # same schema, another workspace: never served
+    assert cache.get(("ws_a", 1), (2, 1, 1)) is None  # another version: read again
+    cache.put(("ws_c", 3), (1, 1, 1), {"i": 1, "j": 1, "k": 1})
+    assert cache.get(("ws_b", 2), (1, 1, 1)) is None and len(cache) == 2  # the least recent went
+    cache.put(("ws_d", 4), (1, 1, 1), {str(n): 1 for n in range(11)})  # larger than the whole budget: not kept
+    assert cache.get(("ws_d", 4), (1, 1, 1)) is None and len(cache) == 2
+    cache.put(("ws_a", 1), (2, 1, 1), {"a": 1})
+    assert cache.get(("ws_a", 1), (2, 1, 1)) == {"a": 1} and cache._held == 4
