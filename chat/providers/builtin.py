@@ -312,12 +312,14 @@ def builtin_compose(
         penalties = [params.source_decay * index for index in range(len(sources))]
     if not units:
         return Composition(text="")
-    question_stems = stems(question)
-    from documents.retrieval import answer_type_stems
+    from documents.retrieval import answer_type_stems, phrase_stems, question_stems as question_stems_make
 
+    # "can I bring it back" asks about returns (retrieval's phrases, documents/retrieval.py `_PHRASES`).
+    question_stems = question_stems_make(question)
     for unit in units:
-        # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open".
-        unit.stems = unit.stems | (answer_type_stems(question, unit.text) & question_stems)
+        # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open";
+        # "Bring it back within 14 days" says "return".
+        unit.stems = unit.stems | ((answer_type_stems(question, unit.text) | phrase_stems(unit.text)) & question_stems)
     frequency: dict[str, int] = {}
     for unit in units:
         for stem in unit.stems & question_stems:
