@@ -413,7 +413,28 @@ _ASKS_OPENING_TIMES = re.compile(
     r"\bwhat time\b|\bhow (late|early)\b|\b((store|shop|opening|business|office|trading|open) )?hours\b"
     r"|\bopening times\b|\b(open|opening|close|closing|visit)\b"
     r"|\b(stop|come|drop|pop|swing) (by|in|over|round)\b", re.IGNORECASE)
+
+
+class _DeliveryTime:
+    """`search` like a compiled pattern: a duration in a sentence about getting an order ("Dispatch: within 3
+    business days", "Your parcel should arrive 2 days after you order")."""
+
+    @staticmethod
+    def search(text: str) -> bool:
+        return bool(_DURATION.search(text) and _DELIVERY_WORDS.search(text))
+
+
+_DELIVERY_WORDS = re.compile(r"\b(ship\w*|deliver\w*|dispatch\w*|arriv\w*|parcels?|packages?|shipments?|orders?"
+                             r"|post|posted|postage|courier|reach(es)? you)\b", re.IGNORECASE)
 _ANSWER_TYPES = [
+    # The thing delivered, when the question asks how long until it comes ("How long until I get my order?", "when
+    # does my package arrive"): a sentence giving a delivery time answers it however it names the thing (a shop
+    # that writes "Dispatch: within 3 business days" never says "order" or "package"). Only with a delivery time: a
+    # returns period is a duration too; and not in a question about returns or a warranty ("how long do I have to
+    # return an order").
+    (re.compile(r"^(?!.*\b(return|refund|exchang|warrant|guarantee))[^?]*?\b(how (long|soon|quick|quickly|fast)|when (will|does|do|would|should|is|are)|until)\b[\w' ]{0,40}?"
+                r"\b(?P<ask_thing>orders?|packages?|parcels?|shipments?|purchases?|deliver(y|ies))\b",
+                re.IGNORECASE), _DeliveryTime),
     (re.compile(r"\bhow (long|fast|quick|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
                 r"|\buntil when\b|\bwithin how\b|\btime limit\b|\bdeadline\b"
                 r"|\b(deliver\w*|shipping|dispatch|processing|turnaround|transit|wait\w*) (?P<ask_time>times?)\b"
