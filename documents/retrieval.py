@@ -427,6 +427,11 @@ class _DeliveryTime:
 _DELIVERY_WORDS = re.compile(r"\b(ship\w*|deliver\w*|dispatch\w*|arriv\w*|parcels?|packages?|shipments?|orders?"
                              r"|post|posted|postage|courier|reach(es)? you)\b", re.IGNORECASE)
 _ANSWER_TYPES = [
+    # A time ago ("something I bought last week", "ordered 3 weeks ago", "yesterday") asks whether it is still within
+    # a period: a sentence giving one answers it ("Returns accepted within 14 days"), whatever its digits.
+    (re.compile(r"\b(?:(?:bought|purchased|ordered|got|received)\b[\w' ]{0,30}?\b)?"
+                r"(?:last (?:week|month|year)|(?:a|an|one|two|three|four|five|six|\d+) (?:days?|weeks?|months?|years?)"
+                r" ago|yesterday)\b", re.IGNORECASE), _DURATION),
     # The thing delivered, when the question asks how long until it comes ("How long until I get my order?", "when
     # does my package arrive"): a sentence giving a delivery time answers it however it names the thing (a shop
     # that writes "Dispatch: within 3 business days" never says "order" or "package"). Only with a delivery time: a
@@ -805,10 +810,14 @@ def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> 
     words = {w for w in re.findall(r"[a-z]+", query.lower()) if len(w) >= params.typo_min_length and w not in english}
     words |= {w.replace("-", "") for w in surfaces if len(w) - 1 >= params.typo_min_length}
     surface_of = {w.replace("-", ""): w for w in surfaces}
-    if not words:
-        return query
     vocabulary: dict[str, int] | None = None
     fixed = query
+    # A question word mistyped ("whta's", "waht", "hwo"): one swap from exactly one function word, and no word itself.
+    for word in sorted({w for w in re.findall(r"[a-z]+", query.lower()) if 3 <= len(w) < params.typo_min_length
+                        and w not in english and w not in _STEM_STOP}):
+        swaps = {candidate for candidate in _swaps(word) if candidate in _STEM_STOP}
+        if len(swaps) == 1:
+            fixed = re.sub(rf"\b{word}\b", swaps.pop(), fixed, flags=re.IGNORECASE)
     for word in sorted(words):
         stem = next(iter(stems(word)), "")
         if not stem:
