@@ -214,6 +214,23 @@ FOURTH_PASS_SHOPS = {
         "Visiting us": "We sell a digital piano for $15.95. Orders above $80 ship for free.",
         "Help": "We have been in Salem for over ten years.\n- Contact: hello@oakivy.example",
         "Store details": "- Guarantee: 1 year on the acoustic guitar, parts and labour\n- Dispatch: within 10 business days"},
+    # Read on probe seed 17.
+    "returns block": {
+        "Help": "If your digital piano breaks within 2 years, we repair or replace it for free.",
+        "Hello": "Our team loves helping you find the right thing. Gift certificates never expire and work in store and "
+                 "online. Orders above $80 ship for free. Drop us a line at hello@willow.example and we'll get back to "
+                 "you.",
+        "Customer service": "Returns & refunds\nReturns accepted within 14 days (receipt required)\n\nHours:\n"
+                            "Weekdays 7:00 – 7:00 pm"},
+    "gift label": {
+        "Read me": "How do I reach you?\nFor anything else, message hello@lakeview.example.",
+        "Before you buy": "Gift cards\nGift vouchers never expire",
+        "FAQ and policies": "Can I call you?\nPhone: (523) 555-5005 (Mon–Fri, 8am–4pm)\n\nHow much do you charge for a "
+                            "sourdough loaf?\n$79, tax included."},
+    "price list": {"Before you buy": (
+        "Thanks for shopping local!\n- Free shipping from $120\n- E-mail us: hello@sunny.example\n"
+        "- Delivery time: 5 business days\n- Acoustic guitar .......... $79\n- Phone: (444) 555-8202 (Mon–Fri, "
+        "8am–7pm)\n- Guarantee: 2 years on the acoustic guitar, parts and labour\n- Gift vouchers never expire")},
 }
 
 
@@ -253,9 +270,26 @@ def test_the_thing_delivered_is_asked_with_a_delivery_time(fourth_pass_shops):
     assert misses == [], "\n".join(map(repr, misses))
 
 
-def test_a_typo_after_a_one_letter_prefix_is_corrected(fourth_pass_shops):
+def test_typos_after_a_one_letter_prefix_and_in_function_words_are_corrected(fourth_pass_shops):
     misses = _first_source_misses(fourth_pass_shops["prose"], {
         "what's your e-amil": ("Read me", "hello@northsidecoffee.example")})
+    misses += _first_source_misses(fourth_pass_shops["price list"], {
+        "whta's your e-mail": ("Before you buy", "hello@sunny.example")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_a_time_ago_asks_for_a_period(fourth_pass_shops):
+    # "something I bought last week": is it still within the returns period? "Returns accepted within 14 days".
+    misses = _first_source_misses(fourth_pass_shops["returns block"], {
+        "can i bring back something i bought last week": ("Customer service", "14 days")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_the_last_line_of_a_short_text_is_quoted_not_dropped_as_a_heading(fourth_pass_shops):
+    # "Gift vouchers never expire" has no full stop and no value: the built-in answerer dropped it as a heading and
+    # quoted the phone line of another document first.
+    misses = _first_source_misses(fourth_pass_shops["gift label"], {
+        "when does a gift card expire": ("Before you buy", "never expire")})
     assert misses == [], "\n".join(map(repr, misses))
 
 
