@@ -87,7 +87,8 @@ class RetrievalParams:
     sentence_veto_margin: float = 0.05
     sentence_rank_type_weight: float = 0.2  # + this when the sentence holds the kind of value the question asks for
     # - this when the sentence is about other days than the question ("Saturday hours?" over "Mon–Fri 9–5"; a
-    # question that names no day asks about the working week; see day_agreement).
+    # question that names no day asks about the working week; see day_agreement), and again when its times are the
+    # phone line's and the question asks when the shop is open (see line_agreement).
     sentence_rank_day_weight: float = 0.3
     # A question word said in another word by one of the closest sentences ("delivery" / "shipping") counts as found
     # there when the two words' vectors are this close (see _near_words; chosen on the small-KB probe sample: 0.6
@@ -330,6 +331,36 @@ def stems(text: str) -> frozenset[str]:
     return frozenset(stemmer.stemWords(words))
 
 
+# Phrases customers and shops say for one word: "can I bring it back?" asks about returns, "Bring it back within 14
+# days" is a returns policy, "when does customer service pick up the phone" asks about the phone. The question's phrase
+# is read as the word (`question_stems`), and a sentence saying the phrase also says the word (`phrase_stems`).
+_PHRASES = [
+    (re.compile(r"\b(?:bring|brings|bringing|brought|take|takes|taking|took|send|sends|sending|sent)\s+"
+                r"(?:(?:it|them|this|that|(?:the|an?|my|your|our)\s+[a-z]+|[a-z]+)\s+)?back\b", re.IGNORECASE), "return"),
+    (re.compile(r"\b(?:pick|picks|picked|picking)\s+up\s+the\s+(?:phone|telephone)\b"
+                r"|\b(?:answer|answers|answered|answering)\s+(?:the\s+)?(?:phones?|telephones?|calls)\b",
+                re.IGNORECASE), "phone"),
+]
+
+
+def phrases_normalize(text: str) -> str:
+    """The text with each phrase of `_PHRASES` replaced by its word ("can i bring it back" -> "can i return")."""
+    for pattern, word in _PHRASES:
+        text = pattern.sub(word, text)
+    return text
+
+
+def question_stems(query: str) -> frozenset[str]:
+    """The question's content words, stemmed, its phrases read as their words (see _PHRASES)."""
+    return stems(phrases_normalize(query))
+
+
+def phrase_stems(text: str) -> frozenset[str]:
+    """The words a text says in phrases ("Bring it back within 14 days": "return")."""
+    words = [word for pattern, word in _PHRASES if pattern.search(text)]
+    return stems(" ".join(words)) if words else frozenset()
+
+
 # --- sentence-level coverage ---------------------------------------------------------------------------------------
 
 # A sentence ends at "!", "?" or ";", and at "." before anything but a lower-case word: "open at 9 a.m. and close at
@@ -393,7 +424,39 @@ _DURATION = re.compile(r"\b\d+\s*(-\s*)?(business |working |calendar )?(day|week
 _CONTACT = re.compile(_IMPLIED_WORDS[0][0].pattern + "|" + _IMPLIED_WORDS[1][0].pattern)
 # "free" is answered by an amount ("over $50") or by "no charge" in other words.
 _FREE_VALUE = re.compile(r"[$€£]\s?\d|\bfree\b|\bno (\w+ )?(charge|fee|cost)s?\b", re.IGNORECASE)
+# "Store hours?", "business hours", "opening times": the word before "hours" says whose hours they are, and asks with
+# it (a shop's texts rarely call themselves a "store"); "phone hours" is not among them (see line_agreement).
+_ASKS_OPENING_TIMES = re.compile(
+    r"\bwhat time\b|\bhow (late|early)\b|\b((store|shop|opening|business|office|trading|open) )?hours\b"
+    r"|\bopening times\b|\b(open|opening|close|closing|visit)\b"
+    r"|\b(stop|come|drop|pop|swing) (by|in|over|round)\b", re.IGNORECASE)
+
+
+class _DeliveryTime:
+    """`search` like a compiled pattern: a duration in a sentence about getting an order ("Dispatch: within 3
+    business days", "Your parcel should arrive 2 days after you order")."""
+
+    @staticmethod
+    def search(text: str) -> bool:
+        return bool(_DURATION.search(text) and _DELIVERY_WORDS.search(text))
+
+
+_DELIVERY_WORDS = re.compile(r"\b(ship\w*|deliver\w*|dispatch\w*|arriv\w*|parcels?|packages?|shipments?|orders?"
+                             r"|post|posted|postage|courier|reach(es)? you)\b", re.IGNORECASE)
 _ANSWER_TYPES = [
+    # A time ago ("something I bought last week", "ordered 3 weeks ago", "yesterday") asks whether it is still within
+    # a period: a sentence giving one answers it ("Returns accepted within 14 days"), whatever its digits.
+    (re.compile(r"\b(?:(?:bought|purchased|ordered|got|received)\b[\w' ]{0,30}?\b)?"
+                r"(?:last (?:week|month|year)|(?:a|an|one|two|three|four|five|six|\d+) (?:days?|weeks?|months?|years?)"
+                r" ago|yesterday)\b", re.IGNORECASE), _DURATION),
+    # The thing delivered, when the question asks how long until it comes ("How long until I get my order?", "when
+    # does my package arrive"): a sentence giving a delivery time answers it however it names the thing (a shop
+    # that writes "Dispatch: within 3 business days" never says "order" or "package"). Only with a delivery time: a
+    # returns period is a duration too; and not in a question about returns or a warranty ("how long do I have to
+    # return an order").
+    (re.compile(r"^(?!.*\b(return|refund|exchang|warrant|guarantee))[^?]*?\b(how (long|soon|quick|quickly|fast)|when (will|does|do|would|should|is|are)|until)\b[\w' ]{0,40}?"
+                r"\b(?P<ask_thing>orders?|packages?|parcels?|shipments?|purchases?|deliver(y|ies))\b",
+                re.IGNORECASE), _DeliveryTime),
     (re.compile(r"\bhow (long|fast|quick|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
                 r"|\buntil when\b|\bwithin how\b|\btime limit\b|\bdeadline\b"
                 r"|\b(deliver\w*|shipping|dispatch|processing|turnaround|transit|wait\w*) (?P<ask_time>times?)\b"
@@ -409,8 +472,7 @@ _ANSWER_TYPES = [
     (re.compile(r"\bhow much\b|\b(price|cost|costs|pay)\b", re.IGNORECASE), _IMPLIED_WORDS[2][0]),
     (re.compile(r"\bfree\b", re.IGNORECASE), _FREE_VALUE),
     # Opening times, and a visit ("can I stop by on Saturday?"): when the sentence says when.
-    (re.compile(r"\bwhat time\b|\bhow (late|early)\b|\b(hours|open|opening|close|closing|visit)\b"
-                r"|\b(stop|come|drop|pop|swing) (by|in|over|round)\b", re.IGNORECASE), _OpeningTimes),
+    (_ASKS_OPENING_TIMES, _OpeningTimes),
 ]
 
 
@@ -420,11 +482,19 @@ def _asked_words(match: re.Match[str]) -> str:
     return " ".join(asked) if asked else match.group(0)
 
 
+def _holds(holds: Any, query: str, sentence: str) -> bool:
+    """Does the sentence hold the kind of value the question asks for? Opening times only when they are the ones
+    asked about: of the days asked about (day_agreement), and the shop's, not the phone line's (line_agreement)."""
+    if not holds.search(sentence):
+        return False
+    return holds is not _OpeningTimes or (day_agreement(query, sentence) == 0 and line_agreement(query, sentence) == 0)
+
+
 def answer_type_stems(query: str, sentence: str) -> frozenset[str]:
     """The question's words that ask for a kind of value the sentence holds (see _ANSWER_TYPES)."""
     found: set[str] = set()
     for asks, holds in _ANSWER_TYPES:
-        if holds.search(sentence):
+        if _holds(holds, query, sentence):
             for match in asks.finditer(query):
                 found |= stems(_asked_words(match))
     return frozenset(found)
@@ -436,7 +506,7 @@ def answer_type_agreement(query: str, sentence: str) -> float:
     asked = [holds for asks, holds in _ANSWER_TYPES if asks.search(query)]
     if not asked:
         return 0.0
-    return sum(1 for holds in asked if holds.search(sentence)) / len(asked)
+    return sum(1 for holds in asked if _holds(holds, query, sentence)) / len(asked)
 
 
 def day_agreement(query: str, sentence: str) -> float:
@@ -449,6 +519,20 @@ def day_agreement(query: str, sentence: str) -> float:
     asked = frozenset(({"weekend"} if _WEEKEND.search(query) else set())
                       | ({"weekday"} if _WEEKDAYS.search(query) else set())) or frozenset({"weekday"})
     return 0.0 if asked & named else -1.0
+
+
+# Times that are a phone line's: a sentence holding a phone number, or saying "call" / "phone" / "ring".
+_PHONE_LINE = re.compile(_IMPLIED_WORDS[1][0].pattern + r"|\b(call|calls|phone|phones|telephone|ring)\b", re.IGNORECASE)
+_ASKS_PHONE = re.compile(r"\b(phone|phones|call|calls|calling|telephone|ring)\b", re.IGNORECASE)
+
+
+def line_agreement(query: str, sentence: str) -> float:
+    """-1 when the question asks when the shop is open and the sentence's times are a phone line's ("Phone: (555)
+    555-0100 (Mon–Fri, 9am–5pm)", "Call us 10–4 on weekdays") while the question says nothing of the phone; else 0.
+    Phone hours and store hours are both times of day; "how late are you open" asks for the store's."""
+    if not _ASKS_OPENING_TIMES.search(query) or _ASKS_PHONE.search(phrases_normalize(query)):
+        return 0.0
+    return -1.0 if _OpeningTimes.search(sentence) and _PHONE_LINE.search(sentence) else 0.0
 
 
 _SENTENCE_NAME_EXCEPTIONS = {"i", "i'm", "i've", "ok"}
@@ -502,7 +586,7 @@ def _asks_then_answers(previous: tuple[str, bool]) -> bool:
 
 
 def _sentence_stems(sentence: str) -> frozenset[str]:
-    found = set(stems(sentence))
+    found = set(stems(sentence)) | phrase_stems(sentence)
     for pattern, words in _IMPLIED_WORDS:
         if pattern.search(sentence):
             found |= stems(words)
@@ -524,7 +608,7 @@ def sentence_signals(
     units = units[: params.sentence_max]
     from documents.sentence_vectors import workspace_text_cached
 
-    question = stems(query)
+    question = question_stems(query)
     try:
         from documents.sentence_vectors import sentence_vectors_get
 
@@ -547,7 +631,7 @@ def sentence_signals(
     ordering_lexical = [0.0] * len(units)
     if question:
         # A sentence's stems, like its vector, are cached per workspace (documents/sentence_vectors.py).
-        known_stems = workspace_text_cached(kind=b"sentence-stems-2", texts=[sentence for _, sentence in units],
+        known_stems = workspace_text_cached(kind=b"sentence-stems-3", texts=[sentence for _, sentence in units],
                                             compute=lambda texts: [_sentence_stems(text) for text in texts])
         sentence_stems = [found | answer_type_stems(query, sentence)
                           for found, (_, sentence) in zip(known_stems, units)]
@@ -584,7 +668,8 @@ def sentence_signals(
         chunk.sentence_score = cosine if chunk.sentence_score is None else max(chunk.sentence_score, cosine)
         evidence = (cosine + params.sentence_rank_lexical_weight * ordering_lexical[position]
                     + params.sentence_rank_type_weight * answer_type_agreement(query, units[position][1])
-                    + params.sentence_rank_day_weight * day_agreement(query, units[position][1]))
+                    + params.sentence_rank_day_weight * (day_agreement(query, units[position][1])
+                                                         + line_agreement(query, units[position][1])))
         chunk.sentence_evidence = (evidence if chunk.sentence_evidence is None
                                    else max(chunk.sentence_evidence, evidence))
         if cosine > best:
@@ -783,11 +868,20 @@ def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> 
     # An English word the knowledge base doesn't use is a question it may not answer ("refund" in a Linux manual is
     # not "redund"); only words that are not words are corrected.
     english = wordpiece_words()
+    # A word with a one-letter prefix is tried whole ("e-amil" is "eamil", one swap from "email"), as stems() reads it.
+    surfaces = {w: w for w in re.findall(r"(?<![a-z-])[a-z]-[a-z]{3,}(?![a-z-])", query.lower())
+                if w.replace("-", "") not in english}
     words = {w for w in re.findall(r"[a-z]+", query.lower()) if len(w) >= params.typo_min_length and w not in english}
-    if not words:
-        return query
+    words |= {w.replace("-", "") for w in surfaces if len(w) - 1 >= params.typo_min_length}
+    surface_of = {w.replace("-", ""): w for w in surfaces}
     vocabulary: dict[str, int] | None = None
     fixed = query
+    # A question word mistyped ("whta's", "waht", "hwo"): one swap from exactly one function word, and no word itself.
+    for word in sorted({w for w in re.findall(r"[a-z]+", query.lower()) if 3 <= len(w) < params.typo_min_length
+                        and w not in english and w not in _STEM_STOP}):
+        swaps = {candidate for candidate in _swaps(word) if candidate in _STEM_STOP}
+        if len(swaps) == 1:
+            fixed = re.sub(rf"\b{word}\b", swaps.pop(), fixed, flags=re.IGNORECASE)
     for word in sorted(words):
         stem = next(iter(stems(word)), "")
         if not stem:
@@ -808,7 +902,11 @@ def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> 
             if len(swaps) == 1:
                 best = (0, swaps.pop())
         if best is not None:
-            fixed = re.sub(rf"\b{word}\b", best[1], fixed, flags=re.IGNORECASE)
+            surface = surface_of.get(word)
+            if surface is not None:
+                fixed = re.sub(rf"(?<![\w-]){re.escape(surface)}(?![\w-])", best[1], fixed, flags=re.IGNORECASE)
+            else:
+                fixed = re.sub(rf"\b{word}\b", best[1], fixed, flags=re.IGNORECASE)
     return fixed
 
 

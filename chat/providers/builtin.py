@@ -155,6 +155,7 @@ _LIST_ITEM = re.compile(r"^([-*+•]|\d{1,2}[.)])\s+(?=\S)")
 # A CSV row as the CSV parser writes it: "sku: LO-JK-101; product: Skiddaw Jacket; price_eur: 149.00".
 _KEYED_ROW = re.compile(r"^[\w .()/-]{1,30}:\s[^;]+(;\s*[\w .()/-]{1,30}:\s[^;]*){2,}$")
 _ITEM_WORDS = 80  # a longer list item is quoted sentence by sentence
+_SHORT_TEXT_WORDS = 60  # a chunk this short is a small business's notice: its last line is never a heading
 
 
 def _cells(line: str) -> list[str]:
@@ -235,10 +236,17 @@ def split_units(text: str, source: int) -> list[Unit]:
         units.append(Unit(source, len(units), line, kind in ("command", "code"), stems(line), action=action,
                           kind=kind, bullet=bullet, block=block))
 
-    def sentences(line: str, kind: str = "prose", bullet: str = "", block: int = -1) -> None:
+    # A heading heads something: the last line of a short text (a shop's notice, not a manual's page, where a chunk
+    # may end on the next section's heading) is content however short ("Gift cards" over "Gift vouchers never
+    # expire": the first is a label, the second the fact).
+    last_line = max((index for index, line in enumerate(lines) if line and not _NOISE.match(line)), default=-1)
+    if len(text.split()) > _SHORT_TEXT_WORDS:
+        last_line = -1
+
+    def sentences(line: str, kind: str = "prose", bullet: str = "", block: int = -1, last: bool = False) -> None:
         for number, sentence in enumerate(_SENTENCE_END.split(line)):
             sentence = sentence.strip()
-            if len(sentence.split()) < 3 or _is_heading_like(sentence):
+            if len(sentence.split()) < 3 or (_is_heading_like(sentence) and not last):
                 continue
             action = min(1.0, (len(_CODE.findall(sentence)) + 2 * len(_NAMED_TOOL.findall(sentence))) / 2)
             # A long list item: its first sentence carries the bullet, the rest follow it as prose.
@@ -280,7 +288,7 @@ def split_units(text: str, source: int) -> list[Unit]:
             # Configuration lines are content; they weigh less than a command someone types.
             add(line, "code", action=0.5)
         else:
-            sentences(line)
+            sentences(line, last=index == last_line)
     return units
 
 
@@ -312,12 +320,14 @@ def builtin_compose(
         penalties = [params.source_decay * index for index in range(len(sources))]
     if not units:
         return Composition(text="")
-    question_stems = stems(question)
-    from documents.retrieval import answer_type_stems
+    from documents.retrieval import answer_type_stems, phrase_stems, question_stems as question_stems_make
 
+    # "can I bring it back" asks about returns (retrieval's phrases, documents/retrieval.py `_PHRASES`).
+    question_stems = question_stems_make(question)
     for unit in units:
-        # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open".
-        unit.stems = unit.stems | (answer_type_stems(question, unit.text) & question_stems)
+        # "Call us 9am to 5pm at 555-..." answers "When is phone support open?" without the words "phone", "open";
+        # "Bring it back within 14 days" says "return".
+        unit.stems = unit.stems | ((answer_type_stems(question, unit.text) | phrase_stems(unit.text)) & question_stems)
     frequency: dict[str, int] = {}
     for unit in units:
         for stem in unit.stems & question_stems:
