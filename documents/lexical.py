@@ -48,12 +48,15 @@ def lexical_terms(*, query: str) -> tuple[list[tuple[str, int | None, int]], Lex
     in this workspace (None, 0 for a word no chunk uses), and the workspace's totals with its version (as
     `lexical_version()` reads it) and the vector copy's version (documents/resident_vectors.py reads it before a
     search: read here, it costs no round trip of its own). One round trip."""
+    # The one-row tables are read by scalar subqueries, not joined: joined, the planner (which has no statistics for
+    # a table that was never analysed, as in a new workspace) multiplied their guessed row counts into an estimate
+    # over PostgreSQL's JIT threshold, and every call paid ~100 ms of JIT compilation.
     sql = (
-        f"SELECT x.lexeme, t.id, coalesce(t.df, 0), a.chunks, a.length, "
-        f"coalesce((SELECT max(id) FROM documents_chunk), 0), coalesce(v.version, 0), coalesce(v.token::text, '') "
+        f"SELECT x.lexeme, t.id, coalesce(t.df, 0), (SELECT chunks FROM {TOTALS_TABLE}), "
+        f"(SELECT length FROM {TOTALS_TABLE}), coalesce((SELECT max(id) FROM documents_chunk), 0), "
+        f"coalesce((SELECT version FROM documents_vectorversion), 0), "
+        f"coalesce((SELECT token::text FROM documents_vectorversion), '') "
         f"FROM (SELECT 1) one "
-        f"LEFT JOIN {TOTALS_TABLE} a ON true "
-        f"LEFT JOIN documents_vectorversion v ON true "
         f"LEFT JOIN unnest(to_tsvector('english', %s)) x ON true "
         f"LEFT JOIN {TERM_TABLE} t ON t.lexeme = x.lexeme"
     )

@@ -158,10 +158,12 @@ def _load(schema_name: str, version: tuple[int, str]) -> _Entry:
             return _not_served(version)
         # The rows, the version they belong to and the chunk count, in one statement (one snapshot): a copy is
         # complete when it has a row per chunk of that snapshot.
+        # The version row by scalar subqueries, not a join: see documents.lexical.lexical_terms (JIT).
+        version_table = _table(schema_name, 'documents_vectorversion')
         cursor.execute(
-            f"SELECT v.version, v.token::text, c.id, c.document_id, x.vector, (SELECT count(*) FROM {chunks}) "
-            f"FROM {vectors} x JOIN {chunks} c ON c.id = x.chunk_id "
-            f"LEFT JOIN {_table(schema_name, 'documents_vectorversion')} v ON true ORDER BY c.id")
+            f"SELECT (SELECT version FROM {version_table}), (SELECT token::text FROM {version_table}), c.id, "
+            f"c.document_id, x.vector, (SELECT count(*) FROM {chunks}) "
+            f"FROM {vectors} x JOIN {chunks} c ON c.id = x.chunk_id ORDER BY c.id")
         rows = cursor.fetchall()
     if not rows:
         return _Entry(version=version, chunk_ids=np.zeros(0, dtype=np.int64),

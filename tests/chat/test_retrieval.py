@@ -256,3 +256,38 @@ def test_the_vocabulary_cache_holds_its_term_budget_and_keeps_workspaces_apart()
     assert cache.get(("ws_d", 4), (1, 1, 1)) is None and len(cache) == 2
     cache.put(("ws_a", 1), (2, 1, 1), {"a": 1})
     assert cache.get(("ws_a", 1), (2, 1, 1)) == {"a": 1} and cache._held == 4
+
+
+def test_a_new_workspace_s_retrieval_statements_stay_under_the_jit_threshold(django_db_blocker):
+    """In a new workspace no table has statistics: a statement joining one-row tables (lexical totals, the vector
+    copy's version) was estimated at ~500,000 and JIT-compiled on every call (~100 ms each; found by bench quality).
+    Every statement a retrieval sends, and the vector copy's load, must plan under PostgreSQL's JIT threshold."""
+    import json
+
+    from documents.resident_vectors import resident_vectors
+
+    with django_db_blocker.unblock():
+        created = knowledge_workspace("Planner KB", ROUTER_DOCS)
+    connection.set_tenant(created.workspace)
+    try:
+        resident_vectors().clear()
+        statements: list[tuple[str, object]] = []
+
+        def spy(execute, sql, params, many, context):
+            statements.append((sql, params))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(spy):
+            knowledge_retrieve(query="How do I restore my router's factory defaults?")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('jit_above_cost')::float8")
+            threshold = cursor.fetchone()[0]
+            selects = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith(("SELECT", "WITH"))]
+            assert any("documents_vectorversion" in sql for sql, _ in selects)  # the load and the term lookup ran
+            for sql, params in selects:
+                cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+                plan = cursor.fetchone()[0]
+                plan = json.loads(plan) if isinstance(plan, str) else plan
+                assert plan[0]["Plan"]["Total Cost"] < threshold, sql
+    finally:
+        connection.set_schema_to_public()
