@@ -12,7 +12,7 @@ run migrate seed: export DJANGO_SETTINGS_MODULE = config.settings.local
 bench: export DJANGO_SETTINGS_MODULE = config.settings.local
 test: export DJANGO_SETTINGS_MODULE = config.settings.test
 
-.PHONY: run test bench install services migrate seed browser worker web clean-data
+.PHONY: run test contracts bench install services migrate seed browser worker web clean-data
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,7 +54,11 @@ run: seed
 	  EMBEDDING_THREADS=$${EMBEDDING_THREADS:-1} $(VENV)/bin/celery -A config worker -B --schedule .data/celerybeat-schedule -l warning -Q default,ingest,ingest_large -c 2 & \
 	  $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --ws-per-message-deflate false --no-proxy-headers --log-level warning
 
-test: services browser
+# The floors (docs/architecture.md): import contracts in .importlinter, checked before any service starts.
+contracts: install
+	$(VENV)/bin/lint-imports --no-cache --no-logo
+
+test: contracts services browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: services

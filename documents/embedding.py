@@ -297,6 +297,13 @@ def embedder() -> Embedder:
     return found
 
 
+def model_identity(model: Embedder) -> str:
+    """What a vector depends on besides its text: the model's name, and for a remote one its server, dimension and
+    window (`reuse_identity`). Digests of reusable vectors (documents.pipeline) and of cached sentence vectors
+    (documents.sentence_vectors) both start from it."""
+    return str(getattr(model, "reuse_identity", "") or model.name)
+
+
 def _memory_release() -> None:
     """Hand freed heap memory back to the OS (glibc keeps it otherwise)."""
     try:

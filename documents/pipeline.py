@@ -35,6 +35,7 @@ from django.utils import timezone
 from config.errors import ApplicationError, ErrorCode
 from config.metrics import ingest_stages_observe
 from documents import events, services
+from documents.embedding import model_identity
 from documents.models import Chunk, Document, DocumentSource, DocumentStage, DocumentStatus, chunk_vector_id
 
 logger = logging.getLogger(__name__)
@@ -438,13 +439,9 @@ def _stage_fetch(run: Run, document: Document) -> Document:
 
 
 def embed_digest(*, model_name: str, text: str) -> str:
-    """What a vector depends on, hashed: the model (`model_identity`: name, and for a remote one its server,
-    dimension and window) and the exact text it read."""
+    """What a vector depends on, hashed: the model (`documents.embedding.model_identity`: name, and for a remote one
+    its server, dimension and window) and the exact text it read."""
     return hashlib.blake2b(f"{model_name}\n{text}".encode(), digest_size=16).hexdigest()
-
-
-def model_identity(model: Any) -> str:
-    return str(getattr(model, "reuse_identity", "") or model.name)
 
 
 def _stage_embed(run: Run, drafts: list[Any]) -> tuple[np.ndarray, str, list[str]]:

@@ -39,6 +39,8 @@ import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from documents.embedding import embedder, model_identity
+
 DEFAULT_ENTRIES = 32768
 logger = logging.getLogger(__name__)
 
@@ -139,8 +141,6 @@ def _key_digest(kind: bytes, text: str) -> bytes:
 
 
 def _vector_kind(model: Any) -> bytes:
-    from documents.pipeline import model_identity
-
     return b"vector\0" + model_identity(model).encode()
 
 
@@ -185,8 +185,6 @@ def sentence_vectors_get(*, sentences: list[str], chunk_ids: list[int] | None = 
     """The current workspace's vectors of these sentences, (n, dimension) float32, L2-normalised: from this
     process's cache, else from the rows stored with their chunks (`chunk_ids[i]`: the chunk sentence i comes from),
     else embedded in one call, then kept in both."""
-    from documents.embedding import embedder
-
     model = embedder()
     kind = _vector_kind(model)
     if chunk_ids is None:
@@ -229,7 +227,6 @@ def sentence_vectors_get(*, sentences: list[str], chunk_ids: list[int] | None = 
 def sentence_vectors_store(*, chunks: list[tuple[int, str]]) -> int:
     """Embed and keep every sentence of these (chunk id, text) of the current workspace (at ingestion); how many
     sentences were embedded. Sentences already stored for the same chunk are not embedded again."""
-    from documents.embedding import embedder
     from documents.retrieval import passage_sentences
 
     model = embedder()
