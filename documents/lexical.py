@@ -35,8 +35,9 @@ class LexicalTotals:
     vector_version: tuple[int, str] | None = None  # documents_vectorversion's (version, token), read along
 
     @property
-    def version(self) -> tuple[int, int, int]:
-        return self.chunks, self.length, self.last
+    def version(self) -> tuple[int, int, int, int, str]:
+        """As `lexical_version()` reads it."""
+        return self.chunks, self.length, self.last, *(self.vector_version or (0, ""))
 
     @property
     def average_length(self) -> float:
@@ -136,14 +137,18 @@ def lexical_vocabulary() -> dict[str, int]:
         return {lexeme: int(df) for lexeme, df in cursor.fetchall()}
 
 
-def lexical_version() -> tuple[int, int, int]:
-    """Changes whenever the workspace's chunks do (count, summed length, newest chunk id): a cache key."""
+def lexical_version() -> tuple[int, int, int, int, str]:
+    """Changes whenever the workspace's chunks do: count, summed length, newest chunk id, and the vector copy's
+    version and token (documents_vectorversion, bumped by every statement that writes a chunk's vector: a chunk
+    rewritten in place by a website sync keeps its id, and may keep the count and length). A cache key."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT coalesce((SELECT chunks FROM {TOTALS_TABLE}), 0), "
                        f"coalesce((SELECT length FROM {TOTALS_TABLE}), 0), "
-                       f"coalesce((SELECT max(id) FROM documents_chunk), 0)")
-        chunks, length, last = cursor.fetchone()
-    return int(chunks), int(length), int(last)
+                       f"coalesce((SELECT max(id) FROM documents_chunk), 0), "
+                       f"coalesce((SELECT version FROM documents_vectorversion), 0), "
+                       f"coalesce((SELECT token::text FROM documents_vectorversion), '')")
+        chunks, length, last, vectors, token = cursor.fetchone()
+    return int(chunks), int(length), int(last), int(vectors), token
 
 
 # --- building and checking ---------------------------------------------------------------------------------------

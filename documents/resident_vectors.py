@@ -12,13 +12,15 @@ workspace of a few hundred chunks an exact search over a matrix is both cheaper 
 
 - **Current by construction**: every statement that changes the workspace's vectors bumps `documents_vectorversion`
   (a trigger; its token is drawn when the row is made, so a workspace re-created under the same schema name is a
-  stranger). Each search reads the version (one small query) and reloads the matrix when it changed; the matrix and
-  the version it belongs to are read in one statement (one snapshot).
+  stranger). Each search reads the version — retrieval reads it with its term lookup (`documents.lexical.
+  lexical_terms`, in the current schema) and hands it over (`version_read`); other callers read it here — and
+  reloads the matrix when it changed; the matrix and the version it belongs to are read in one statement (one
+  snapshot), and that version, not the handed-over one, is what the entry keeps.
 - **Complete or not used**: the matrix is used only when every chunk of the workspace has its row (a workspace
   indexed before these rows existed, or mid-ingestion, is searched by the vector store, as before).
 - **Bounded**: least recently used matrices go first beyond `VECTORS_RESIDENT_BUDGET_MB` per process.
 - **Per workspace**: an entry's key is the schema; its content is only ever read back for that schema with the
-  same token, and every query names the schema's tables explicitly (never the search_path).
+  same token, and every query here names the schema's tables explicitly (never the search_path).
 
 Scores are cosine similarities (the vectors are L2-normalised), as the vector store's.
 """
@@ -165,7 +167,7 @@ def _load(schema_name: str, version: tuple[int, str]) -> _Entry:
             f"c.document_id, x.vector, (SELECT count(*) FROM {chunks}) "
             f"FROM {vectors} x JOIN {chunks} c ON c.id = x.chunk_id ORDER BY c.id")
         rows = cursor.fetchall()
-    if not rows:
+    if not rows:  # kept at the version read before the rows: a write since then makes the next search reload
         return _Entry(version=version, chunk_ids=np.zeros(0, dtype=np.int64),
                       document_ids=np.zeros(0, dtype=np.int64), matrix=np.zeros((0, 0), dtype=np.float32))
     found = (int(rows[0][0] or 0), rows[0][1] or "")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import connection
 
 from config.errors import ApplicationError, ErrorCode
@@ -526,11 +527,16 @@ _PHONE_LINE = re.compile(_IMPLIED_WORDS[1][0].pattern + r"|\b(call|calls|phone|p
 _ASKS_PHONE = re.compile(r"\b(phone|phones|call|calls|calling|telephone|ring)\b", re.IGNORECASE)
 
 
+# "How do I close my account?", "open a support ticket": opening or closing a thing, not opening times.
+_OPENS_A_THING = re.compile(r"\b(open|close|opening|closing)\s+(a|an|my|your|our|this|that)\s+\w", re.IGNORECASE)
+
+
 def line_agreement(query: str, sentence: str) -> float:
     """-1 when the question asks when the shop is open and the sentence's times are a phone line's ("Phone: (555)
     555-0100 (Mon–Fri, 9am–5pm)", "Call us 10–4 on weekdays") while the question says nothing of the phone; else 0.
     Phone hours and store hours are both times of day; "how late are you open" asks for the store's."""
-    if not _ASKS_OPENING_TIMES.search(query) or _ASKS_PHONE.search(phrases_normalize(query)):
+    if (not _ASKS_OPENING_TIMES.search(query) or _ASKS_PHONE.search(phrases_normalize(query))
+            or _OPENS_A_THING.search(query)):
         return 0.0
     return -1.0 if _OpeningTimes.search(sentence) and _PHONE_LINE.search(sentence) else 0.0
 
@@ -661,7 +667,7 @@ def sentence_signals(
                  if word.lower() not in _SENTENCE_NAME_EXCEPTIONS]
         # A function word ("How" after a pasted tag, "The") has no stem: it is never a name.
         unknown_names = [word for word in names
-                         if (found := stems(word)) and not (found & (vocabulary.keys() | implied))]
+                         if (found := stems(word)) and not (found & vocabulary.keys()) and not (found & implied)]
     best, best_unit = -1.0, 0
     for position, ((index, _sentence), cosine) in enumerate(zip(units, cosines)):
         chunk = chunks[index]
@@ -797,7 +803,7 @@ def foreign_names(query: str) -> list[str]:
 # --- typos -----------------------------------------------------------------------------------------------------
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
-VOCABULARY_CACHE_TERMS = 300_000  # ~30 MB of lexemes per process: ~5,000 small workspaces' vocabularies
+TYPO_MAX_LENGTH = 30
 
 
 class _VocabularyCache:
@@ -806,11 +812,11 @@ class _VocabularyCache:
 
     def __init__(self, *, terms: int) -> None:
         self.terms = terms
-        self._entries: OrderedDict[tuple[str, int], tuple[tuple[int, int, int], dict[str, int]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int], tuple[tuple[Any, ...], dict[str, int]]] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int], version: tuple[int, int, int]) -> dict[str, int] | None:
+    def get(self, key: tuple[str, int], version: tuple[Any, ...]) -> dict[str, int] | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != version:
@@ -818,26 +824,41 @@ class _VocabularyCache:
             self._entries.move_to_end(key)
             return entry[1]
 
-    def put(self, key: tuple[str, int], version: tuple[int, int, int], vocabulary: dict[str, int]) -> None:
+    def put(self, key: tuple[str, int], version: tuple[Any, ...], vocabulary: dict[str, int]) -> bool:
+        """Keep it; False when it is larger than the whole budget (not kept)."""
         with self._lock:
             previous = self._entries.pop(key, None)
             self._held -= len(previous[1]) if previous else 0
             if len(vocabulary) > self.terms:
-                return
+                return False
             self._entries[key] = (version, vocabulary)
             self._held += len(vocabulary)
             while self._held > self.terms:
                 _, (_, gone) = self._entries.popitem(last=False)
                 self._held -= len(gone)
+            return True
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
-_vocabulary_cache = _VocabularyCache(terms=VOCABULARY_CACHE_TERMS)
-# The lexical version read by this retrieval's term lookup (`knowledge_retrieve` opens the scope): the vocabulary's
-# cache key without a query of its own.
-_versions_seen: ContextVar[dict[str, tuple[int, int, int]] | None] = ContextVar("lexical_versions_seen", default=None)
+_vocabulary_cache: _VocabularyCache | None = None
+_vocabulary_cache_lock = threading.Lock()
+
+
+def vocabulary_cache() -> _VocabularyCache:
+    """The process's cache (created on first use with `RETRIEVAL_VOCABULARY_CACHE_TERMS`)."""
+    global _vocabulary_cache
+    if _vocabulary_cache is None:
+        with _vocabulary_cache_lock:
+            if _vocabulary_cache is None:
+                _vocabulary_cache = _VocabularyCache(terms=settings.RETRIEVAL_VOCABULARY_CACHE_TERMS)
+    return _vocabulary_cache
+
+
+# What this retrieval's term lookup read (`knowledge_retrieve` opens the scope), per schema: the version that keys the
+# vocabulary, without a query of its own, and a vocabulary too large for the cache, read once per retrieval.
+_versions_seen: ContextVar[dict[Any, Any] | None] = ContextVar("lexical_versions_seen", default=None)
 
 
 def _vocabulary() -> dict[str, int]:
@@ -851,11 +872,15 @@ def _vocabulary() -> dict[str, int]:
         version = lexical_version()
         if seen is not None:
             seen[schema_name] = version
+    if seen is not None and (schema_name, "vocabulary") in seen:
+        return seen[(schema_name, "vocabulary")]
     key = (schema_name, int(getattr(getattr(connection, "tenant", None), "pk", None) or 0))
-    vocabulary = _vocabulary_cache.get(key, version)
+    cache = vocabulary_cache()
+    vocabulary = cache.get(key, version)
     if vocabulary is None:
         vocabulary = lexical_vocabulary()
-        _vocabulary_cache.put(key, version, vocabulary)
+        if not cache.put(key, version, vocabulary) and seen is not None:
+            seen[(schema_name, "vocabulary")] = vocabulary  # too large to keep: kept for this retrieval only
     return vocabulary
 
 
@@ -871,17 +896,26 @@ def query_typos_fix(query: str, *, params: RetrievalParams = DEFAULT_PARAMS) -> 
     # A word with a one-letter prefix is tried whole ("e-amil" is "eamil", one swap from "email"), as stems() reads it.
     surfaces = {w: w for w in re.findall(r"(?<![a-z-])[a-z]-[a-z]{3,}(?![a-z-])", query.lower())
                 if w.replace("-", "") not in english}
-    words = {w for w in re.findall(r"[a-z]+", query.lower()) if len(w) >= params.typo_min_length and w not in english}
-    words |= {w.replace("-", "") for w in surfaces if len(w) - 1 >= params.typo_min_length}
+    # A word longer than any word is not a typo of one (and its edits cost ~1 s of CPU at 1,000 letters).
+    words = {w for w in re.findall(r"[a-z]+", query.lower())
+             if params.typo_min_length <= len(w) <= TYPO_MAX_LENGTH and w not in english}
+    words |= {w.replace("-", "") for w in surfaces if params.typo_min_length <= len(w) - 1 <= TYPO_MAX_LENGTH}
     surface_of = {w.replace("-", ""): w for w in surfaces}
     vocabulary: dict[str, int] | None = None
     fixed = query
-    # A question word mistyped ("whta's", "waht", "hwo"): one swap from exactly one function word, and no word itself.
-    for word in sorted({w for w in re.findall(r"[a-z]+", query.lower()) if 3 <= len(w) < params.typo_min_length
-                        and w not in english and w not in _STEM_STOP}):
+    # A question word mistyped ("whta's", "waht"): a whole word (not part of a code, an address or a name with a
+    # hyphen: "HTE-4711", "yuo@example.com"), one swap from exactly one function word ("hwo" is "how" and "who": left
+    # alone), no word itself, and not a word of the knowledge base ("AWS" is not "was" where the texts say AWS).
+    short = sorted({w for w in re.findall(r"(?<![\w@.-])[a-z]+(?![\w@.-]|\.\w)", query.lower())
+                    if 3 <= len(w) < params.typo_min_length and w not in english and w not in _STEM_STOP})
+    for word in short:
         swaps = {candidate for candidate in _swaps(word) if candidate in _STEM_STOP}
-        if len(swaps) == 1:
-            fixed = re.sub(rf"\b{word}\b", swaps.pop(), fixed, flags=re.IGNORECASE)
+        if len(swaps) != 1:
+            continue
+        vocabulary = vocabulary if vocabulary is not None else _vocabulary()
+        if word in vocabulary or stems(word) & vocabulary.keys():
+            continue
+        fixed = re.sub(rf"(?<![\w@.-]){word}(?![\w@.-]|\.\w)", swaps.pop(), fixed, flags=re.IGNORECASE)
     for word in sorted(words):
         stem = next(iter(stems(word)), "")
         if not stem:

@@ -12,7 +12,8 @@ vector depends only on its text and the model, so it is kept here after its firs
   slug (and so the same schema name) a stranger to the old one's entries. The text itself is not kept: its digest,
   its vector and its stemmed words (`workspace_text_cached`, which the sentence signals also use for stems).
 - **Bounded**: least recently used entries go first beyond `RETRIEVAL_SENTENCE_CACHE_ENTRIES` (default 32,768
-  entries: at most ~50 MB with 384-dimension float32 vectors and their keys; stems are smaller).
+  entries, ~1.9 KB each for a 384-dimension vector and its key) or `RETRIEVAL_SENTENCE_CACHE_MB` (default 64) of
+  vectors and stems, estimated per entry (a long sentence's stems can outweigh a vector).
 - **Purged with the workspace**: the purge signal drops the workspace's entries in the purging process; in other
   processes they are unreachable (the workspace id is gone) and age out.
 - **Survives `reindex`** when the model stays (same text, same vector: the key is the text), and is never wrong
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -42,6 +44,7 @@ from django.db import DatabaseError, connection, transaction
 from documents.embedding import embedder, model_identity
 
 DEFAULT_ENTRIES = 32768
+DEFAULT_MB = 64
 logger = logging.getLogger(__name__)
 
 
@@ -49,9 +52,12 @@ class SentenceVectorCache:
     """An LRU map (schema, workspace id, digest) -> value (a sentence's vector, its stems), safe to share between
     threads."""
 
-    def __init__(self, *, capacity: int) -> None:
+    def __init__(self, *, capacity: int, budget_bytes: int | None = None) -> None:
         self.capacity = max(0, capacity)
+        self.budget_bytes = budget_bytes
         self._entries: OrderedDict[tuple[str, int, bytes], Any] = OrderedDict()
+        self._sizes: dict[tuple[str, int, bytes], int] = {}
+        self.nbytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -69,17 +75,24 @@ class SentenceVectorCache:
     def put(self, key: tuple[str, int, bytes], vector: Any) -> None:
         if not self.capacity:
             return
+        size = _size(vector)
         with self._lock:
+            self.nbytes -= self._sizes.pop(key, 0)
             self._entries[key] = vector
+            self._sizes[key] = size
+            self.nbytes += size
             self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            while len(self._entries) > self.capacity or (
+                    self.budget_bytes is not None and self.nbytes > self.budget_bytes and self._entries):
+                gone, _ = self._entries.popitem(last=False)
+                self.nbytes -= self._sizes.pop(gone, 0)
 
     def purge(self, *, schema_name: str) -> int:
         with self._lock:
             gone = [key for key in self._entries if key[0] == schema_name]
             for key in gone:
                 del self._entries[key]
+                self.nbytes -= self._sizes.pop(key, 0)
             return len(gone)
 
     def keys_for(self, *, schema_name: str) -> list[tuple[str, int, bytes]]:
@@ -89,10 +102,21 @@ class SentenceVectorCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._sizes.clear()
+            self.nbytes = 0
             self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _size(value: Any) -> int:
+    """An entry's bytes, roughly: a vector's buffer, or a set of stems' strings and table, plus the key's ~150."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes) + 250
+    if isinstance(value, (frozenset, set, list, tuple)):
+        return sys.getsizeof(value) + sum(sys.getsizeof(item) for item in value) + 150
+    return sys.getsizeof(value) + 150
 
 
 _cache: SentenceVectorCache | None = None
@@ -105,8 +129,9 @@ def sentence_vector_cache() -> SentenceVectorCache:
     if _cache is None:
         with _cache_lock:
             if _cache is None:
-                _cache = SentenceVectorCache(capacity=getattr(settings, "RETRIEVAL_SENTENCE_CACHE_ENTRIES",
-                                                              DEFAULT_ENTRIES))
+                _cache = SentenceVectorCache(
+                    capacity=getattr(settings, "RETRIEVAL_SENTENCE_CACHE_ENTRIES", DEFAULT_ENTRIES),
+                    budget_bytes=getattr(settings, "RETRIEVAL_SENTENCE_CACHE_MB", DEFAULT_MB) * 2**20)
     return _cache
 
 
@@ -146,8 +171,11 @@ def _vector_kind(model: Any) -> bytes:
 
 def _vectors_embed(model: Any, texts: list[str]) -> list[np.ndarray]:
     vectors = np.asarray(model.embed(texts), dtype=np.float32)
-    vectors.flags.writeable = False
-    return list(vectors)
+    # Each row its own array: a row view kept in the cache would keep its whole batch alive.
+    rows = [row.copy() for row in vectors]
+    for row in rows:
+        row.flags.writeable = False
+    return rows
 
 
 def _vector_decode(raw: bytes | memoryview) -> np.ndarray:

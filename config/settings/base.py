@@ -250,10 +250,15 @@ EMBEDDING_BATCH_SIZE = env.int("EMBEDDING_BATCH_SIZE", default=0)
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)  # onnxruntime intra-op threads; 0: every core
 EMBEDDING_TIMEOUT = env.float("EMBEDDING_TIMEOUT", default=30.0)
 # Sentence vectors retrieval's sentence signals keep per process, per workspace (documents/sentence_vectors.py);
-# ~1.6 KB each with the 384-dimension model (at most ~50 MB). 0: none kept (every question embeds its sentences).
-# A small workspace's questions reach ~15-25 entries: 32,768 keep 1,000+ of them (issue #21: a process serving
-# 1,000 workspaces in turn answers as fast as one serving one; 8,192 sent every visit to the stored rows).
+# ~1.9 KB each with the 384-dimension model; a sentence's stems are kept the same way. 0: none kept (every question
+# embeds its sentences). Bounded twice: entries, and RETRIEVAL_SENTENCE_CACHE_MB of vectors and stems (estimated).
+# A small workspace's questions reach ~13-25 entries: 32,768 hold 1,000+ of them (issue #21's second round; 8,192
+# sent every visit back to the stored rows).
 RETRIEVAL_SENTENCE_CACHE_ENTRIES = env.int("RETRIEVAL_SENTENCE_CACHE_ENTRIES", default=32768)
+RETRIEVAL_SENTENCE_CACHE_MB = env.int("RETRIEVAL_SENTENCE_CACHE_MB", default=64)
+# The lexemes (with their chunk counts) of the workspaces retrieval read last, per process, for typo, name and
+# sentence rules: ~100 bytes each; a vocabulary larger than the whole budget is read once per retrieval instead.
+RETRIEVAL_VOCABULARY_CACHE_TERMS = env.int("RETRIEVAL_VOCABULARY_CACHE_TERMS", default=300_000)
 # A workspace with at most this many chunks gets its sentences' vectors stored at ingestion (~8 ms of worker CPU per
 # sentence, ~1.5 KB each in its schema), so a process's first question there embeds only the question (issue #21).
 # Larger ones store the sentences their questions embed. 0: never at ingestion.

@@ -291,3 +291,61 @@ def test_a_new_workspace_s_retrieval_statements_stay_under_the_jit_threshold(dja
                 assert plan[0]["Plan"]["Total Cost"] < threshold, sql
     finally:
         connection.set_schema_to_public()
+
+
+def test_the_vocabulary_and_the_vector_copy_follow_every_change(django_db_blocker):
+    """The vocabulary is read again when the vector copy's version moves (a website sync rewrites a chunk in place:
+    same id, maybe the same count and length), and the copy handed its version by the term lookup reloads when a
+    document is added: the new chunk is found by the dense search at once."""
+    from tests.chat.knowledge import documents_index
+
+    with django_db_blocker.unblock():
+        created = knowledge_workspace("Follow KB", ROUTER_DOCS)
+    connection.set_tenant(created.workspace)
+    try:
+        statements: list[str] = []
+
+        def spy(execute, sql, params, many, context):
+            statements.append(sql)
+            return execute(sql, params, many, context)
+
+        question = "How do I restore my router's factory defaults?"
+        knowledge_retrieve(query=question)
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE documents_vectorversion SET version = version + 1")
+        with connection.execute_wrapper(spy):
+            knowledge_retrieve(query=question)
+        assert any("SELECT lexeme, df FROM" in sql for sql in statements)
+
+        with django_db_blocker.unblock():
+            documents_index({"Parental controls": "# Parental controls\n\nTo pause the internet for a child's tablet, "
+                                                  "open Family > Schedules and add a bedtime for that device."})
+        result = knowledge_retrieve(query="How can I set a bedtime for my kid's tablet?")
+        assert result.chunks[0].title == "Parental controls" and result.chunks[0].dense_rank == 1
+    finally:
+        connection.set_schema_to_public()
+
+
+def test_a_mistyped_question_word_is_fixed_but_never_a_word_of_the_knowledge_base(django_db_blocker):
+    from documents.retrieval import query_typos_fix
+
+    with django_db_blocker.unblock():
+        created = knowledge_workspace("Cloud KB", {"Cloud": "# Cloud backups\n\nThe router backs up its settings to "
+                                                            "AWS every night. Error HTE-4711 means the upload failed."})
+    connection.set_tenant(created.workspace)
+    try:
+        assert query_typos_fix("How do I connect to AWS?") == "How do I connect to AWS?"  # not "to was"
+        assert query_typos_fix("whta's error HTE-4711?") == "what's error HTE-4711?"  # "hte" inside a code stays
+        assert query_typos_fix("mail yuo@example.com") == "mail yuo@example.com"
+        assert query_typos_fix("x" * 1000) == "x" * 1000  # longer than any word: not tried
+    finally:
+        connection.set_schema_to_public()
+
+
+def test_closing_an_account_is_not_asking_for_opening_times():
+    from documents.retrieval import line_agreement
+
+    phone = "To close your account, call us at (555) 555-0100, Mon–Fri 9am–5pm."
+    assert line_agreement("How do I close my account?", phone) == 0.0
+    assert line_agreement("How do I open a support ticket?", phone) == 0.0
+    assert line_agreement("How late are you open on Friday?", phone) == -1.0

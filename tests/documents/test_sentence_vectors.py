@@ -204,3 +204,25 @@ def test_stored_sentence_vectors_go_with_their_chunks(django_db_blocker):
     after = _stored(ws)
     assert not {chunk_id for chunk_id, _ in after} & returns_chunks
     assert after == {key: value for key, value in before.items() if key[0] not in returns_chunks}
+
+
+def test_the_byte_budget_bounds_the_cache_whatever_the_entries_weigh():
+    """Entries are counted and weighed: a long sentence's stems weigh as much as ten vectors (review of issue #21)."""
+    cache = SentenceVectorCache(capacity=1000, budget_bytes=20_000)
+    vector = np.zeros(384, dtype=np.float32)
+    for n in range(8):
+        cache.put(("s", 1, bytes([n])), vector)
+    assert len(cache) == 8 and cache.nbytes <= 20_000
+    heavy = frozenset(f"word{n:03d}" for n in range(200))
+    cache.put(("s", 1, b"stems"), heavy)
+    assert cache.nbytes <= 20_000 and cache.get(("s", 1, b"stems")) is heavy
+    assert len(cache) < 8  # vectors went first to make room
+    cache.purge(schema_name="s")
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_embedded_sentence_vectors_are_kept_without_their_batch():
+    from documents.sentence_vectors import _vectors_embed
+
+    rows = _vectors_embed(embedder(), ["The shop opens at nine.", "Returns are free within 30 days."])
+    assert all(row.base is None and not row.flags.writeable for row in rows)  # not views into one batch
