@@ -27,6 +27,7 @@ from django.urls import path
 
 from config.channels_layer import workspace_group
 from config.errors import ApplicationError, ErrorCode
+from config.singletons import process_singleton
 
 T = TypeVar("T")
 
@@ -38,18 +39,9 @@ CLOSE_NOT_FOUND = 4404
 # Bounded, so a process holds at most this many PostgreSQL connections for socket hops.
 DB_HOP_THREADS = 4
 
-_db_hops: ThreadPoolExecutor | None = None
-_db_hops_lock = threading.Lock()
 _thread_state = threading.local()
-
-
-def _db_hop_executor() -> ThreadPoolExecutor:
-    global _db_hops
-    if _db_hops is None:
-        with _db_hops_lock:
-            if _db_hops is None:
-                _db_hops = ThreadPoolExecutor(max_workers=DB_HOP_THREADS, thread_name_prefix="ws-db")
-    return _db_hops
+_db_hop_executor = process_singleton(
+    lambda: ThreadPoolExecutor(max_workers=DB_HOP_THREADS, thread_name_prefix="ws-db"))
 
 
 def _db_hop_call(workspace: Any, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

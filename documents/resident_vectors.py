@@ -38,6 +38,7 @@ import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from config.singletons import process_singleton
 from documents.vectors import VectorHit, vector_collection_name
 
 logger = logging.getLogger(__name__)
@@ -118,18 +119,8 @@ class ResidentVectors:
         return schema_name in self._entries
 
 
-_cache: ResidentVectors | None = None
-_cache_lock = threading.Lock()
-
-
-def resident_vectors() -> ResidentVectors:
-    """The process's cache (created on first use with the configured budget)."""
-    global _cache
-    if _cache is None:
-        with _cache_lock:
-            if _cache is None:
-                _cache = ResidentVectors(budget_bytes=settings.VECTORS_RESIDENT_BUDGET_MB * 2**20)
-    return _cache
+# The process's cache (created on first use with the configured budget).
+resident_vectors = process_singleton(lambda: ResidentVectors(budget_bytes=settings.VECTORS_RESIDENT_BUDGET_MB * 2**20))
 
 
 def _table(schema_name: str, table: str) -> str:

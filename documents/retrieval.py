@@ -40,6 +40,7 @@ from django.conf import settings
 from django.db import connection
 
 from config.errors import ApplicationError, ErrorCode
+from config.singletons import process_singleton
 
 logger = logging.getLogger(__name__)
 
@@ -842,18 +843,8 @@ class _VocabularyCache:
         return len(self._entries)
 
 
-_vocabulary_cache: _VocabularyCache | None = None
-_vocabulary_cache_lock = threading.Lock()
-
-
-def vocabulary_cache() -> _VocabularyCache:
-    """The process's cache (created on first use with `RETRIEVAL_VOCABULARY_CACHE_TERMS`)."""
-    global _vocabulary_cache
-    if _vocabulary_cache is None:
-        with _vocabulary_cache_lock:
-            if _vocabulary_cache is None:
-                _vocabulary_cache = _VocabularyCache(terms=settings.RETRIEVAL_VOCABULARY_CACHE_TERMS)
-    return _vocabulary_cache
+# The process's cache (created on first use with RETRIEVAL_VOCABULARY_CACHE_TERMS).
+vocabulary_cache = process_singleton(lambda: _VocabularyCache(terms=settings.RETRIEVAL_VOCABULARY_CACHE_TERMS))
 
 
 # What this retrieval's term lookup read (`knowledge_retrieve` opens the scope), per schema: the version that keys the

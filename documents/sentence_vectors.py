@@ -41,6 +41,7 @@ import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from config.singletons import process_singleton
 from documents.embedding import embedder, model_identity
 
 DEFAULT_ENTRIES = 32768
@@ -119,20 +120,10 @@ def _size(value: Any) -> int:
     return sys.getsizeof(value) + 150
 
 
-_cache: SentenceVectorCache | None = None
-_cache_lock = threading.Lock()
-
-
-def sentence_vector_cache() -> SentenceVectorCache:
-    """The process's cache (created on first use with the configured capacity)."""
-    global _cache
-    if _cache is None:
-        with _cache_lock:
-            if _cache is None:
-                _cache = SentenceVectorCache(
-                    capacity=getattr(settings, "RETRIEVAL_SENTENCE_CACHE_ENTRIES", DEFAULT_ENTRIES),
-                    budget_bytes=getattr(settings, "RETRIEVAL_SENTENCE_CACHE_MB", DEFAULT_MB) * 2**20)
-    return _cache
+# The process's cache (created on first use with the configured capacity and budget).
+sentence_vector_cache = process_singleton(lambda: SentenceVectorCache(
+    capacity=getattr(settings, "RETRIEVAL_SENTENCE_CACHE_ENTRIES", DEFAULT_ENTRIES),
+    budget_bytes=getattr(settings, "RETRIEVAL_SENTENCE_CACHE_MB", DEFAULT_MB) * 2**20))
 
 
 def _workspace_key() -> tuple[str, int]:
