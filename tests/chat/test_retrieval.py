@@ -2,6 +2,10 @@
 ranking, fusion, coverage, diversification, workspace isolation, follow-up rewriting."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 from django.db import connection
 
@@ -31,6 +35,19 @@ def kb(django_db_setup, django_db_blocker):
 def other_kb(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         return knowledge_workspace("Safari KB", OTHER_DOCS)
+
+
+@contextmanager
+def statements_sent() -> Iterator[list[tuple[str, Any]]]:
+    """Every statement this connection sends inside the block, with its parameters, in order."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(execute, sql, params, many, context):
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        yield sent
 
 
 def titles(result) -> list[str]:
@@ -212,16 +229,11 @@ def test_one_retrieval_reads_the_lexical_version_once_and_the_vocabulary_follows
         created = knowledge_workspace("Vocabulary KB", ROUTER_DOCS)
     connection.set_tenant(created.workspace)
     try:
-        statements: list[str] = []
-
-        def spy(execute, sql, params, many, context):
-            statements.append(sql)
-            return execute(sql, params, many, context)
-
         plain = "How do I restore my router's factory defaults?"
         knowledge_retrieve(query=plain)  # warm: the vocabulary is read and cached
-        with connection.execute_wrapper(spy):
+        with statements_sent() as sent:
             result = knowledge_retrieve(query=plain)
+        statements = [sql for sql, _ in sent]
         assert result.covered and "unknown_words" in result.signals  # the sentence signals read the vocabulary
         totals_reads = [sql for sql in statements if "documents_lexicaltotals" in sql]
         assert len(totals_reads) == 1, totals_reads
@@ -271,13 +283,7 @@ def test_a_new_workspace_s_retrieval_statements_stay_under_the_jit_threshold(dja
     connection.set_tenant(created.workspace)
     try:
         resident_vectors().clear()
-        statements: list[tuple[str, object]] = []
-
-        def spy(execute, sql, params, many, context):
-            statements.append((sql, params))
-            return execute(sql, params, many, context)
-
-        with connection.execute_wrapper(spy):
+        with statements_sent() as statements:
             knowledge_retrieve(query="How do I restore my router's factory defaults?")
         with connection.cursor() as cursor:
             cursor.execute("SELECT current_setting('jit_above_cost')::float8")
@@ -303,19 +309,13 @@ def test_the_vocabulary_and_the_vector_copy_follow_every_change(django_db_blocke
         created = knowledge_workspace("Follow KB", ROUTER_DOCS)
     connection.set_tenant(created.workspace)
     try:
-        statements: list[str] = []
-
-        def spy(execute, sql, params, many, context):
-            statements.append(sql)
-            return execute(sql, params, many, context)
-
         question = "How do I restore my router's factory defaults?"
         knowledge_retrieve(query=question)
         with connection.cursor() as cursor:
             cursor.execute("UPDATE documents_vectorversion SET version = version + 1")
-        with connection.execute_wrapper(spy):
+        with statements_sent() as sent:
             knowledge_retrieve(query=question)
-        assert any("SELECT lexeme, df FROM" in sql for sql in statements)
+        assert any("SELECT lexeme, df FROM" in sql for sql, _ in sent)
 
         with django_db_blocker.unblock():
             documents_index({"Parental controls": "# Parental controls\n\nTo pause the internet for a child's tablet, "
