@@ -54,8 +54,12 @@ def ingest_messages(broker: redis.Redis, raw: list[bytes]) -> list[dict[str, Any
     return found
 
 
-def is_job_of(message: dict[str, Any], document_id: int) -> bool:
-    return re.match(rf"[\[(]{document_id},", message["headers"].get("argsrepr", "")) is not None
+def is_job_of(message: dict[str, Any], document_id: int, schema_name: str) -> bool:
+    """Document ids start at 1 in every workspace's schema: a job is named by its schema and its document id (a
+    long-delayed retry another module's workspace left with the suite's worker can carry the same id)."""
+    headers = message["headers"]
+    return (headers.get("_schema_name") == schema_name
+            and re.match(rf"[\[(]{document_id},", headers.get("argsrepr", "")) is not None)
 
 
 # --- the policy --------------------------------------------------------------------------------------------------
@@ -87,7 +91,7 @@ def test_the_first_send_carries_the_queues_soft_and_hard_limits(ws, broker, sett
         broker.delete(queue)
     headers = message["headers"]
     assert headers["timelimit"] == [23, 17]  # Celery's order: [hard, soft]
-    assert headers["_schema_name"] == ws.workspace.schema_name and is_job_of(message, 424242)
+    assert headers["_schema_name"] == ws.workspace.schema_name and is_job_of(message, 424242, ws.workspace.schema_name)
 
 
 def test_the_default_hard_limits_stay_below_the_visibility_timeout():
@@ -129,7 +133,7 @@ def test_two_real_transient_failures_schedule_growing_delays_with_the_limits(ws,
             document = document_of(ws.workspace, document_id)
             if document.status == "retrying" and document.attempts not in retries_seen:
                 pending = [m for m in ingest_messages(broker, broker.hvals("unacked"))
-                           if is_job_of(m, document_id)]
+                           if is_job_of(m, document_id, ws.workspace.schema_name)]
                 if pending:  # the worker holds the delayed retry unacknowledged until it runs it
                     retries_seen[document.attempts] = (
                         (document.next_retry_at - document.last_error_at).total_seconds(),
