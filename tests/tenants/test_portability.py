@@ -76,11 +76,17 @@ def source(django_db_setup, django_db_blocker, celery_worker):
                                                   examples=["Returning a present"], actor=ws.owner).pk
         import time
 
+        from analytics.models import Event, EventKind
+
         deadline = time.monotonic() + 240
         while True:
             with tenant_context(ws.workspace):
                 statuses = set(Document.objects.values_list("status", flat=True))
-            if statuses == {DocumentStatus.INDEXED}:
+                # The worker records a document's "ingested" event once its INDEXED state has committed: wait for
+                # those too, or the export can be taken between the two and miss an event the source then has.
+                ingested = Event.objects.filter(kind=EventKind.DOCUMENT_INGESTED).count()
+                documents_total = Document.objects.count()
+            if statuses == {DocumentStatus.INDEXED} and ingested == documents_total:
                 break
             assert DocumentStatus.FAILED not in statuses and time.monotonic() < deadline, statuses
             time.sleep(0.5)
