@@ -104,7 +104,8 @@ def test_executemany_and_named_cursors_send_the_set_first(two):
     Conversation.objects.create(visitor_id="many", channel="api")
     connection.set_tenant(second)
     with connection.cursor() as cursor:
-        cursor.executemany("UPDATE chat_conversation SET title = title || %s WHERE visitor_id = 'many'", [("a",), ("b",)])
+        cursor.executemany("UPDATE chat_conversation SET title = title || %s WHERE visitor_id = 'many'",
+                           [("a",), ("b",)])
     assert list(Conversation.objects.values_list("title", flat=True)) == ["ab"]
     connection.set_tenant(first)
     with transaction.atomic():  # a server-side (named) cursor
