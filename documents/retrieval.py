@@ -341,6 +341,12 @@ def stems(text: str) -> frozenset[str]:
 _PHRASES = [
     (re.compile(r"\b(?:bring|brings|bringing|brought|take|takes|taking|took|send|sends|sending|sent)\s+"
                 r"(?:(?:it|them|this|that|(?:the|an?|my|your|our)\s+[a-z]+|[a-z]+)\s+)?back\b", re.IGNORECASE), "return"),
+    # A refund is what a returns policy gives ("Can I get a refund?", "my money back" over "We take returns for up to
+    # 7 days"; the two words' vectors are 0.51 apart, under near_word_cosine), and not liking it, it not fitting or a
+    # change of mind is why one returns it ("What if I don't like it?" over "Changed your mind? Bring it back ...").
+    (re.compile(r"\brefund(?:s|ed|ing)?\b|\bmoney\s+back\b|\bchang(?:e|ed|es|ing)\s+(?:my|your|our|their)\s+minds?\b"
+                r"|\b(?:don't|do not|didn't|did not)\s+like\s+(?:it|them)\b"
+                r"|\b(?:doesn't|does not|don't|do not|didn't|did not)\s+fit\b", re.IGNORECASE), "return"),
     (re.compile(r"\b(?:pick|picks|picked|picking)\s+up\s+the\s+(?:phone|telephone)\b"
                 r"|\b(?:answer|answers|answered|answering)\s+(?:the\s+)?(?:phones?|telephones?|calls)\b",
                 re.IGNORECASE), "phone"),
@@ -429,10 +435,12 @@ _CONTACT = re.compile(_IMPLIED_WORDS[0][0].pattern + "|" + _IMPLIED_WORDS[1][0].
 # "free" is answered by an amount ("over $50") or by "no charge" in other words.
 _FREE_VALUE = re.compile(r"[$€£]\s?\d|\bfree\b|\bno (\w+ )?(charge|fee|cost)s?\b", re.IGNORECASE)
 # "Store hours?", "business hours", "opening times": the word before "hours" says whose hours they are, and asks with
-# it (a shop's texts rarely call themselves a "store"); "phone hours" is not among them (see line_agreement).
+# it (a shop's texts rarely call themselves a "store"); "phone hours" is not among them (see line_agreement). "Are you
+# open today?" asks with "today" (or "tomorrow", "now"): the texts give the hours, never the date.
 _ASKS_OPENING_TIMES = re.compile(
     r"\bwhat time\b|\bhow (late|early)\b|\b((store|shop|opening|business|office|trading|open) )?hours\b"
-    r"|\bopening times\b|\b(open|opening|close|closing|visit)\b"
+    r"|\bopening times\b|\b(?P<ask_open>open|close|closed)\b[\w' ]{0,12}?\b(?P<ask_day>today|tomorrow|tonight|now)\b"
+    r"|\b(open|opening|close|closing|visit)\b"
     r"|\b(stop|come|drop|pop|swing) (by|in|over|round)\b", re.IGNORECASE)
 
 
@@ -465,11 +473,19 @@ _ANSWER_TYPES = [
                 r"|when (will|does|do|would|should|is|are)|until)\b[\w' ]{0,40}?"
                 r"\b(?P<ask_thing>orders?|packages?|parcels?|shipments?|purchases?|deliver(y|ies))\b",
                 re.IGNORECASE), _DeliveryTime),
-    (re.compile(r"\bhow (long|fast|quick|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
+    # "how long will it take to get here" asks for a delivery time although it names no order: said of the thing
+    # coming ("get here", "arrive"), not of the customer.
+    (re.compile(r"^(?!.*\b(return|refund|exchang|warrant|guarantee))[^?]*?\bhow (long|soon|quick|quickly|fast)\b"
+                r"[\w' ]{0,40}?\b(?P<ask_coming>(get|gets|come|comes) (here|to (me|you|us))|arrive|arrives"
+                r"|be delivered|reach (me|us))\b", re.IGNORECASE), _DeliveryTime),
+    # "how long does it take": "take" asks with "how long" ("We take returns ..." is no answer by that word).
+    (re.compile(r"\b(?P<ask_how>how long)\b[\w' ]{0,30}?\b(?P<ask_take>takes?)\b"
+                r"|\bhow (long|fast|quick|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
                 r"|\buntil when\b|\bwithin how\b|\btime limit\b|\bdeadline\b"
                 r"|\b(deliver\w*|shipping|dispatch|processing|turnaround|transit|wait\w*) (?P<ask_time>times?)\b"
                 r"|\bwhen (will|does|do|would|can|should|is|are)\b[\w' ]{0,30}?"
-                r"\b(?P<ask>arrive|arrives|get here|gets here|come|comes|be delivered|be shipped|ship|ships)\b",
+                r"\b(?P<ask>arrive|arrives|get here|gets here|come|comes|be delivered|be shipped|ship|ships|receive"
+                r"|receives)\b",
                 re.IGNORECASE), _DURATION),
     (re.compile(r"\b(send|write)\b[\w ]{0,12}\be-?mail\b|\be-?mail( address)?\b", re.IGNORECASE),
      _IMPLIED_WORDS[0][0]),
@@ -680,7 +696,7 @@ def sentence_signals(
     ordering_lexical = [0.0] * len(units)
     if question:
         # A sentence's stems, like its vector, are cached per workspace (documents/sentence_vectors.py).
-        known_stems = workspace_text_cached(kind=b"sentence-stems-4", texts=[sentence for _, sentence in units],
+        known_stems = workspace_text_cached(kind=b"sentence-stems-5", texts=[sentence for _, sentence in units],
                                             compute=lambda texts: [_sentence_stems(text) for text in texts])
         sentence_stems = [found | answer_type_stems(query, sentence)
                           for found, (_, sentence) in zip(known_stems, units)]

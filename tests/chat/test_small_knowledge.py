@@ -328,6 +328,13 @@ FIFTH_PASS_SHOPS = {
         "Read me": "- Dispatch: within 10 business days",
         "Store details": "We are a family-run shoe store in Salem. Gift certificates never expire and work in store "
                          "and online. We take returns for up to 7 days after purchase."},
+    "faq and blocks": {
+        "Customer service": "What if my cat tree stops working?\nIt is under warranty for 1 year.\n\nDo you charge for "
+                            "shipping?\nIt's free on orders over $120.\n\nHow much do you charge for an orthopedic dog "
+                            "bed?\n$79, tax included.\n\nCan I call you?\nCall (384) 555-2831, weekdays 10–7",
+        "Shop info": "Shipping\nDelivery time: 3 business days\n\nGift cards\nGift vouchers never expire\n\nHours:\n"
+                     "Weekdays 7:00 – 6:00 pm",
+        "Visiting us": "Returns & refunds\nReturns accepted within 14 days (receipt required)"},
     "notice board": {"Help": (
         "Sat: 9am–5pm\nGive us a ring on (860) 555-6322 between 8am and 7pm on weekdays.\nNo shipping charge once your "
         "basket reaches $120.\nYour parcel should arrive 6 business days after you order.\nReturn period: 14 days")},
@@ -374,3 +381,28 @@ def test_what_to_do_in_a_word_the_texts_never_use_is_declined(fifth_pass_shops):
         "Can I call you?": ("Help", "555-6322")})
     misses += _first_source_misses(fifth_pass_shops["order lines"], {"How can I reach you?": ("Help", "hello@")})
     assert answered == [] and misses == [], "\n".join(map(repr, answered + misses))
+
+
+# Read off wordings written for this pass (not the probe's templates), asked on the seed-23 and seed-29 workspaces.
+
+def test_a_refund_is_asked_of_the_returns_policy(fifth_pass_shops):
+    # "refund", "my money back": the shop writes "Bring it back within 28 days"; "refund" and "returns" are 0.51 apart
+    # as word vectors, under the near-word line.
+    misses = _first_source_misses(fifth_pass_shops["one paragraph"], {
+        "Can I get a refund?": ("Visiting us", "28 days"),
+        "Can I get my money back?": ("Visiting us", "28 days")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_a_delivery_time_is_asked_without_naming_the_order(fifth_pass_shops):
+    # "get here", "receive": a delivery time, not "We take returns for up to 7 days" (which says "take").
+    misses = _first_source_misses(fifth_pass_shops["dispatch line"], {
+        "How long will it take to get here?": ("Read me", "10 business days"),
+        "When will I receive my order?": ("Read me", "10 business days")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_open_today_asks_for_the_opening_hours(fifth_pass_shops):
+    # "today" is a word the texts never use: it asks with "open", as "Store hours?" asks with "store".
+    misses = _first_source_misses(fifth_pass_shops["faq and blocks"], {"Are you open today?": ("Shop info", "7:00")})
+    assert misses == [], "\n".join(map(repr, misses))
