@@ -259,12 +259,14 @@ def _retrieve(*, query: str, limit: int, params: RetrievalParams | None) -> Retr
                 # over "Shipping is free on orders over $100." is near the chunk only because the chunk is short.
                 covered, reason = False, "low_sentence_evidence"
                 confidence = min(confidence, 0.5)
-            elif covered and _whole_names(signals.get("unknown_names", []), query) \
-                    and signals["value"] < params.cover_sentence:
+            elif covered and signals["value"] < params.cover_sentence and (
+                    _whole_names(signals.get("unknown_names", []), query) or signals.get("unknown_action")):
                 # "Do you have a store in Boston?" over "We are a family-run shop in Madison.": a short chunk near the
                 # question, a name it never mentions, and no sentence that answers. (Whole words only: the "E" of
-                # "error E-4711" is part of a code.)
-                covered, reason = False, "unknown_name"
+                # "error E-4711" is part of a code.) Likewise "How do I track my order?" over "Your parcel should
+                # arrive 2 days after you order": the thing to do is a word the texts never use.
+                covered = False
+                reason = "unknown_action" if signals.get("unknown_action") else "unknown_name"
                 confidence = min(confidence, 0.5)
     cpu.lap("sentences")
     timings["total"] = _ms(started)
@@ -339,6 +341,12 @@ def stems(text: str) -> frozenset[str]:
 _PHRASES = [
     (re.compile(r"\b(?:bring|brings|bringing|brought|take|takes|taking|took|send|sends|sending|sent)\s+"
                 r"(?:(?:it|them|this|that|(?:the|an?|my|your|our)\s+[a-z]+|[a-z]+)\s+)?back\b", re.IGNORECASE), "return"),
+    # A refund is what a returns policy gives ("Can I get a refund?", "my money back" over "We take returns for up to
+    # 7 days"; the two words' vectors are 0.51 apart, under near_word_cosine), and not liking it, it not fitting or a
+    # change of mind is why one returns it ("What if I don't like it?" over "Changed your mind? Bring it back ...").
+    (re.compile(r"\brefund(?:s|ed|ing)?\b|\bmoney\s+back\b|\bchang(?:e|ed|es|ing)\s+(?:my|your|our|their)\s+minds?\b"
+                r"|\b(?:don't|do not|didn't|did not)\s+like\s+(?:it|them)\b"
+                r"|\b(?:doesn't|does not|don't|do not|didn't|did not)\s+fit\b", re.IGNORECASE), "return"),
     (re.compile(r"\b(?:pick|picks|picked|picking)\s+up\s+the\s+(?:phone|telephone)\b"
                 r"|\b(?:answer|answers|answered|answering)\s+(?:the\s+)?(?:phones?|telephones?|calls)\b",
                 re.IGNORECASE), "phone"),
@@ -405,7 +413,7 @@ def _days_named(text: str) -> frozenset[str]:
 
 # Values that answer a question without its words: "hello@shop.example" answers "what is your email address?".
 _IMPLIED_WORDS = [
-    (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "email mail address contact write"),
+    (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "email mail address contact write reach"),
     (re.compile(r"(?<!\d)(\+?\d[\d ().-]{6,}\d)(?!\d)"), "phone call number contact reach"),
     (re.compile(r"[$€£]\s?\d|\d\s?(usd|eur|gbp|dollars?|euros?)\b", re.IGNORECASE), "price cost much pay"),
     (_OpeningTimes, "hours open close time"),
@@ -427,10 +435,12 @@ _CONTACT = re.compile(_IMPLIED_WORDS[0][0].pattern + "|" + _IMPLIED_WORDS[1][0].
 # "free" is answered by an amount ("over $50") or by "no charge" in other words.
 _FREE_VALUE = re.compile(r"[$€£]\s?\d|\bfree\b|\bno (\w+ )?(charge|fee|cost)s?\b", re.IGNORECASE)
 # "Store hours?", "business hours", "opening times": the word before "hours" says whose hours they are, and asks with
-# it (a shop's texts rarely call themselves a "store"); "phone hours" is not among them (see line_agreement).
+# it (a shop's texts rarely call themselves a "store"); "phone hours" is not among them (see line_agreement). "Are you
+# open today?" asks with "today" (or "tomorrow", "now"): the texts give the hours, never the date.
 _ASKS_OPENING_TIMES = re.compile(
     r"\bwhat time\b|\bhow (late|early)\b|\b((store|shop|opening|business|office|trading|open) )?hours\b"
-    r"|\bopening times\b|\b(open|opening|close|closing|visit)\b"
+    r"|\bopening times\b|\b(?P<ask_open>open|close|closed)\b[\w' ]{0,12}?\b(?P<ask_day>today|tomorrow|tonight|now)\b"
+    r"|\b(open|opening|close|closing|visit)\b"
     r"|\b(stop|come|drop|pop|swing) (by|in|over|round)\b", re.IGNORECASE)
 
 
@@ -445,6 +455,8 @@ class _DeliveryTime:
 
 _DELIVERY_WORDS = re.compile(r"\b(ship\w*|deliver\w*|dispatch\w*|arriv\w*|parcels?|packages?|shipments?|orders?"
                              r"|post|posted|postage|courier|reach(es)? you)\b", re.IGNORECASE)
+_WARRANTY = re.compile(r"\b(warrant(y|ies|ied)|guarantee[ds]?)\b|\brepair (it |them )?or replace\b",
+                       re.IGNORECASE)
 _ANSWER_TYPES = [
     # A time ago ("something I bought last week", "ordered 3 weeks ago", "yesterday") asks whether it is still within
     # a period: a sentence giving one answers it ("Returns accepted within 14 days"), whatever its digits.
@@ -456,14 +468,24 @@ _ANSWER_TYPES = [
     # that writes "Dispatch: within 3 business days" never says "order" or "package"). Only with a delivery time: a
     # returns period is a duration too; and not in a question about returns or a warranty ("how long do I have to
     # return an order").
-    (re.compile(r"^(?!.*\b(return|refund|exchang|warrant|guarantee))[^?]*?\b(how (long|soon|quick|quickly|fast)|when (will|does|do|would|should|is|are)|until)\b[\w' ]{0,40}?"
+    (re.compile(r"^(?!.*\b(return|refund|exchang|warrant|guarantee))[^?]*?\b("
+                r"how (long|soon|quick|quickly|fast|many (business |working )?(days|weeks))"
+                r"|when (will|does|do|would|should|is|are)|until)\b[\w' ]{0,40}?"
                 r"\b(?P<ask_thing>orders?|packages?|parcels?|shipments?|purchases?|deliver(y|ies))\b",
                 re.IGNORECASE), _DeliveryTime),
-    (re.compile(r"\bhow (long|fast|quick|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
+    # "how long will it take to get here" asks for a delivery time although it names no order: said of the thing
+    # coming ("get here", "arrive"), not of the customer.
+    (re.compile(r"^(?!.*\b(return|refund|exchang|warrant|guarantee))[^?]*?\bhow (long|soon|quick|quickly|fast)\b"
+                r"[\w' ]{0,40}?\b(?P<ask_coming>(get|gets|come|comes) (here|to (me|you|us))|arrive|arrives"
+                r"|be delivered|reach (me|us))\b", re.IGNORECASE), _DeliveryTime),
+    # "how long does it take": "take" asks with "how long" ("We take returns ..." is no answer by that word).
+    (re.compile(r"\b(?P<ask_how>how long)\b[\w' ]{0,30}?\b(?P<ask_take>takes?)\b"
+                r"|\bhow (long|fast|quick|quickly|soon|many (business |working )?(days|weeks|months|years))\b"
                 r"|\buntil when\b|\bwithin how\b|\btime limit\b|\bdeadline\b"
                 r"|\b(deliver\w*|shipping|dispatch|processing|turnaround|transit|wait\w*) (?P<ask_time>times?)\b"
                 r"|\bwhen (will|does|do|would|can|should|is|are)\b[\w' ]{0,30}?"
-                r"\b(?P<ask>arrive|arrives|get here|gets here|come|comes|be delivered|be shipped|ship|ships)\b",
+                r"\b(?P<ask>arrive|arrives|get here|gets here|come|comes|be delivered|be shipped|ship|ships|receive"
+                r"|receives)\b",
                 re.IGNORECASE), _DURATION),
     (re.compile(r"\b(send|write)\b[\w ]{0,12}\be-?mail\b|\be-?mail( address)?\b", re.IGNORECASE),
      _IMPLIED_WORDS[0][0]),
@@ -475,6 +497,10 @@ _ANSWER_TYPES = [
     (re.compile(r"\bfree\b", re.IGNORECASE), _FREE_VALUE),
     # Opening times, and a visit ("can I stop by on Saturday?"): when the sentence says when.
     (_ASKS_OPENING_TIMES, _OpeningTimes),
+    # Something broken, and whether it is covered ("my kettle broke, is it covered?", "how long is the kettle covered
+    # for"): a warranty answers it ("Guarantee: 3 years on the kettle"), although it never says "broke" or "covered".
+    (re.compile(r"\b(broke|broken|stopped working|stops working|quit working|not working|faulty|defective)\b"
+                r"|\b(is|are)\b[\w' -]{0,30}?\bcovered\b|\bcovered (for|by)\b", re.IGNORECASE), _WARRANTY),
 ]
 
 
@@ -600,6 +626,37 @@ def _sentence_stems(sentence: str) -> frozenset[str]:
     return frozenset(found)
 
 
+# A question asking how to do something, or whether one may: its verb is what it asks about ("How do I track my
+# order?", "Can I cancel my order?"). The subject is the customer: "Do you sell ...?" asks about a thing ("Do you
+# offer free shipping?" over "Free delivery on orders of $40+" is answered though the text never says "offer").
+_ASKS_TO_DO = re.compile(r"^(?:how (?:do|can|could|would|should|will) (?:i|we)|(?:can|could|may|do|should|shall)"
+                         r" (?:i|we))\s+(?:still |also |just |now )?(?P<verb>[a-z]+)\b", re.IGNORECASE)
+
+
+def asked_actions(query: str) -> list[str]:
+    """The verbs of the asking sentences that ask how to do something or whether one may ("track", "cancel"), its
+    phrases read as their words ("can I bring it back": "return")."""
+    sentences = re.split(r"(?<=[.!?])\s+", asking_sentences(phrases_normalize(query)))
+    return [match.group("verb").lower() for sentence in sentences if (match := _ASKS_TO_DO.match(sentence.strip()))]
+
+
+# Nouns that ask for what the texts say about the other words ("what's the return policy", "shipping info"), and
+# nouns for whatever the shop sells ("Can I return an item?"): a shop that never writes "policy" or "item" still
+# answers with "Bring it back within 28 days".
+_GENERIC_NOUNS = "policy policies rules terms conditions info information details item items thing things stuff"
+
+
+def _asked_stems(question: frozenset[str]) -> frozenset[str]:
+    """The question's stems without the generic nouns (_GENERIC_NOUNS) the knowledge base never uses, when other
+    words are left."""
+    generic = question & stems(_GENERIC_NOUNS)
+    if not generic:
+        return question
+    vocabulary = _vocabulary()
+    unused = frozenset(stem for stem in generic if stem not in vocabulary)
+    return question - unused if question - unused else question
+
+
 def sentence_signals(
     *, query: str, chunks: list[RetrievedChunk], terms: list[QueryTerm], chunk_covered: bool,
     params: RetrievalParams = DEFAULT_PARAMS, query_vector: Sequence[float] | None = None,
@@ -615,7 +672,7 @@ def sentence_signals(
     units = units[: params.sentence_max]
     from documents.sentence_vectors import workspace_text_cached
 
-    question = question_stems(query)
+    question = _asked_stems(question_stems(query))
     try:
         from documents.sentence_vectors import sentence_vectors_get
 
@@ -635,10 +692,11 @@ def sentence_signals(
     cosines = np.cumsum(vectors.astype(np.float64) * np.asarray(query_vector, dtype=np.float64), axis=1)[:, -1].tolist()
     lexical = unknown = 0.0
     unknown_names: list[str] = []
+    unknown_action: list[str] = []
     ordering_lexical = [0.0] * len(units)
     if question:
         # A sentence's stems, like its vector, are cached per workspace (documents/sentence_vectors.py).
-        known_stems = workspace_text_cached(kind=b"sentence-stems-3", texts=[sentence for _, sentence in units],
+        known_stems = workspace_text_cached(kind=b"sentence-stems-5", texts=[sentence for _, sentence in units],
                                             compute=lambda texts: [_sentence_stems(text) for text in texts])
         sentence_stems = [found | answer_type_stems(query, sentence)
                           for found, (_, sentence) in zip(known_stems, units)]
@@ -669,6 +727,10 @@ def sentence_signals(
         # A function word ("How" after a pasted tag, "The") has no stem: it is never a name.
         unknown_names = [word for word in names
                          if (found := stems(word)) and not (found & vocabulary.keys()) and not (found & implied)]
+        # What the customer asks to do ("How do I track ...", "Can I cancel ...") in a word the knowledge base never
+        # uses, nor any scored sentence implies: the texts may mention the thing ("orders"), not doing that to it.
+        unknown_action = [word for word in asked_actions(query)
+                          if (found := stems(word)) and not (found & vocabulary.keys()) and not (found & implied)]
     best, best_unit = -1.0, 0
     for position, ((index, _sentence), cosine) in enumerate(zip(units, cosines)):
         chunk = chunks[index]
@@ -682,10 +744,11 @@ def sentence_signals(
         if cosine > best:
             best, best_unit = cosine, position
     value = best + params.sentence_lexical_weight * lexical - params.sentence_unknown_weight * unknown
-    if question and unknown_names:
+    if question and (unknown_names or unknown_action):
         value = min(value, params.cover_sentence - 0.01)
     return {"sentence_similarity": round(best, 4), "lexical_agreement": round(lexical, 3),
-            "unknown_words": round(unknown, 3), "unknown_names": unknown_names[:5], "value": round(value, 4),
+            "unknown_words": round(unknown, 3), "unknown_names": unknown_names[:5],
+            **({"unknown_action": unknown_action} if unknown_action else {}), "value": round(value, 4),
             "sentences": len(units),
             "best_sentence": units[best_unit][1][:200]}
 

@@ -299,3 +299,110 @@ def test_a_delivery_time_does_not_answer_other_questions_about_orders(fourth_pas
     answered = [(question, data["answer"][:120]) for question, data in done.items()
                 if data["answered"] or data["citations"]]
     assert answered == [], "\n".join(map(repr, answered))
+
+
+# --- the fifth pass (docs/answers.md, "Small knowledge bases, fifth pass"): mechanisms found on probe seeds 23, 29 --
+
+FIFTH_PASS_SHOPS = {
+    # Read on probe seed 23.
+    "warranty block": {
+        "Shop info": "We are a family-run coffee roaster in Salem. We sell a pour-over kettle for $42.95. On Saturday "
+                     "we open at 10 a.m. and close at 5 p.m.",
+        "Hello": "Contact\nE-mail us: hello@oldmill.example\n\nWarranty\nGuarantee: 3 years on the pour-over kettle, "
+                 "parts and labour",
+        "Read me": "Our team loves helping you find the right thing.\n- Call (264) 555-3288, weekdays 10–4\n"
+                   "- Returns accepted within 28 days (receipt required)",
+        "Store details": "We have been in Salem for over ten years.\n- Weekdays 7:00 – 6:00 pm\n"
+                         "- Free shipping from $120"},
+    "one paragraph": {"Visiting us": (
+        "Our phone line ((470) 555-3396) is staffed from 9 am to 4 pm on business days. The wedding centerpiece is "
+        "covered by our 10-year guarantee. No shipping charge once your basket reaches $99. Doors open at 9 a.m. and "
+        "close at 7 p.m., Monday through Friday. An orchid in a pot is $55. Your parcel should arrive 1 business day "
+        "after you order. Changed your mind? Bring it back within 28 days.")},
+    "order lines": {"Help": "Shipping\nFree delivery on orders of $120+\n\nContact\nE-mail us: hello@copper.example\n\n"
+                            "Returns & refunds\nReturns accepted within 10 days (receipt required)"},
+    # Read on probe seed 29.
+    "dispatch line": {
+        "Our policies": "- Pair of running shoes .......... $55",
+        "FAQ and policies": "Do you charge for shipping?\nIt's free on orders over $60.",
+        "Read me": "- Dispatch: within 10 business days",
+        "Store details": "We are a family-run shoe store in Salem. Gift certificates never expire and work in store "
+                         "and online. We take returns for up to 7 days after purchase."},
+    "faq and blocks": {
+        "Customer service": "What if my cat tree stops working?\nIt is under warranty for 1 year.\n\nDo you charge for "
+                            "shipping?\nIt's free on orders over $120.\n\nHow much do you charge for an orthopedic dog "
+                            "bed?\n$79, tax included.\n\nCan I call you?\nCall (384) 555-2831, weekdays 10–7",
+        "Shop info": "Shipping\nDelivery time: 3 business days\n\nGift cards\nGift vouchers never expire\n\nHours:\n"
+                     "Weekdays 7:00 – 6:00 pm",
+        "Visiting us": "Returns & refunds\nReturns accepted within 14 days (receipt required)"},
+    "notice board": {"Help": (
+        "Sat: 9am–5pm\nGive us a ring on (860) 555-6322 between 8am and 7pm on weekdays.\nNo shipping charge once your "
+        "basket reaches $120.\nYour parcel should arrive 6 business days after you order.\nReturn period: 14 days")},
+}
+
+
+@pytest.fixture(scope="module")
+def fifth_pass_shops(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        return {name: knowledge_workspace(f"Fifth pass {name}", documents)
+                for name, documents in FIFTH_PASS_SHOPS.items()}
+
+
+def test_something_broken_and_covered_asks_for_the_warranty(fifth_pass_shops):
+    # "broke", "is it covered": the guarantee line answers, not the price line that names the same kettle.
+    misses = _first_source_misses(fifth_pass_shops["warranty block"], {
+        "my pour-over kettle broke, is it covered?": ("Hello", "3 years")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_a_generic_noun_the_texts_never_use_is_not_asked_for(fifth_pass_shops):
+    # "policy": the shop never writes it; "Bring it back within 28 days" is its return policy.
+    misses = _first_source_misses(fifth_pass_shops["one paragraph"], {
+        "what's the return policy": ("Visiting us", "28 days")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_how_many_days_until_delivery_is_a_delivery_time_not_a_returns_period(fifth_pass_shops):
+    misses = _first_source_misses(fifth_pass_shops["dispatch line"], {
+        "How many days does delivery take?": ("Read me", "10 business days")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_what_to_do_in_a_word_the_texts_never_use_is_declined(fifth_pass_shops):
+    # "track", "cancel": the texts speak of orders, never of doing that to one.
+    done = _answers(fifth_pass_shops["notice board"], ["How do I track my order?", "Can I cancel my order?"])
+    done |= _answers(fifth_pass_shops["order lines"], ["Can I cancel my order?", "How do I track my order?"])
+    answered = [(question, data["answer"][:120]) for question, data in done.items()
+                if data["answered"] or data["citations"]]
+    # What the customer asks to do in the texts' own words, or in a phrase for them, is still answered.
+    misses = _first_source_misses(fifth_pass_shops["notice board"], {
+        "can i bring back something i bought last week": ("Help", "14 days"),
+        "Can I return an item?": ("Help", "14 days"),
+        "Can I call you?": ("Help", "555-6322")})
+    misses += _first_source_misses(fifth_pass_shops["order lines"], {"How can I reach you?": ("Help", "hello@")})
+    assert answered == [] and misses == [], "\n".join(map(repr, answered + misses))
+
+
+# Read off wordings written for this pass (not the probe's templates), asked on the seed-23 and seed-29 workspaces.
+
+def test_a_refund_is_asked_of_the_returns_policy(fifth_pass_shops):
+    # "refund", "my money back": the shop writes "Bring it back within 28 days"; "refund" and "returns" are 0.51 apart
+    # as word vectors, under the near-word line.
+    misses = _first_source_misses(fifth_pass_shops["one paragraph"], {
+        "Can I get a refund?": ("Visiting us", "28 days"),
+        "Can I get my money back?": ("Visiting us", "28 days")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_a_delivery_time_is_asked_without_naming_the_order(fifth_pass_shops):
+    # "get here", "receive": a delivery time, not "We take returns for up to 7 days" (which says "take").
+    misses = _first_source_misses(fifth_pass_shops["dispatch line"], {
+        "How long will it take to get here?": ("Read me", "10 business days"),
+        "When will I receive my order?": ("Read me", "10 business days")})
+    assert misses == [], "\n".join(map(repr, misses))
+
+
+def test_open_today_asks_for_the_opening_hours(fifth_pass_shops):
+    # "today" is a word the texts never use: it asks with "open", as "Store hours?" asks with "store".
+    misses = _first_source_misses(fifth_pass_shops["faq and blocks"], {"Are you open today?": ("Shop info", "7:00")})
+    assert misses == [], "\n".join(map(repr, misses))
