@@ -8,9 +8,12 @@ kept on the new cursor and sent in front of its first statement, in the same str
 SET's (empty) result, and the caller sees only its own statement's.
 
 What the connection believes is set follows what PostgreSQL ran: the workspace's path counts as set only once a SET
-carrying it has succeeded and is still the one wanted (`_search_path_sent`). A failed combined string is rolled back
-whole (one implicit transaction, or the caller's transaction, which Django then rolls back), so after any error the
-next cursor sends the SET again. Named (server-side) cursors, server-side binding, `executemany`, `copy`,
+carrying it has succeeded and is still the one wanted (`_search_path_sent`), and not while one is on its way. Each
+cursor keeps the path it was made for and, before every statement, sends it again when the connection does not know
+PostgreSQL has it: a failed combined string is rolled back whole (one implicit transaction, or the caller's
+transaction, which Django then rolls back and django-tenants forgets the path), and the same cursor, or the next one,
+sends the SET again. (This also closes a gap of django-tenants' own: a cursor made inside a transaction after its
+SET, used after that transaction rolled back, ran in the previous path.) Named (server-side) cursors, server-side binding, `executemany`, `copy`,
 `stream` and statements other than SELECT / INSERT / UPDATE / DELETE / WITH send the SET on its own first, as before.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql.base import Cursor as DjangoCursor
 from django_tenants.postgresql_backend import base as tenants_base
-from django_tenants.utils import get_limit_set_calls, quote_schema_name
+from django_tenants.utils import quote_schema_name
 
 
 # Only queries and data changes carry the SET in front: a multi-statement string runs as one transaction block, which
@@ -30,21 +33,33 @@ _CARRIES_THE_SET = re.compile(r"\s*(?:SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.I
 
 
 def set_search_path_sql(search_paths: list[str]) -> str:
-    # Every part was checked by django-tenants (_get_cursor_search_paths) and is quoted: no "%" can reach the string.
+    # Every part was checked by django-tenants (_get_cursor_search_paths) and is quoted; its pattern allows "%",
+    # which Cursor.execute doubles when the statement has parameters (our slugs never make one).
     return "SET search_path = " + ",".join(quote_schema_name(s) for s in search_paths)
 
 
 class Cursor(DjangoCursor):
-    """psycopg's client-side binding cursor (Django's), which sends a pending search_path with its first statement."""
+    """psycopg's client-side binding cursor (Django's) that makes sure PostgreSQL has its workspace's search_path
+    before each statement, sending the SET in front of it when PostgreSQL may not."""
 
-    _search_paths: list[str] | None = None
+    _search_paths: list[str] | None = None  # the path the cursor was made for, for its whole life
     _owner: DatabaseWrapper | None = None
 
+    def _search_path_needed(self) -> list[str] | None:
+        """The cursor's path, unless the connection knows PostgreSQL has it. Kept for the cursor's life: a SET rolled
+        back (a failed statement, ROLLBACK, ROLLBACK TO SAVEPOINT) clears the connection's mark, and the same cursor
+        then sends it again before its next statement."""
+        search_paths = self._search_paths
+        if search_paths is None or self._owner.search_path_set_schemas == search_paths:
+            return None
+        return search_paths
+
     def _flush_search_path(self) -> None:
-        """Send a pending SET on its own (for what cannot carry it in front)."""
-        search_paths, self._search_paths = self._search_paths, None
+        """Send the SET on its own, when needed (for what cannot carry it in front)."""
+        search_paths = self._search_path_needed()
         if search_paths is None:
             return
+        self._owner.search_path_set_schemas = None  # unknown until PostgreSQL answers
         try:
             super().execute(set_search_path_sql(search_paths))
         except BaseException:
@@ -53,15 +68,18 @@ class Cursor(DjangoCursor):
         self._owner._search_path_sent(search_paths)
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Cursor:
-        search_paths = self._search_paths
+        search_paths = self._search_path_needed()
         if search_paths is None:
             return super().execute(query, params, **kwargs)
         if not isinstance(query, str) or not _CARRIES_THE_SET.match(query):  # DDL, a Composed query: the SET alone
             self._flush_search_path()
             return super().execute(query, params, **kwargs)
-        self._search_paths = None
+        set_sql = set_search_path_sql(search_paths)
+        if params is not None:  # client-side binding reads "%" anywhere in the string
+            set_sql = set_sql.replace("%", "%%")
+        self._owner.search_path_set_schemas = None  # unknown until PostgreSQL answers
         try:
-            super().execute(f"{set_search_path_sql(search_paths)};\n{query}", params, **kwargs)
+            super().execute(f"{set_sql};\n{query}", params, **kwargs)
         except BaseException:
             self._owner._search_path_sent(None)
             raise
@@ -93,8 +111,6 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         raw = getattr(cursor, "cursor", None)
         if not isinstance(raw, Cursor):  # a named cursor (cursor is None) or another cursor class: django-tenants' way
             super()._handle_search_path(cursor)
-            return
-        if get_limit_set_calls() and self.search_path_set_schemas:
             return
         if not self.schema_name:
             raise ImproperlyConfigured("Database schema not set. Did you forget to call set_schema() or set_tenant()?")

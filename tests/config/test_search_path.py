@@ -111,3 +111,103 @@ def test_executemany_and_named_cursors_send_the_set_first(two):
     with transaction.atomic():  # a server-side (named) cursor
         titles = list(Conversation.objects.values_list("title", flat=True).iterator(chunk_size=1))
     assert titles == [""]
+
+
+# --- the same cursor again after a rollback, and in and out of transactions (found by review) ---------------------
+
+
+def _two_made():
+    first, second = workspace_with_owner(name="Probe One"), workspace_with_owner(name="Probe Two")
+    return first.workspace, second.workspace
+
+
+@pytest.fixture()
+def two_tx():  # committed data, autocommit (the suite's autouse _database fixture unblocks the database)
+    yield _two_made()
+    connection.set_schema_to_public()
+
+
+@pytest.fixture()
+def two_db(db):
+    yield _two_made()
+    connection.set_schema_to_public()
+
+
+def _leave_first(first):
+    connection.set_tenant(first)
+    with connection.cursor() as cursor:
+        assert current_schema(cursor) == first.schema_name
+
+
+def test_same_cursor_after_failed_first_statement_in_autocommit(two_tx):
+    first, second = two_tx
+    _leave_first(first)
+    connection.set_tenant(second)
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    with connection.cursor() as cursor:
+        with pytest.raises(DatabaseError):
+            cursor.execute("SELECT 1 / 0")  # SET second + failing SELECT: rolled back together
+        assert current_schema(cursor) == second.schema_name  # the same cursor, reused
+
+
+def test_cursor_made_outside_atomic_first_used_inside_one_that_rolls_back(two_tx):
+    first, second = two_tx
+    _leave_first(first)
+    connection.set_tenant(second)
+    with connection.cursor() as cursor:
+        with pytest.raises(ZeroDivisionError), transaction.atomic():
+            assert current_schema(cursor) == second.schema_name
+            1 / 0
+        assert current_schema(cursor) == second.schema_name
+
+
+@pytest.mark.parametrize("fixture", ["two_db", "two_tx"])
+def test_nested_savepoint_rollback_after_combined_statement(fixture, request):
+    first, second = request.getfixturevalue(fixture)
+    _leave_first(first)
+    with transaction.atomic():
+        connection.set_tenant(second)
+        with pytest.raises(ZeroDivisionError), transaction.atomic():
+            with connection.cursor() as cursor:
+                assert current_schema(cursor) == second.schema_name
+            1 / 0
+        with connection.cursor() as cursor:
+            assert current_schema(cursor) == second.schema_name
+    with connection.cursor() as cursor:
+        assert current_schema(cursor) == second.schema_name
+
+
+def test_outer_atomic_rollback_after_combined_statement(two_tx):
+    first, second = two_tx
+    _leave_first(first)
+    connection.set_tenant(second)
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        with connection.cursor() as cursor:
+            assert current_schema(cursor) == second.schema_name
+        1 / 0
+    with connection.cursor() as cursor:
+        assert current_schema(cursor) == second.schema_name
+
+
+def test_a_percent_in_a_schema_name_reaches_the_interpolated_string():
+    # django-tenants accepts "%" in a schema name (PGSQL_VALID_SCHEMA_NAME); the project's slugs never produce one.
+    connection.set_schema("ws_a%%b")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('search_path'), %s", [1])
+            assert cursor.fetchone()[0] == '"ws_a%%b", public'
+    finally:
+        connection.set_schema_to_public()
+
+
+def test_cursor_made_inside_a_transaction_after_its_set_used_after_rollback(two_tx):
+    first, second = two_tx
+    _leave_first(first)
+    connection.set_tenant(second)
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        with connection.cursor() as cursor:
+            assert current_schema(cursor) == second.schema_name
+        late = connection.cursor()  # the path counts as set: nothing pending on it
+        1 / 0
+    assert current_schema(late) == second.schema_name
+    late.close()
