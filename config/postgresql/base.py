@@ -13,8 +13,10 @@ cursor keeps the path it was made for and, before every statement, sends it agai
 PostgreSQL has it: a failed combined string is rolled back whole (one implicit transaction, or the caller's
 transaction, which Django then rolls back and django-tenants forgets the path), and the same cursor, or the next one,
 sends the SET again. (This also closes a gap of django-tenants' own: a cursor made inside a transaction after its
-SET, used after that transaction rolled back, ran in the previous path.) Named (server-side) cursors, server-side binding, `executemany`, `copy`,
-`stream` and statements other than SELECT / INSERT / UPDATE / DELETE / WITH send the SET on its own first, as before.
+SET, used after that transaction rolled back, ran in the previous path.)
+
+Named (server-side) cursors, server-side binding, `executemany`, `copy`, `stream` and statements other than SELECT /
+INSERT / UPDATE / DELETE / WITH send the SET on its own first, as before.
 """
 from __future__ import annotations
 
