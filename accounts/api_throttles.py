@@ -125,8 +125,10 @@ API_PATH_PREFIX = "/api/v1/"
 
 class WorkspacePlanRateThrottle(_FixedWindowThrottle):
     """The workspace plan's `api_requests_per_minute` (tenants.billing.plan_rate_limit, read on every request so a
-    plan change counts at once): one budget per workspace, shared by all its API keys and signed-in members. Only
-    authenticated requests to /api/v1/ on a workspace host count; a plan without a limit (null) counts nothing."""
+    plan change counts at once): one budget per workspace, shared by all its API keys. Only requests to /api/v1/ on
+    a workspace host made with an API key count: the dashboard's own pages call the same API with a member's session,
+    and a busy team must never find its inbox refused because of an integration (members have the per-user limit).
+    A plan without a limit (null) counts nothing."""
 
     scope = "plan"
 
@@ -136,7 +138,7 @@ class WorkspacePlanRateThrottle(_FixedWindowThrottle):
             return None
         if not request._request.path_info.startswith(API_PATH_PREFIX):
             return None
-        if not getattr(request.user, "is_authenticated", False):
+        if not isinstance(request.user, ApiKeyPrincipal):
             return None
         return workspace.schema_name
 

@@ -74,7 +74,7 @@ def limited() -> Plan:
     return plan_make(3)
 
 
-def test_keys_and_members_share_one_budget_per_workspace(limited, host_client):
+def test_keys_share_one_budget_per_workspace_and_members_sessions_are_not_counted(limited, host_client):
     ws = workspace_on(limited)
     client = host_client(ws.host)
     first_key, second_key = api_key(ws), api_key(ws)
@@ -83,16 +83,19 @@ def test_keys_and_members_share_one_budget_per_workspace(limited, host_client):
 
     started = time.time()
     seen = []
-    for caller, auth in ((client, first_key), (client, second_key), (session, {})):
-        response = caller.get("/api/v1/me/", **auth)
+    for auth in (first_key, second_key, first_key):
+        response = client.get("/api/v1/me/", **auth)
         assert response.status_code == 200, response.content
         seen.append(budget(response))
+        # The dashboard calls the same API with a member's session: never counted, never refused by the plan's limit.
+        response = session.get("/api/v1/me/")
+        assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers
     assert [(limit, remaining) for limit, remaining, _reset in seen] == [(3, 2), (3, 1), (3, 0)]
     assert all(started + 55 <= reset <= time.time() + 61 for _limit, _remaining, reset in seen)
 
-    assert assert_plan_limited(client.get("/api/v1/me/", **first_key)) == 3
-    assert_plan_limited(session.get("/api/v1/me/"))  # the member is refused too: the budget is the workspace's
-    assert_plan_limited(client.get("/api/v1/me/", **api_key(ws)))  # and a brand-new key
+    assert assert_plan_limited(client.get("/api/v1/me/", **second_key)) == 3
+    assert_plan_limited(client.get("/api/v1/me/", **api_key(ws)))  # a brand-new key too: the budget is the workspace's
+    assert session.get("/api/v1/me/").status_code == 200  # the team's dashboard keeps working
 
 
 def test_another_workspace_keeps_its_own_budget(limited, host_client):
@@ -156,7 +159,9 @@ def test_pages_health_widget_and_unauthenticated_calls_are_not_counted(limited, 
     for response in (session.get("/"), anonymous.get("/healthz"), anonymous.get("/widget/v1/loader.js")):
         assert "X-RateLimit-Limit" not in response.headers
 
-    response = session.get("/api/v1/me/")
+    response = session.get("/api/v1/me/")  # a member's session: the dashboard's own calls
+    assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers
+    response = host_client(ws.host).get("/api/v1/me/", **api_key(ws))
     assert response.status_code == 200 and budget(response)[:2] == (3, 2)  # the first request that counted
 
 
