@@ -1,5 +1,6 @@
 """REST API throttles (DRF's DEFAULT_THROTTLE_CLASSES): one budget per API key, per signed-in user, and per
-anonymous client address (config.client_ip), each a fixed window of settings.API_THROTTLE_RATES[scope].
+anonymous client address (config.client_ip), each a fixed window of settings.API_THROTTLE_RATES[scope]; and one per
+workspace, its plan's `api_requests_per_minute` (WorkspacePlanRateThrottle, with X-RateLimit-* headers).
 
 Counted in the default cache's Redis under keys that carry the workspace schema (cache.make_key, config.cache): a
 workspace's traffic never spends another's budget. A fixed-window counter is one INCR per request, where DRF's
@@ -9,6 +10,8 @@ Throttled, rendered as 429 `rate_limited` with Retry-After (config.errors).
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -19,6 +22,7 @@ from rest_framework.throttling import BaseThrottle
 from accounts.authentication import ApiKeyPrincipal
 from config.client_ip import client_ip
 from config.throttle import parse_rate
+from tenants.billing import plan_rate_limit
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +41,23 @@ class _FixedWindowThrottle(BaseThrottle):
         """Who is counted, or None when this throttle does not apply to the request."""
         raise NotImplementedError
 
+    def rate(self, request: Request) -> str | None:
+        """The rate (config.throttle.parse_rate format) that applies to the request; None: no limit."""
+        return settings.API_THROTTLE_RATES[self.scope]
+
+    def cache_key(self, ident: str) -> str:
+        return cache.make_key(f"api-throttle:{self.scope}:{ident}")  # make_key adds the schema (config.cache)
+
     def allow_request(self, request: Request, view: APIView) -> bool:
         ident = self.identity(request)
         if ident is None:
             return True
-        limit, window = parse_rate(settings.API_THROTTLE_RATES[self.scope])
-        # The window opens at the first request of the caller (not on a clock boundary); make_key adds the schema.
-        key = cache.make_key(f"api-throttle:{self.scope}:{ident}")
+        rate = self.rate(request)
+        if rate is None:
+            return True
+        limit, window = parse_rate(rate)
+        # The window opens at the first request of the caller (not on a clock boundary).
+        key = self.cache_key(ident)
         try:
             with cache._cache.get_client(write=True).pipeline() as pipe:
                 pipe.incr(key)
@@ -55,10 +69,15 @@ class _FixedWindowThrottle(BaseThrottle):
             # a throttle must not turn an outage of the counters into 500s.
             logger.warning("api throttle: counters unreachable; request allowed", exc_info=True)
             return True
+        ttl = max(int(ttl), 1)  # -1 (no expiry) cannot stay: EXPIRE NX set it in the same pipeline
+        self.counted(request, limit=limit, count=count, ttl=ttl)
         if count > limit:
-            self._wait = max(int(ttl), 1)
+            self._wait = ttl
             return False
         return True
+
+    def counted(self, request: Request, *, limit: int, count: int, ttl: int) -> None:
+        """Called with the window's state after each counted request (hook for subclasses)."""
 
     def wait(self) -> int | None:
         return self._wait
@@ -86,3 +105,47 @@ class ApiAnonRateThrottle(_FixedWindowThrottle):
 
     def identity(self, request: Request) -> str | None:
         return None if getattr(request.user, "is_authenticated", False) else client_ip(request._request)
+
+
+@dataclass(frozen=True)
+class ApiRateLimit:
+    """A workspace's API budget as of this request: sent as X-RateLimit-* headers (ApiRateLimitHeadersMiddleware)."""
+
+    limit: int
+    remaining: int
+    reset_at: int  # Unix time (seconds) when the window ends
+
+    def headers(self) -> dict[str, str]:
+        return {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
+                "X-RateLimit-Reset": str(self.reset_at)}
+
+
+API_PATH_PREFIX = "/api/v1/"
+
+
+class WorkspacePlanRateThrottle(_FixedWindowThrottle):
+    """The workspace plan's `api_requests_per_minute` (tenants.billing.plan_rate_limit, read on every request so a
+    plan change counts at once): one budget per workspace, shared by all its API keys. Only requests to /api/v1/ on
+    a workspace host made with an API key count: the dashboard's own pages call the same API with a member's session,
+    and a busy team must never find its inbox refused because of an integration (members have the per-user limit).
+    A plan without a limit (null) counts nothing."""
+
+    scope = "plan"
+
+    def identity(self, request: Request) -> str | None:
+        workspace = getattr(request._request, "tenant", None)
+        if workspace is None or workspace.schema_name == "public":
+            return None
+        if not request._request.path_info.startswith(API_PATH_PREFIX):
+            return None
+        if not isinstance(request.user, ApiKeyPrincipal):
+            return None
+        return workspace.schema_name
+
+    def rate(self, request: Request) -> str | None:
+        return plan_rate_limit(workspace=request._request.tenant, name="api_requests")
+
+    def counted(self, request: Request, *, limit: int, count: int, ttl: int) -> None:
+        request._request.api_rate_limit = ApiRateLimit(  # type: ignore[attr-defined]
+            limit=limit, remaining=max(limit - count, 0), reset_at=int(time.time()) + ttl,
+        )

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Q, QuerySet, Subquery, Sum
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -175,10 +175,12 @@ def plan_limit(plan: Plan, meter: str) -> int | None:
 
 def plan_rate_limit(*, workspace: Workspace, name: str) -> str | None:
     """The plan's rate for `name` ("api_requests" or "chat_messages") as a throttle rate ("60/m", the format of
-    config.throttle), or None when the plan sets none. Callers enforce it (per workspace)."""
+    config.throttle), or None when the plan sets none. Callers enforce it (per workspace). Read fresh (a plan change
+    counts at once) in one round trip: the REST API asks on every request (accounts.api_throttles)."""
     if name not in RATE_LIMITS:
         raise ValueError(f"unknown rate limit {name!r}; one of {tuple(RATE_LIMITS)}")
-    per_minute = getattr(plan_for_workspace(workspace=workspace), RATE_LIMITS[name])
+    plan_code = Workspace.objects.filter(pk=workspace.pk).order_by().values("plan")
+    per_minute = Plan.objects.filter(code=Subquery(plan_code)).values_list(RATE_LIMITS[name], flat=True).get()
     return None if per_minute is None else f"{per_minute}/m"
 
 

@@ -80,6 +80,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.MembershipMiddleware",
+    "accounts.middleware.ApiRateLimitHeadersMiddleware",  # the plan's API budget (accounts.api_throttles)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.ApiErrorMiddleware",
@@ -318,10 +319,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "config.pagination.ApiPagination",
     "PAGE_SIZE": 50,
-    # Per API key, per signed-in user, per anonymous client address: API_THROTTLE_RATES (accounts.api_throttles).
+    # Per API key, per signed-in user, per anonymous client address: API_THROTTLE_RATES; per workspace: its plan's
+    # api_requests_per_minute (accounts.api_throttles).
     "DEFAULT_THROTTLE_CLASSES": [
         "accounts.api_throttles.ApiKeyRateThrottle", "accounts.api_throttles.ApiUserRateThrottle",
-        "accounts.api_throttles.ApiAnonRateThrottle",
+        "accounts.api_throttles.ApiAnonRateThrottle", "accounts.api_throttles.WorkspacePlanRateThrottle",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
