@@ -10,6 +10,7 @@ Throttled, rendered as 429 `rate_limited` with Retry-After (config.errors).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -62,22 +63,26 @@ class _FixedWindowThrottle(BaseThrottle):
             with cache._cache.get_client(write=True).pipeline() as pipe:
                 pipe.incr(key)
                 pipe.expire(key, window, nx=True)
-                pipe.ttl(key)
-                count, _expire_set, ttl = pipe.execute()
+                pipe.pttl(key)
+                count, _expire_set, pttl = pipe.execute()
         except RedisError:
             # Fail open: with Redis away the API still serves what it can (reads from PostgreSQL, docs/faults.md);
             # a throttle must not turn an outage of the counters into 500s.
             logger.warning("api throttle: counters unreachable; request allowed", exc_info=True)
             return True
-        ttl = max(int(ttl), 1)  # -1 (no expiry) cannot stay: EXPIRE NX set it in the same pipeline
-        self.counted(request, limit=limit, count=count, ttl=ttl)
+        # Whole seconds, rounded up: a client that waits Retry-After finds the window over (TTL would round to the
+        # nearest second, up to half a second early). -1 (no expiry) cannot stay: EXPIRE NX set it in the pipeline.
+        ends_at = time.time() + max(int(pttl), 1) / 1000
+        ttl = max(math.ceil(max(int(pttl), 1) / 1000), 1)
+        self.counted(request, limit=limit, count=count, ttl=ttl, ends_at=ends_at)
         if count > limit:
             self._wait = ttl
             return False
         return True
 
-    def counted(self, request: Request, *, limit: int, count: int, ttl: int) -> None:
-        """Called with the window's state after each counted request (hook for subclasses)."""
+    def counted(self, request: Request, *, limit: int, count: int, ttl: int, ends_at: float) -> None:
+        """Called with the window's state after each counted request (hook for subclasses): `ttl` whole seconds
+        left (rounded up), `ends_at` the Unix time the window ends."""
 
     def wait(self) -> int | None:
         return self._wait
@@ -145,7 +150,7 @@ class WorkspacePlanRateThrottle(_FixedWindowThrottle):
     def rate(self, request: Request) -> str | None:
         return plan_rate_limit(workspace=request._request.tenant, name="api_requests")
 
-    def counted(self, request: Request, *, limit: int, count: int, ttl: int) -> None:
+    def counted(self, request: Request, *, limit: int, count: int, ttl: int, ends_at: float) -> None:
         request._request.api_rate_limit = ApiRateLimit(  # type: ignore[attr-defined]
-            limit=limit, remaining=max(limit - count, 0), reset_at=int(time.time()) + ttl,
+            limit=limit, remaining=max(limit - count, 0), reset_at=math.ceil(ends_at),
         )

@@ -1,6 +1,6 @@
 """A workspace's plan's `api_requests_per_minute` (accounts.api_throttles.WorkspacePlanRateThrottle): one budget per
-workspace for its API keys and members, 429 `rate_limited` past it, X-RateLimit-* headers, through the real
-middleware stack, the test database and the test Redis. The window is ended by expiring its Redis key, not by
+workspace for its API keys (members' sessions are not counted), 429 `rate_limited` past it, X-RateLimit-* headers,
+through the real middleware stack, the test database and the test Redis. The window is ended by expiring its Redis key, not by
 waiting a minute."""
 from __future__ import annotations
 
