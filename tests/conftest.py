@@ -19,6 +19,38 @@ from tests.live import LiveServer, ManagedProcess, start_celery_worker, start_li
 LOG_DIR = Path(__file__).resolve().parent.parent / ".data" / f"test-logs-{os.environ.get('TEST_DATABASE_NAME', 'test_customercare')}"
 
 
+_session_guard = None  # the connection holding this run's claim on its test database name
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """One test session per test database name on a PostgreSQL server. Two suites with the same TEST_DATABASE_NAME
+    destroy each other: the second drops and recreates the first's database (--create-db), or cuts its connections
+    and drops it when it ends. The claim is a session advisory lock in the server's `postgres` database, taken
+    before pytest-django creates the test database and held until this process exits."""
+    global _session_guard
+    import psycopg
+    from django.conf import settings
+
+    name = getattr(settings, "TEST_DATABASE_NAME", None) if settings.configured else None
+    if not name:
+        return
+    db = settings.DATABASES["default"]
+    params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None, "user": db.get("USER") or None,
+              "password": db.get("PASSWORD") or None}
+    try:
+        guard = psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=10,
+                                **{key: value for key, value in params.items() if value})
+    except psycopg.Error:
+        return  # no maintenance database to lock in: the run goes on unguarded (and fails later if the server is away)
+    claimed = guard.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                            [f"ccgpt-test-database:{name}"]).fetchone()[0]
+    if not claimed:
+        guard.close()
+        pytest.exit(f"another test session is using the test database {name!r} on this server; "
+                    "give this one its own TEST_DATABASE_NAME (and TEST_REDIS_DB)", returncode=3)
+    _session_guard = guard
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):  # noqa: F811  (extends pytest-django's)
     from django.conf import settings
