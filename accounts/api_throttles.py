@@ -143,7 +143,7 @@ class WorkspacePlanRateThrottle(_FixedWindowThrottle):
             return None
         if not request._request.path_info.startswith(API_PATH_PREFIX):
             return None
-        if not isinstance(request.user, ApiKeyPrincipal):
+        if not isinstance(request.user, ApiKeyPrincipal) or not settings.API_PLAN_RATE_LIMITS:
             return None
         return workspace.schema_name
 

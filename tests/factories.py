@@ -9,7 +9,7 @@ import factory
 from accounts.models import User
 from accounts.roles import Role
 from accounts.services import membership_create, workspace_signup
-from tenants.models import Plan, Workspace
+from tenants.models import Workspace
 
 PASSWORD = "Test-password-4711"
 
@@ -43,28 +43,9 @@ def unique_slug(prefix: str = "t") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-# The plan of the factory's workspaces: the seeded free plan with no API request limit. The session workspace serves
-# hundreds of API calls a minute across modules, past free's api_requests_per_minute (60); every other limit is free's.
-# Tests of a plan's own limits sign up on that plan (workspace_on(...) helpers); tests/accounts/test_api_plan_limit.py
-# proves the per-minute limit.
-FACTORY_PLAN = "free-api-unmetered"
-_PLAN_COPY_SKIPPED = {"id", "code", "name", "is_public", "api_requests_per_minute", "created_at", "updated_at"}
-
-
-def factory_plan() -> str:
-    free = Plan.objects.get(code="free")
-    copied = {field.attname: getattr(free, field.attname) for field in Plan._meta.concrete_fields
-              if field.attname not in _PLAN_COPY_SKIPPED}
-    Plan.objects.get_or_create(code=FACTORY_PLAN, defaults={
-        **copied, "name": free.name, "is_public": False, "api_requests_per_minute": None,
-    })
-    return FACTORY_PLAN
-
-
 def workspace_with_owner(*, slug: str | None = None, name: str = "Test Co") -> WorkspaceWithOwner:
     owner_email = f"owner-{secrets.token_hex(4)}@example.test"
-    owner, result = workspace_signup(email=owner_email, password=PASSWORD, workspace_name=name,
-                                     slug=slug or unique_slug(), plan=factory_plan())
+    owner, result = workspace_signup(email=owner_email, password=PASSWORD, workspace_name=name, slug=slug or unique_slug())
     return WorkspaceWithOwner(workspace=result.workspace, owner=owner)
 
 

@@ -108,7 +108,7 @@ ASGI_APPLICATION = "config.asgi.application"
 
 # --- data --------------------------------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/customercare")}
-# django-tenants' backend, with its SET search_path sent in the same round trip as the first statement (config/postgresql).
+# django-tenants' backend, its SET search_path sent in the round trip of the first statement (config/postgresql).
 DATABASES["default"]["ENGINE"] = "config.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -346,6 +346,8 @@ API_THROTTLE_RATES = {
     "api_user": env.str("API_THROTTLE_USER", default="600/m"),
     "api_anon": env.str("API_THROTTLE_ANON", default="60/m"),
 }
+# On top of those, each workspace's plan's api_requests_per_minute for its API keys (WorkspacePlanRateThrottle).
+API_PLAN_RATE_LIMITS = env.bool("API_PLAN_RATE_LIMITS", default=True)
 API_PAGE_MAX_LIMIT = env.int("API_PAGE_MAX_LIMIT", default=200)
 CORS_URLS_REGEX = r"^/widget/.*$"
 CORS_ALLOWED_ORIGINS: list[str] = []

@@ -29,6 +29,8 @@ SIGNUP_THROTTLE = env.str("SIGNUP_THROTTLE", default="1000/h")
 # The suite (fuzzing, isolation sweeps) makes thousands of API calls with one key; throttle tests override these.
 API_THROTTLE_RATES = {scope: env.str(f"API_THROTTLE_{scope.split('_')[1].upper()}", default="100000/m")
                       for scope in ("api_key", "api_user", "api_anon")}
+# Likewise past the free plan's 60 a minute: off here, on in tests/accounts/test_api_plan_limit.py.
+API_PLAN_RATE_LIMITS = env.bool("API_PLAN_RATE_LIMITS", default=False)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.locmem.EmailBackend")
 LOG_LEVEL = env.str("LOG_LEVEL", default="WARNING")
 LOGGING["root"]["level"] = LOG_LEVEL  # noqa: F405

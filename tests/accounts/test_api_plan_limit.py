@@ -1,7 +1,7 @@
 """A workspace's plan's `api_requests_per_minute` (accounts.api_throttles.WorkspacePlanRateThrottle): one budget per
 workspace for its API keys (members' sessions are not counted), 429 `rate_limited` past it, X-RateLimit-* headers,
-through the real middleware stack, the test database and the test Redis. The window is ended by expiring its Redis key, not by
-waiting a minute."""
+through the real middleware stack, the test database and the test Redis. The window is ended by expiring its Redis
+key, not by waiting a minute."""
 from __future__ import annotations
 
 import secrets
@@ -67,6 +67,11 @@ def assert_plan_limited(response) -> int:
     limit, remaining, reset = budget(response)
     assert remaining == 0 and abs(reset - (time.time() + retry_after)) <= 2
     return limit
+
+
+@pytest.fixture(autouse=True)
+def _plan_limits_on(settings) -> None:
+    settings.API_PLAN_RATE_LIMITS = True  # off for the rest of the suite (config/settings/test.py), as the key limits
 
 
 @pytest.fixture
@@ -178,7 +183,8 @@ def redis_down_server(django_db_blocker):
 
     broken = urlunsplit(urlsplit(settings.REDIS_URL)._replace(netloc=f"127.0.0.1:{free_port()}"))
     with django_db_blocker.unblock():
-        server = start_live_server(connection.settings_dict, LOG_DIR, extra_env={"REDIS_URL": broken},
+        server = start_live_server(connection.settings_dict, LOG_DIR,
+                                   extra_env={"REDIS_URL": broken, "API_PLAN_RATE_LIMITS": "true"},
                                    name="asgi-rpm-redis-down")
     yield server
     server.process.stop()
