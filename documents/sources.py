@@ -824,13 +824,15 @@ def _chunks_replace_in_place(document: Document, drafts: list[Any], anchors: dic
 
 def _run_finish(run: SourceRun, status: str, *, code: str = "", message: str = "") -> None:
     now = timezone.now()
-    SourceRun.objects.filter(pk=run.pk).update(status=status, stop_code=str(code)[:60], stop_message=message,
-                                               finished_at=now, heartbeat_at=now)
-    if status == SourceRunStatus.COMPLETED:
-        source = Source.objects.filter(pk=run.source_id).first()
-        if source is not None:
-            Source.objects.filter(pk=source.pk).update(last_synced_at=now,
-                                                       next_sync_at=_next_sync(source.schedule, after=now))
+    # One commit: whoever sees the run completed sees the source's last and next sync moved too.
+    with transaction.atomic():
+        SourceRun.objects.filter(pk=run.pk).update(status=status, stop_code=str(code)[:60], stop_message=message,
+                                                   finished_at=now, heartbeat_at=now)
+        if status == SourceRunStatus.COMPLETED:
+            source = Source.objects.filter(pk=run.source_id).first()
+            if source is not None:
+                Source.objects.filter(pk=source.pk).update(last_synced_at=now,
+                                                           next_sync_at=_next_sync(source.schedule, after=now))
     run.refresh_from_db()
     _event(run, "source.run_finished")
     transaction.on_commit(lambda: _synced_send(run))
