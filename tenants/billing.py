@@ -164,7 +164,8 @@ def plan_list(*, public_only: bool = True) -> list[Plan]:
 
 
 def plan_for_workspace(*, workspace: Workspace) -> Plan:
-    return Plan.objects.get(code=Workspace.objects.filter(pk=workspace.pk).values_list("plan", flat=True).get())
+    """The workspace's plan as stored now (its plan code read in the same query: one round trip)."""
+    return Plan.objects.get(code=Subquery(Workspace.objects.filter(pk=workspace.pk).order_by().values("plan")))
 
 
 def plan_limit(plan: Plan, meter: str) -> int | None:
@@ -179,8 +180,7 @@ def plan_rate_limit(*, workspace: Workspace, name: str) -> str | None:
     counts at once) in one round trip: the REST API asks on every request (accounts.api_throttles)."""
     if name not in RATE_LIMITS:
         raise ValueError(f"unknown rate limit {name!r}; one of {tuple(RATE_LIMITS)}")
-    plan_code = Workspace.objects.filter(pk=workspace.pk).order_by().values("plan")
-    per_minute = Plan.objects.filter(code=Subquery(plan_code)).values_list(RATE_LIMITS[name], flat=True).get()
+    per_minute = getattr(plan_for_workspace(workspace=workspace), RATE_LIMITS[name])
     return None if per_minute is None else f"{per_minute}/m"
 
 
