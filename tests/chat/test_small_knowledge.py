@@ -13,6 +13,7 @@ from django_tenants.utils import tenant_context
 
 from chat.answering import answer_once
 from tests.chat.knowledge import knowledge_workspace
+from tests.factories import WorkspaceWithOwner
 
 WORDINGS = [
     ("The returns window for store number {n} is {r} days. Shipping from warehouse {n} takes {s} business days. "
@@ -234,11 +235,15 @@ FOURTH_PASS_SHOPS = {
 }
 
 
+def shops_made(django_db_blocker, title: str, layouts: dict[str, dict[str, str]]) -> dict[str, WorkspaceWithOwner]:
+    """One workspace per layout (its documents by title), named after the pass that read them."""
+    with django_db_blocker.unblock():
+        return {name: knowledge_workspace(f"{title} {name}", documents) for name, documents in layouts.items()}
+
+
 @pytest.fixture(scope="module")
 def fourth_pass_shops(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock():
-        return {name: knowledge_workspace(f"Fourth pass {name}", documents)
-                for name, documents in FOURTH_PASS_SHOPS.items()}
+    return shops_made(django_db_blocker, "Fourth pass", FOURTH_PASS_SHOPS)
 
 
 def test_phrases_are_read_as_their_word(fourth_pass_shops):
@@ -343,9 +348,7 @@ FIFTH_PASS_SHOPS = {
 
 @pytest.fixture(scope="module")
 def fifth_pass_shops(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock():
-        return {name: knowledge_workspace(f"Fifth pass {name}", documents)
-                for name, documents in FIFTH_PASS_SHOPS.items()}
+    return shops_made(django_db_blocker, "Fifth pass", FIFTH_PASS_SHOPS)
 
 
 def test_something_broken_and_covered_asks_for_the_warranty(fifth_pass_shops):

@@ -11,16 +11,33 @@ from chat.models import Conversation
 from tests.factories import workspace_with_owner
 
 
+def _two_made():
+    first, second = workspace_with_owner(name="Path One"), workspace_with_owner(name="Path Two")
+    return first.workspace, second.workspace
+
+
 @pytest.fixture()
 def two(db):
-    first, second = workspace_with_owner(name="Path One"), workspace_with_owner(name="Path Two")
-    yield first.workspace, second.workspace
+    yield _two_made()
+    connection.set_schema_to_public()
+
+
+@pytest.fixture()
+def two_tx():  # committed data, autocommit (the suite's autouse _database fixture unblocks the database)
+    yield _two_made()
     connection.set_schema_to_public()
 
 
 def current_schema(cursor) -> str:
     cursor.execute("SELECT current_schema()")
     return cursor.fetchone()[0]
+
+
+def _leave_first(first):
+    """Switch to `first` and run a statement there: PostgreSQL's path is `first`'s, and the connection knows it."""
+    connection.set_tenant(first)
+    with connection.cursor() as cursor:
+        assert current_schema(cursor) == first.schema_name
 
 
 def sent_statements():
@@ -61,9 +78,7 @@ def test_the_orm_reads_and_writes_the_workspace_it_was_switched_to(two):
 
 def test_a_failed_first_statement_leaves_the_set_to_be_sent_again(two):
     first, second = two
-    connection.set_tenant(first)
-    with connection.cursor() as cursor:
-        assert current_schema(cursor) == first.schema_name
+    _leave_first(first)
     connection.set_tenant(second)
     with pytest.raises(DatabaseError), transaction.atomic():
         with connection.cursor() as cursor:
@@ -87,9 +102,7 @@ def test_a_cursor_made_before_a_change_and_used_after_it_does_not_leave_the_old_
 
 def test_a_cursor_closed_unused_does_not_count_as_set(two):
     first, second = two
-    connection.set_tenant(first)
-    with connection.cursor() as cursor:
-        assert current_schema(cursor) == first.schema_name
+    _leave_first(first)
     connection.set_tenant(second)
     connection.cursor().close()
     with connection.cursor() as cursor:
@@ -116,29 +129,6 @@ def test_executemany_and_named_cursors_send_the_set_first(two):
 # --- the same cursor again after a rollback, and in and out of transactions (found by review) ---------------------
 
 
-def _two_made():
-    first, second = workspace_with_owner(name="Probe One"), workspace_with_owner(name="Probe Two")
-    return first.workspace, second.workspace
-
-
-@pytest.fixture()
-def two_tx():  # committed data, autocommit (the suite's autouse _database fixture unblocks the database)
-    yield _two_made()
-    connection.set_schema_to_public()
-
-
-@pytest.fixture()
-def two_db(db):
-    yield _two_made()
-    connection.set_schema_to_public()
-
-
-def _leave_first(first):
-    connection.set_tenant(first)
-    with connection.cursor() as cursor:
-        assert current_schema(cursor) == first.schema_name
-
-
 def test_same_cursor_after_failed_first_statement_in_autocommit(two_tx):
     first, second = two_tx
     _leave_first(first)
@@ -161,7 +151,7 @@ def test_cursor_made_outside_atomic_first_used_inside_one_that_rolls_back(two_tx
         assert current_schema(cursor) == second.schema_name
 
 
-@pytest.mark.parametrize("fixture", ["two_db", "two_tx"])
+@pytest.mark.parametrize("fixture", ["two", "two_tx"])
 def test_nested_savepoint_rollback_after_combined_statement(fixture, request):
     first, second = request.getfixturevalue(fixture)
     _leave_first(first)
