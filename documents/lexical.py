@@ -44,6 +44,16 @@ class LexicalTotals:
         return max(1.0, self.length / self.chunks) if self.chunks else 1.0
 
 
+# The workspace's lexical version as one row of scalar subqueries (lexical_version, and along with the terms):
+# count, summed length, newest chunk id, and the vector copy's version and token.
+_VERSION_COLUMNS = (
+    f"coalesce((SELECT chunks FROM {TOTALS_TABLE}), 0), coalesce((SELECT length FROM {TOTALS_TABLE}), 0), "
+    f"coalesce((SELECT max(id) FROM documents_chunk), 0), "
+    f"coalesce((SELECT version FROM documents_vectorversion), 0), "
+    f"coalesce((SELECT token::text FROM documents_vectorversion), '')"
+)
+
+
 def lexical_terms(*, query: str) -> tuple[list[tuple[str, int | None, int]], LexicalTotals]:
     """The query's lexemes (english config, as the chunks were indexed) with their term id and document frequency
     in this workspace (None, 0 for a word no chunk uses), and the workspace's totals with its version (as
@@ -53,10 +63,7 @@ def lexical_terms(*, query: str) -> tuple[list[tuple[str, int | None, int]], Lex
     # a table that was never analysed, as in a new workspace) multiplied their guessed row counts into an estimate
     # over PostgreSQL's JIT threshold, and every call paid ~100 ms of JIT compilation.
     sql = (
-        f"SELECT x.lexeme, t.id, coalesce(t.df, 0), (SELECT chunks FROM {TOTALS_TABLE}), "
-        f"(SELECT length FROM {TOTALS_TABLE}), coalesce((SELECT max(id) FROM documents_chunk), 0), "
-        f"coalesce((SELECT version FROM documents_vectorversion), 0), "
-        f"coalesce((SELECT token::text FROM documents_vectorversion), '') "
+        f"SELECT x.lexeme, t.id, coalesce(t.df, 0), {_VERSION_COLUMNS} "
         f"FROM (SELECT 1) one "
         f"LEFT JOIN unnest(to_tsvector('english', %s)) x ON true "
         f"LEFT JOIN {TERM_TABLE} t ON t.lexeme = x.lexeme"
@@ -65,7 +72,7 @@ def lexical_terms(*, query: str) -> tuple[list[tuple[str, int | None, int]], Lex
         cursor.execute(sql, [query])
         rows = cursor.fetchall()
     first = rows[0]  # (SELECT 1) LEFT JOIN ...: always one row at least
-    totals = LexicalTotals(int(first[3] or 0), int(first[4] or 0), int(first[5]), (int(first[6]), first[7]))
+    totals = LexicalTotals(int(first[3]), int(first[4]), int(first[5]), (int(first[6]), first[7]))
     return [(lexeme, term_id, int(df)) for lexeme, term_id, df, *_ in rows if lexeme is not None], totals
 
 
@@ -142,11 +149,7 @@ def lexical_version() -> tuple[int, int, int, int, str]:
     version and token (documents_vectorversion, bumped by every statement that writes a chunk's vector: a chunk
     rewritten in place by a website sync keeps its id, and may keep the count and length). A cache key."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT coalesce((SELECT chunks FROM {TOTALS_TABLE}), 0), "
-                       f"coalesce((SELECT length FROM {TOTALS_TABLE}), 0), "
-                       f"coalesce((SELECT max(id) FROM documents_chunk), 0), "
-                       f"coalesce((SELECT version FROM documents_vectorversion), 0), "
-                       f"coalesce((SELECT token::text FROM documents_vectorversion), '')")
+        cursor.execute(f"SELECT {_VERSION_COLUMNS}")
         chunks, length, last, vectors, token = cursor.fetchone()
     return int(chunks), int(length), int(last), int(vectors), token
 
